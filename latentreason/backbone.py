@@ -1,0 +1,156 @@
+"""The frozen backbone: any Hugging Face checkpoint, read at one hidden layer, never trained.
+
+`FrozenBackbone` wraps a `PreTrainedModel` (decoder-only, encoder-only, or the encoder of an
+encoder-decoder) and returns the hidden states of the chosen layer. Its weights have
+`requires_grad=False` and it stays in eval mode even when the surrounding model is put in train mode,
+so dropout never fires and the features are a pure function of the input (which is what makes
+them cacheable).
+
+Loading follows transformers: a Hub id or a local folder, a `revision`, `trust_remote_code` only
+when the user asks for it. The output paths that read answers through the LM (`lm_head`,
+`latent_prefix`) load the causal-LM class so that its final norm and `lm_head` are there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+
+def text_config(config: PretrainedConfig) -> PretrainedConfig:
+    """The text part of a config (multimodal configs nest it); the config itself otherwise."""
+    getter = getattr(config, "get_text_config", None)
+    return getter() if getter is not None else config
+
+
+def load_pretrained(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    causal_lm: bool = False,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | str | None = None,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """Load a checkpoint by Hub id or local path: the causal-LM class when asked, the bare model otherwise."""
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    auto_class = AutoModelForCausalLM if causal_lm else AutoModel
+    if causal_lm and config.is_encoder_decoder:
+        raise ValueError(
+            f"{name_or_path} is an encoder-decoder model ({config.model_type}); the LM output paths need a decoder-only "
+            "causal LM. Use output='token_classification' or 'sequence_classification' with it."
+        )
+    load_kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code, **kwargs}
+    if dtype is not None:
+        load_kwargs["dtype"] = dtype
+    try:
+        return auto_class.from_pretrained(name_or_path, config=config, **load_kwargs)
+    except ValueError as error:
+        if causal_lm:
+            raise ValueError(
+                f"{name_or_path} ({config.model_type}) has no causal-LM head, so it cannot read answers through the LM. "
+                "Supported outputs for it: 'token_classification', 'sequence_classification'."
+            ) from error
+        raise
+
+
+class FrozenBackbone(nn.Module):
+    """A frozen Hugging Face model that returns the hidden states of one layer.
+
+    Args:
+        model: a loaded `PreTrainedModel`.
+        layer: which hidden state to read (0 = embeddings, i = after block i, -1 = last).
+    """
+
+    def __init__(self, model: PreTrainedModel, layer: int = -1) -> None:
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        self.text_config = text_config(config)
+        self.hidden_size: int = self.text_config.hidden_size
+        self.num_layers: int = self.text_config.num_hidden_layers
+        self.model_type: str = config.model_type
+        if not -(self.num_layers + 1) <= layer <= self.num_layers:
+            raise ValueError(
+                f"`backbone_layer`={layer} is out of range for {self.model_type} with {self.num_layers} layers: "
+                f"use 0..{self.num_layers} (0 = embeddings, {self.num_layers} = last block) or -1..-{self.num_layers + 1}."
+            )
+        self.layer = layer
+        self.freeze()
+
+    def freeze(self) -> None:
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> FrozenBackbone:
+        # The backbone stays in eval mode whatever the surrounding model does (no dropout, cacheable).
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The module that reads the input: the encoder of an encoder-decoder, else the bare model (no LM head)."""
+        return self.model.get_encoder() if self.is_encoder_decoder else self.model.base_model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the backbone accepts, where its config says (None if unbounded, e.g. T5)."""
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(self.text_config, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def check_length(self, length: int) -> None:
+        limit = self.max_positions
+        if limit is not None and length > limit:
+            raise ValueError(
+                f"Input of {length} tokens is longer than the backbone's context of {limit} positions "
+                f"({self.model_type}): shorten the input or set a tokenizer max_length <= {limit}."
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        with_grad: bool = False,
+    ) -> torch.Tensor:
+        """Hidden states of the chosen layer: (B, L, hidden_size). No gradients unless `with_grad`."""
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        self.check_length(length)
+        grad = torch.enable_grad() if with_grad else torch.no_grad()
+        with grad:
+            outputs = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                output_hidden_states=True,
+                return_dict=True,
+            )
+        return outputs.hidden_states[self.layer]
+
+
+@contextlib.contextmanager
+def count_calls(backbone: FrozenBackbone):
+    """Count the backbone's forward calls inside the block (for cache tests): `with count_calls(b) as n: ...; n[0]`."""
+    counter = [0]
+
+    def hook(*_: Any) -> None:
+        counter[0] += 1
+
+    handle = backbone.register_forward_pre_hook(hook)
+    try:
+        yield counter
+    finally:
+        handle.remove()

@@ -1,0 +1,224 @@
+"""`ReasonerConfig`: every architectural choice of a latent reasoner, in one validated dataclass.
+
+The config describes the reasoner (sizes, recursion depth, mixer, halting, gradient mode, output
+path) and records which backbone it was attached to (model id, revision, layer, hidden size), so a
+saved adapter can be reloaded onto the right base model. Training knobs (learning rate, EMA, batch
+size) live in `latentreason.training.TrainingConfig`, not here: the same reasoner can be trained
+in many ways.
+
+Every field has a default and a help text (the configuration reference in the docs is generated
+from them); every invalid value raises a `ValueError` that names the field, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+Mixer = Literal["attention", "mlp"]
+GradMode = Literal["last_cycle", "one_step", "full"]
+OutputPath = Literal["token_classification", "sequence_classification", "lm_head", "latent_prefix"]
+CarryInit = Literal["fixed", "learned"]
+
+# Output paths that read answers through a frozen causal LM (they need a decoder with an LM head).
+LM_OUTPUTS = ("lm_head", "latent_prefix")
+
+
+@dataclass
+class ReasonerConfig:
+    """Configuration of a TRM-style latent reasoner attached to a frozen Hugging Face backbone.
+
+    Example:
+        >>> from latentreason import ReasonerConfig
+        >>> config = ReasonerConfig(hidden_size=128, latent_steps=4, cycles=2, num_labels=10)
+        >>> ReasonerConfig.from_dict(config.to_dict()) == config
+        True
+    """
+
+    # --- size of the recursive net -------------------------------------------------------------
+    hidden_size: int = field(default=256, metadata={"help": "Width of the reasoner's latents (d). TRM uses 512; 128-256 fit a CPU budget."})
+    num_layers: int = field(default=2, metadata={"help": "Blocks in the one shared net. TRM found 2 better than 4 (less overfitting)."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads (attention mixer only). Must divide `hidden_size`."})
+    expansion: float = field(default=4.0, metadata={"help": "SwiGLU hidden width as a multiple of `hidden_size`."})
+    mixer: Mixer = field(default="attention", metadata={"help": "How positions talk: `attention` (non-causal, rotary positions, padding mask; any length) or `mlp` (an MLP across the sequence, TRM's choice for small fixed grids; needs `max_length`)."})
+    max_length: int | None = field(default=None, metadata={"help": "Longest input sequence in tokens. Required by the `mlp` mixer (its weights span the sequence); optional otherwise. Longer inputs raise an error, never a silent truncation."})
+    norm_eps: float = field(default=1e-5, metadata={"help": "Epsilon of the RMSNorms."})
+    rope_theta: float = field(default=10000.0, metadata={"help": "Base of the rotary position frequencies (attention mixer)."})
+
+    # --- the recursion ---------------------------------------------------------------------------
+    latent_steps: int = field(default=6, metadata={"help": "n: scratchpad updates `z_L <- net(x + z_H + z_L)` per cycle. More steps = deeper reasoning, same memory under `last_cycle`."})
+    cycles: int = field(default=3, metadata={"help": "T: cycles of (n latent updates + 1 answer update) per supervision step; the first T-1 run without gradients under `last_cycle`."})
+    max_supervision_steps: int = field(default=16, metadata={"help": "N_sup: refinement steps (each with its own loss and optimizer step in training; the carry is detached between them)."})
+    grad_mode: GradMode = field(default="last_cycle", metadata={"help": "Where gradients flow inside one supervision step: `last_cycle` (TRM: only the last cycle), `one_step` (HRM's 1-step gradient: only the last latent and answer updates), `full` (backprop through all T cycles: memory grows with T; for ablations)."})
+    carry_init: CarryInit = field(default="fixed", metadata={"help": "Initial `z_H`/`z_L`: `fixed` random vectors (TRM: truncated normal, std 1, never trained) or `learned` vectors."})
+
+    # --- halting ---------------------------------------------------------------------------------
+    halting: bool = field(default=True, metadata={"help": "Learn a halting head (ACT): at test time a sample may stop refining once its halt logit is > 0."})
+    halt_exploration: float = field(default=0.1, metadata={"help": "Training only: probability that a sample is forced to run a random minimum number of steps before it may halt (TRM's exploration)."})
+    halt_loss_weight: float = field(default=0.5, metadata={"help": "Weight of the halting BCE loss (target: the sample's prediction is exactly right)."})
+
+    # --- output path -----------------------------------------------------------------------------
+    output: OutputPath = field(default="token_classification", metadata={"help": "How `z_H` becomes outputs: `token_classification` (a label per input token), `sequence_classification` (a label per input), `lm_head` (answer slots read through the frozen LM's own head), `latent_prefix` (latent thoughts the frozen LM decodes)."})
+    num_labels: int | None = field(default=None, metadata={"help": "Number of classes of the classification heads (required for them)."})
+    label_names: list[str] | None = field(default=None, metadata={"help": "Optional names of the classes, index-aligned; saved with the adapter so predictions print as text."})
+    num_answer_slots: int | None = field(default=None, metadata={"help": "Learned answer positions appended after the input tokens (for outputs not aligned to the input). Default: 0 for token classification, 1 for sequence classification, 8 for the LM paths."})
+    feature_norm: bool = field(default=True, metadata={"help": "RMS-normalise backbone features after the input projection: frozen LLM features differ in scale from learned embeddings."})
+
+    # --- the backbone it reads -------------------------------------------------------------------
+    backbone_layer: int = field(default=-1, metadata={"help": "Which hidden state of the backbone to read: 0 = embeddings, i = after block i, -1 = last. Negative indices count from the end."})
+    base_model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or local path of the backbone (filled in by `attach_reasoner`)."})
+    base_model_revision: str | None = field(default=None, metadata={"help": "Revision (commit hash when known) of the backbone (filled in by `attach_reasoner`)."})
+    backbone_hidden_size: int | None = field(default=None, metadata={"help": "Hidden size of the backbone (filled in by `attach_reasoner`; checked when an adapter is loaded)."})
+    backbone_model_type: str | None = field(default=None, metadata={"help": "`model_type` of the backbone config (filled in by `attach_reasoner`; checked when loading)."})
+    backbone_num_layers: int | None = field(default=None, metadata={"help": "Number of blocks of the backbone (filled in by `attach_reasoner`)."})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise `ValueError` naming the field, the value and what is allowed, for any bad value."""
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+
+        def at_least(name: str, minimum: float) -> None:
+            value = getattr(self, name)
+            if value is not None and value < minimum:
+                raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}.")
+
+        for name in ("hidden_size", "num_layers", "num_heads", "latent_steps", "cycles", "max_supervision_steps"):
+            at_least(name, 1)
+        at_least("max_length", 1)
+        at_least("num_answer_slots", 0)
+        if self.expansion <= 0:
+            raise ValueError(f"`expansion` must be > 0, got {self.expansion!r}.")
+        if self.norm_eps <= 0:
+            raise ValueError(f"`norm_eps` must be > 0, got {self.norm_eps!r}.")
+        if self.rope_theta <= 0:
+            raise ValueError(f"`rope_theta` must be > 0, got {self.rope_theta!r}.")
+        if not 0.0 <= self.halt_exploration <= 1.0:
+            raise ValueError(f"`halt_exploration` must be a probability in [0, 1], got {self.halt_exploration!r}.")
+        if self.halt_loss_weight < 0:
+            raise ValueError(f"`halt_loss_weight` must be >= 0, got {self.halt_loss_weight!r}.")
+        if self.mixer == "attention":
+            if self.hidden_size % self.num_heads != 0:
+                raise ValueError(
+                    f"`hidden_size` ({self.hidden_size}) must be divisible by `num_heads` ({self.num_heads}); "
+                    f"try num_heads={_largest_divisor(self.hidden_size, self.num_heads)}."
+                )
+            if (self.hidden_size // self.num_heads) % 2:
+                raise ValueError(
+                    f"the head size `hidden_size / num_heads` = {self.hidden_size // self.num_heads} must be even "
+                    "for rotary positions; change `hidden_size` or `num_heads`."
+                )
+        if self.mixer == "mlp" and self.max_length is None:
+            raise ValueError(
+                "`mixer='mlp'` mixes across a fixed-length sequence: set `max_length` (the longest input in tokens), "
+                "or use `mixer='attention'` for inputs of any length."
+            )
+        if self.output in ("token_classification", "sequence_classification"):
+            if self.num_labels is None or self.num_labels < 1:
+                raise ValueError(f"`output='{self.output}'` needs `num_labels` >= 1, got {self.num_labels!r}.")
+        if self.label_names is not None and self.num_labels is not None and len(self.label_names) != self.num_labels:
+            raise ValueError(
+                f"`label_names` has {len(self.label_names)} names but `num_labels` is {self.num_labels}; they must match."
+            )
+        if self.output == "token_classification" and self.num_answer_slots:
+            raise ValueError(
+                "`output='token_classification'` predicts one label per input token and uses no answer slots: "
+                f"set `num_answer_slots` to 0 or None, got {self.num_answer_slots!r}."
+            )
+        if self.output in ("sequence_classification", *LM_OUTPUTS) and self.num_answer_slots == 0:
+            raise ValueError(f"`output='{self.output}'` reads its answer from answer slots: `num_answer_slots` must be >= 1.")
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def answer_slots(self) -> int:
+        """Number of answer slots actually used (the default depends on the output path)."""
+        if self.num_answer_slots is not None:
+            return self.num_answer_slots
+        return {"token_classification": 0, "sequence_classification": 1}.get(self.output, 8)
+
+    @property
+    def effective_depth(self) -> int:
+        """Layers of computation per supervision step: T x (n + 1) x layers."""
+        return self.cycles * (self.latent_steps + 1) * self.num_layers
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ReasonerConfig:
+        """Build a config from a dict; unknown keys raise an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown ReasonerConfig keys: {unknown}. Known keys: {sorted(known)}. "
+                "Was this config written by a newer latentreason?"
+            )
+        return cls(**values)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> ReasonerConfig:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                values = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not valid JSON ({error}); the reasoner config is corrupt.") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object with the reasoner config, got {type(values).__name__}.")
+        return cls.from_dict(values)
+
+    def replace(self, **changes: Any) -> ReasonerConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Check `value` against a simple type hint: int/float/bool/str, Optional, Literal, list[str]."""
+    allowed = get_args(hint) if get_origin(hint) in (types.UnionType, Union) else (hint,)
+    errors = []
+    for option in allowed:
+        if option is type(None):
+            if value is None:
+                return
+            errors.append("None")
+        elif get_origin(option) is Literal:
+            if value in get_args(option):
+                return
+            errors.append("one of " + ", ".join(repr(v) for v in get_args(option)))
+        elif get_origin(option) is list:
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return
+            errors.append("a list of strings")
+        elif option is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return
+            errors.append("a number")
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return
+            errors.append("an integer")
+        elif isinstance(value, option):
+            return
+        else:
+            errors.append(getattr(option, "__name__", str(option)))
+    raise ValueError(f"`{name}` must be {' or '.join(errors)}, got {value!r}.")
+
+
+def _largest_divisor(number: int, at_most: int) -> int:
+    return max(d for d in range(1, at_most + 1) if number % d == 0)

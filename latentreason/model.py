@@ -1,0 +1,335 @@
+"""`LatentReasonerModel`: a frozen backbone, an input projection, the recursive reasoner, an output path.
+
+    input_ids -> frozen backbone (one hidden layer)        (B, L, D)   computed once, cacheable
+              -> input projection + RMSNorm = x            (B, L, d)
+              -> + learned answer slots                    (B, L + K, d)
+              -> Reasoner: one supervision step from carry (B, L + K, d) answer latent
+              -> output head                               logits
+    loss = task loss + halt_loss_weight * BCE(halt logit, "prediction exactly right")
+
+`forward` is one supervision (refinement) step: pass the returned `carry` back in to refine further,
+which is what the trainer does N_sup times per batch. `refine` runs several steps at test time and
+returns the logits after each. `features=` skips the backbone (precomputed or cached hidden states).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbone import FrozenBackbone, load_pretrained
+from .config import LM_OUTPUTS, ReasonerConfig
+from .outputs import OutputHead, build_output_head
+from .reasoner import Carry, Reasoner, RMSNorm
+
+
+@dataclass
+class ReasonerModelOutput(ModelOutput):
+    """One supervision step of a `LatentReasonerModel`."""
+
+    loss: torch.Tensor | None = None  # task loss + halt_loss_weight * halting loss (when labels are given)
+    logits: torch.Tensor | None = None  # token classification (B, L, C); sequence (B, C); LM paths (B, K, V)
+    halt_logits: torch.Tensor | None = None  # (B,) > 0 means "halt"
+    carry: Carry | None = None  # detached; pass it back in to refine further
+    task_loss: torch.Tensor | None = None
+    halt_loss: torch.Tensor | None = None
+    exact: torch.Tensor | None = None  # (B,) bool: the whole prediction is right (when labels are given)
+
+
+@dataclass
+class RefineOutput(ModelOutput):
+    """Test-time refinement: logits after each supervision step, and where each sample halted."""
+
+    logits: torch.Tensor | None = None  # the final prediction (halted samples keep their halting-step logits)
+    step_logits: list[torch.Tensor] | None = None  # logits after step 1..steps
+    halted_at: torch.Tensor | None = None  # (B,) 1-based step at which each sample stopped
+    carry: Carry | None = None
+
+
+class LatentReasonerModel(nn.Module):
+    """A frozen Hugging Face backbone with a TRM-style recursive reasoner on top.
+
+    Build one with `attach_reasoner`; reload a saved one with `LatentReasonerModel.from_pretrained`.
+    Only the reasoner, the input projection, the answer slots and the output head train.
+    """
+
+    def __init__(self, backbone: FrozenBackbone, config: ReasonerConfig) -> None:
+        super().__init__()
+        if config.backbone_hidden_size is not None and config.backbone_hidden_size != backbone.hidden_size:
+            raise ValueError(
+                f"This reasoner was built for a backbone with hidden size {config.backbone_hidden_size} "
+                f"({config.backbone_model_type}), but the given backbone {backbone.model_type} has hidden size "
+                f"{backbone.hidden_size}. Attach it to the base model it was trained on ({config.base_model_name_or_path})."
+            )
+        if config.backbone_model_type is not None and config.backbone_model_type != backbone.model_type:
+            raise ValueError(
+                f"This reasoner was built for a {config.backbone_model_type} backbone "
+                f"({config.base_model_name_or_path}), but the given backbone is a {backbone.model_type}. "
+                "Attach it to the base model it was trained on, or pass base_model= pointing at a copy of it."
+            )
+        self.config = config
+        self.backbone = backbone
+        self.input_proj = nn.Linear(backbone.hidden_size, config.hidden_size, bias=False)
+        self.input_norm = RMSNorm(config.hidden_size, config.norm_eps) if config.feature_norm else nn.Identity()
+        slots = config.answer_slots
+        self.answer_slots = nn.Parameter(torch.randn(slots, config.hidden_size) * 0.02) if slots else None
+        self.reasoner = Reasoner(config)
+        self.head: OutputHead = build_output_head(config, backbone)
+        self._reasoner_enabled = True
+
+    # --- the frozen part ---------------------------------------------------------------------------
+    @property
+    def backbone_trains(self) -> bool:
+        """True when some backbone weights train (LoRA): then features need gradients and can't be cached."""
+        return any(p.requires_grad for p in self.backbone.parameters())
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbone hidden states of the chosen layer (B, L, D), as float32."""
+        features = self.backbone(input_ids=input_ids, attention_mask=attention_mask, with_grad=self.backbone_trains)
+        return features.float()
+
+    def embed_inputs(self, features: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project features and append answer slots: x (B, L + K, d) and its mask (B, L + K)."""
+        B, L, _ = features.shape
+        if features.shape[-1] != self.backbone.hidden_size:
+            raise ValueError(
+                f"features must have the backbone's hidden size {self.backbone.hidden_size} in the last dimension, "
+                f"got shape {tuple(features.shape)}."
+            )
+        x = self.input_norm(self.input_proj(features.to(self.input_proj.weight.dtype)))  # (B, L, d)
+        mask = torch.ones(B, L, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask.long()
+        if self.answer_slots is not None:
+            slots = self.answer_slots.to(x.dtype).expand(B, -1, -1)
+            x = torch.cat([x, slots], dim=1)
+            mask = torch.cat([mask, mask.new_ones(B, slots.shape[1])], dim=1)
+        return x, mask
+
+    def check_length(self, length: int) -> None:
+        limit = self.config.max_length
+        if limit is not None and length > limit:
+            raise ValueError(
+                f"Input of {length} tokens is longer than the reasoner's max_length={limit}"
+                + (" (the mlp mixer's weights span a fixed length)" if self.config.mixer == "mlp" else "")
+                + ": shorten the input, or build the reasoner with a larger max_length. Nothing is truncated silently."
+            )
+
+    # --- one supervision step ------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        carry: Carry | None = None,
+        features: torch.Tensor | None = None,
+    ) -> ReasonerModelOutput:
+        """One supervision step. Give `input_ids` (the backbone runs) or `features` (it does not).
+
+        Example:
+            >>> out = model(input_ids, attention_mask, labels=labels)        # doctest: +SKIP
+            >>> out = model(input_ids, attention_mask, carry=out.carry)      # refine once more  # doctest: +SKIP
+        """
+        if features is None:
+            if input_ids is None:
+                raise ValueError("Pass `input_ids` (the backbone encodes them) or precomputed `features`.")
+            self.check_length(input_ids.shape[1])
+            features = self.encode(input_ids, attention_mask)
+        else:
+            self.check_length(features.shape[1])
+        num_inputs = features.shape[1]
+        shape = (features.shape[0], num_inputs)
+        if attention_mask is not None and tuple(attention_mask.shape) != shape:
+            raise ValueError(f"attention_mask must have shape (batch, length) = {shape}, got {tuple(attention_mask.shape)}.")
+        if labels is not None:
+            self.head.check_labels(labels, shape)
+
+        x, mask = self.embed_inputs(features, attention_mask)
+        if self._reasoner_enabled:
+            step = self.reasoner(x, carry, mask)
+            answer, halt_logits, carry = step.answer, step.halt_logits, step.carry
+        else:  # the bare backbone through the same head, for A/B comparisons
+            answer, halt_logits, carry = x, x.new_full((x.shape[0],), -torch.inf), None
+        logits = self.head(answer, mask, num_inputs)
+
+        output = ReasonerModelOutput(logits=logits, halt_logits=halt_logits, carry=carry)
+        if labels is not None:
+            output.task_loss = self.head.loss(logits, labels)
+            with torch.no_grad():
+                output.exact = self.head.exact(logits, labels)
+            output.loss = output.task_loss
+            if self.config.halting and self._reasoner_enabled:
+                output.halt_loss = nn.functional.binary_cross_entropy_with_logits(halt_logits.float(), output.exact.float())
+                output.loss = output.task_loss + self.config.halt_loss_weight * output.halt_loss
+        return output
+
+    @torch.no_grad()
+    def refine(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        steps: int | None = None,
+        halt: bool = False,
+    ) -> RefineOutput:
+        """Test-time refinement: run up to `steps` (default N_sup) supervision steps and keep each step's logits.
+
+        With `halt=True` a sample stops at the first step whose halt logit is > 0 and keeps that
+        step's prediction (the others go on; the batch stops when all have halted).
+        """
+        steps = steps or self.config.max_supervision_steps
+        if features is None:
+            features = self.encode(input_ids, attention_mask)
+        carry, step_logits, final = None, [], None
+        batch = features.shape[0]
+        halted_at = torch.full((batch,), steps, dtype=torch.long, device=features.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=features.device)
+        for step in range(1, steps + 1):
+            out = self(attention_mask=attention_mask, features=features, carry=carry)
+            carry = out.carry
+            step_logits.append(out.logits)
+            final = out.logits.clone() if final is None else torch.where(_expand(done, out.logits), final, out.logits)
+            if halt and self._reasoner_enabled:
+                newly = (out.halt_logits > 0) & ~done
+                halted_at[newly] = step
+                done |= newly
+                if bool(done.all()):
+                    break
+        return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry)
+
+    # --- PEFT-style conveniences ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def disable_reasoner(self) -> Iterator[None]:
+        """Inside this block the recursion is skipped: the projected backbone features go straight to the head.
+
+        Example:
+            >>> with model.disable_reasoner():           # doctest: +SKIP
+            ...     baseline = model(input_ids, attention_mask).logits
+        """
+        previous, self._reasoner_enabled = self._reasoner_enabled, False
+        try:
+            yield
+        finally:
+            self._reasoner_enabled = previous
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The reasoner adapter's weights (everything but the frozen backbone), detached, for saving."""
+        return {
+            name: tensor.detach()
+            for name, tensor in self.state_dict().items()
+            if not name.startswith("backbone.") or _is_trainable_backbone_tensor(self, name)
+        }
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        """Load weights saved by `adapter_state_dict`; missing, unexpected or misshapen tensors are named."""
+        expected = self.adapter_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{source} does not match this reasoner: missing tensors {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                f"unexpected tensors {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}. "
+                "Was it saved with a different ReasonerConfig?"
+            )
+        for name, tensor in state.items():
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise ValueError(
+                    f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)}. "
+                    "The config and the weights disagree; the file may come from another reasoner."
+                )
+        self.load_state_dict(state, strict=False)
+
+    def train(self, mode: bool = True) -> LatentReasonerModel:
+        super().train(mode)
+        self.backbone.train(mode)  # stays in eval mode itself; see FrozenBackbone.train
+        return self
+
+    # --- save / load / publish (see latentreason.hub) ------------------------------------------
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
+        from .hub import save_pretrained
+
+        save_pretrained(self, save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> LatentReasonerModel:
+        from .hub import from_pretrained
+
+        return from_pretrained(name_or_path, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+
+def _expand(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return flags.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _is_trainable_backbone_tensor(model: LatentReasonerModel, name: str) -> bool:
+    return "lora_" in name
+
+
+def attach_reasoner(
+    base: str | PreTrainedModel,
+    config: ReasonerConfig,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | str | None = None,
+    **load_kwargs: Any,
+) -> LatentReasonerModel:
+    """Attach a fresh recursive reasoner to a frozen Hugging Face model.
+
+    Args:
+        base: a Hub id, a local folder, or an already-loaded `PreTrainedModel`.
+        config: the reasoner's `ReasonerConfig`; the backbone fields are filled in here.
+        revision: the base model's revision (branch, tag or commit hash) when `base` is a name.
+        trust_remote_code: run the checkpoint's own modelling code (only if you trust it).
+        dtype: dtype to load the backbone in (the reasoner itself always trains in float32).
+
+    Example:
+        >>> from latentreason import ReasonerConfig, attach_reasoner          # doctest: +SKIP
+        >>> model = attach_reasoner("Qwen/Qwen2.5-0.5B", ReasonerConfig(num_labels=10))  # doctest: +SKIP
+        >>> model.print_trainable_parameters()                                # doctest: +SKIP
+    """
+    if isinstance(base, str):
+        model = load_pretrained(
+            base,
+            revision=revision,
+            causal_lm=config.output in LM_OUTPUTS,
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            **load_kwargs,
+        )
+        name = base
+    elif isinstance(base, PreTrainedModel):
+        model = base
+        name = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None) or None
+    else:
+        raise TypeError(f"`base` must be a model id, a local path or a PreTrainedModel, got {type(base).__name__}.")
+
+    backbone = FrozenBackbone(model, layer=config.backbone_layer)
+    revision = revision or getattr(model.config, "_commit_hash", None) or config.base_model_revision
+    config = config.replace(
+        base_model_name_or_path=name or config.base_model_name_or_path,
+        base_model_revision=revision,
+        backbone_hidden_size=config.backbone_hidden_size or backbone.hidden_size,
+        backbone_model_type=config.backbone_model_type or backbone.model_type,
+        backbone_num_layers=backbone.num_layers,
+    )
+    return LatentReasonerModel(backbone, config)
