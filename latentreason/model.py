@@ -227,12 +227,11 @@ class LatentReasonerModel(nn.Module):
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The reasoner adapter's weights (everything but the frozen backbone), detached, for saving."""
-        return {
-            name: tensor.detach()
-            for name, tensor in self.state_dict().items()
-            if not name.startswith("backbone.") or _is_trainable_backbone_tensor(self, name)
-        }
+        """The reasoner adapter's weights (everything but the backbone), detached, for saving.
+
+        LoRA weights on the backbone, when used, are saved apart in PEFT's own format (see `latentreason.hub`).
+        """
+        return {name: tensor.detach() for name, tensor in self.state_dict().items() if not name.startswith("backbone.")}
 
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load weights saved by `adapter_state_dict`; missing, unexpected or misshapen tensors are named."""
@@ -278,10 +277,6 @@ class LatentReasonerModel(nn.Module):
 
 def _expand(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return flags.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _is_trainable_backbone_tensor(model: LatentReasonerModel, name: str) -> bool:
-    return "lora_" in name
 
 
 def attach_reasoner(
