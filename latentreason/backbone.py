@@ -14,9 +14,12 @@ when the user asks for it. The output paths that read answers through the LM (`l
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
+from huggingface_hub import resolve_revision
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionResolutionError
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
@@ -37,7 +40,9 @@ def load_pretrained(
     **kwargs: Any,
 ) -> PreTrainedModel:
     """Load a checkpoint by Hub id or local path: the causal-LM class when asked, the bare model otherwise."""
-    config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    # The config comes from where the weights come from: the same cache, token and offline setting.
+    hub_options = {key: kwargs[key] for key in ("cache_dir", "token", "local_files_only") if key in kwargs}
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code, **hub_options)
     auto_class = AutoModelForCausalLM if causal_lm else AutoModel
     if causal_lm and config.is_encoder_decoder:
         raise ValueError(
@@ -56,6 +61,28 @@ def load_pretrained(
                 "Supported outputs for it: 'token_classification', 'sequence_classification'."
             ) from error
         raise
+
+
+def resolve_commit(name_or_path: str, revision: str | None = None, **kwargs: Any) -> str | None:
+    """The commit hash that `revision` (default: the main branch) of a Hub repo points to, or None.
+
+    Asks the Hub, or reads the local cache when offline (`cache_dir`, `token` and `local_files_only`
+    are taken from `kwargs`). None for a local folder, or when the repo can't be resolved: loading
+    then reports the problem with its own message.
+    """
+    if os.path.exists(name_or_path):
+        return None
+    try:
+        resolved = resolve_revision(
+            name_or_path,
+            revision=revision,
+            cache_dir=kwargs.get("cache_dir"),
+            token=kwargs.get("token"),
+            local_files_only=bool(kwargs.get("local_files_only")),
+        )
+    except (HFValidationError, HfHubHTTPError, RevisionResolutionError, OSError):
+        return None
+    return resolved.resolved
 
 
 class FrozenBackbone(nn.Module):

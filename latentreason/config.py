@@ -55,7 +55,7 @@ class ReasonerConfig:
     cycles: int = field(default=3, metadata={"help": "T: cycles of (n latent updates + 1 answer update) per supervision step; the first T-1 run without gradients under `last_cycle`."})
     max_supervision_steps: int = field(default=16, metadata={"help": "N_sup: refinement steps (each with its own loss and optimizer step in training; the carry is detached between them)."})
     grad_mode: GradMode = field(default="last_cycle", metadata={"help": "Where gradients flow inside one supervision step: `last_cycle` (TRM: only the last cycle), `one_step` (HRM's 1-step gradient: only the last latent and answer updates), `full` (backprop through all T cycles: memory grows with T; for ablations)."})
-    carry_init: CarryInit = field(default="fixed", metadata={"help": "Initial `z_H`/`z_L`: `fixed` random vectors (TRM: truncated normal, std 1, never trained) or `learned` vectors."})
+    carry_init: CarryInit = field(default="fixed", metadata={"help": "Initial `z_H`/`z_L`: `fixed` random vectors (TRM: truncated normal, std 1, never trained) or `learned` vectors (these need a gradient path: grad_mode='full', or cycles=1)."})
 
     # --- halting ---------------------------------------------------------------------------------
     halting: bool = field(default=True, metadata={"help": "Learn a halting head (ACT): at test time a sample may stop refining once its halt logit is > 0."})
@@ -122,6 +122,12 @@ class ReasonerConfig:
                 "`mixer='mlp'` mixes across a fixed-length sequence: set `max_length` (the longest input in tokens), "
                 "or use `mixer='attention'` for inputs of any length."
             )
+        if self.carry_init == "learned" and not self.gradient_reaches_initial_carry:
+            raise ValueError(
+                f"`carry_init='learned'` would never train with grad_mode={self.grad_mode!r}, cycles={self.cycles}, "
+                f"latent_steps={self.latent_steps}: the updates before the last run without gradients, so none reaches the "
+                "initial carry. Use carry_init='fixed' (TRM's choice), grad_mode='full', or cycles=1."
+            )
         if self.output in ("token_classification", "sequence_classification"):
             if self.num_labels is None or self.num_labels < 1:
                 raise ValueError(f"`output='{self.output}'` needs `num_labels` >= 1, got {self.num_labels!r}.")
@@ -144,6 +150,15 @@ class ReasonerConfig:
         if self.num_answer_slots is not None:
             return self.num_answer_slots
         return {"token_classification": 0, "sequence_classification": 1}.get(self.output, 8)
+
+    @property
+    def gradient_reaches_initial_carry(self) -> bool:
+        """True when the first supervision step backpropagates into the initial carry (so it can be learned)."""
+        if self.grad_mode == "full":
+            return True
+        if self.grad_mode == "last_cycle":
+            return self.cycles == 1
+        return self.cycles == 1 and self.latent_steps == 1  # one_step: only the last latent update has gradients
 
     @property
     def effective_depth(self) -> int:

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .backbone import FrozenBackbone, load_pretrained
+from .backbone import FrozenBackbone, load_pretrained, resolve_commit
 from .config import LM_OUTPUTS, ReasonerConfig
 from .outputs import OutputHead, build_output_head
 from .reasoner import Carry, Reasoner, RMSNorm
@@ -135,19 +135,19 @@ class LatentReasonerModel(nn.Module):
             >>> out = model(input_ids, attention_mask, labels=labels)        # doctest: +SKIP
             >>> out = model(input_ids, attention_mask, carry=out.carry)      # refine once more  # doctest: +SKIP
         """
-        if features is None:
-            if input_ids is None:
-                raise ValueError("Pass `input_ids` (the backbone encodes them) or precomputed `features`.")
-            self.check_length(input_ids.shape[1])
-            features = self.encode(input_ids, attention_mask)
-        else:
-            self.check_length(features.shape[1])
-        num_inputs = features.shape[1]
-        shape = (features.shape[0], num_inputs)
+        if features is None and input_ids is None:
+            raise ValueError("Pass `input_ids` (the backbone encodes them) or precomputed `features`.")
+        # Check the inputs before the backbone runs: its own errors would not name the fix.
+        given = input_ids if features is None else features
+        num_inputs = given.shape[1]
+        shape = (given.shape[0], num_inputs)
+        self.check_length(num_inputs)
         if attention_mask is not None and tuple(attention_mask.shape) != shape:
             raise ValueError(f"attention_mask must have shape (batch, length) = {shape}, got {tuple(attention_mask.shape)}.")
         if labels is not None:
             self.head.check_labels(labels, shape)
+        if features is None:
+            features = self.encode(input_ids, attention_mask)
 
         x, mask = self.embed_inputs(features, attention_mask)
         if self._reasoner_enabled:
@@ -155,7 +155,9 @@ class LatentReasonerModel(nn.Module):
             answer, halt_logits, carry = step.answer, step.halt_logits, step.carry
         else:  # the bare backbone through the same head, for A/B comparisons
             answer, halt_logits, carry = x, x.new_full((x.shape[0],), -torch.inf), None
-        logits = self.head(answer, mask, num_inputs)
+        # The latent_prefix path runs the frozen LM over the prompt (and the answer, with teacher forcing).
+        prompt = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels) if self.head.reads_prompt else {}
+        logits = self.head(answer, mask, num_inputs, **prompt)
 
         output = ReasonerModelOutput(logits=logits, halt_logits=halt_logits, carry=carry)
         if labels is not None:
@@ -182,7 +184,10 @@ class LatentReasonerModel(nn.Module):
         With `halt=True` a sample stops at the first step whose halt logit is > 0 and keeps that
         step's prediction (the others go on; the batch stops when all have halted).
         """
-        steps = steps or self.config.max_supervision_steps
+        if steps is None:
+            steps = self.config.max_supervision_steps
+        elif steps < 1:
+            raise ValueError(f"`steps` must be >= 1 refinement step, got {steps!r} (None runs max_supervision_steps).")
         if features is None:
             features = self.encode(input_ids, attention_mask)
         carry, step_logits, final = None, [], None
@@ -190,7 +195,7 @@ class LatentReasonerModel(nn.Module):
         halted_at = torch.full((batch,), steps, dtype=torch.long, device=features.device)
         done = torch.zeros(batch, dtype=torch.bool, device=features.device)
         for step in range(1, steps + 1):
-            out = self(attention_mask=attention_mask, features=features, carry=carry)
+            out = self(input_ids=input_ids, attention_mask=attention_mask, features=features, carry=carry)
             carry = out.carry
             step_logits.append(out.logits)
             final = out.logits.clone() if final is None else torch.where(_expand(done, out.logits), final, out.logits)
@@ -201,6 +206,52 @@ class LatentReasonerModel(nn.Module):
                 if bool(done.all()):
                     break
         return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry)
+
+    # --- text answers (the LM output paths) ------------------------------------------------------
+    @torch.no_grad()
+    def answer_latent(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, steps: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The answer latent after `steps` (default N_sup) refinement steps: (B, L + K, d) and its mask (no halting)."""
+        steps = steps or self.config.max_supervision_steps
+        self.check_length(input_ids.shape[1])
+        x, mask = self.embed_inputs(self.encode(input_ids, attention_mask), attention_mask)
+        if not self._reasoner_enabled:
+            return x, mask
+        carry = None
+        for _ in range(steps):
+            carry = self.reasoner(x, carry, mask).carry
+        return carry.answer, mask
+
+    @torch.no_grad()
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, steps: int | None = None, **generate_kwargs: Any
+    ) -> torch.Tensor:
+        """Text answers, for the LM output paths: token ids (B, new_tokens), like transformers' `generate`.
+
+        The reasoner runs `steps` refinement steps (default `max_supervision_steps`) once per prompt;
+        then `latent_prefix` hands [prompt | thoughts] to the LM's own `generate` (greedy or sampling,
+        `max_new_tokens`, ... as given), and `lm_head` returns each slot's argmax token up to the end
+        token. Prompts may be padded on either side (left padding is what transformers expects).
+
+        Example:
+            >>> prompts = encoder.prompts(["two plus three"])          # doctest: +SKIP
+            >>> encoder.decode(model.generate(**prompts, max_new_tokens=4))  # doctest: +SKIP
+            ['five']
+        """
+        from .text_outputs import move_padding
+
+        if not hasattr(self.head, "generate"):
+            raise ValueError(
+                f"output={self.config.output!r} predicts labels, not text: use model.refine(...) and its logits. "
+                "generate() is for output='lm_head' or 'latent_prefix'."
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # The backbone is a causal LM: right padding gives every prompt the positions it has alone.
+        input_ids, attention_mask = move_padding(input_ids, attention_mask, "right")
+        answer, mask = self.answer_latent(input_ids, attention_mask, steps)
+        return self.head.generate(answer, mask, input_ids.shape[1], input_ids, attention_mask, **generate_kwargs)
 
     # --- PEFT-style conveniences ---------------------------------------------------------------
     @contextlib.contextmanager
@@ -286,6 +337,7 @@ def attach_reasoner(
     revision: str | None = None,
     trust_remote_code: bool = False,
     dtype: torch.dtype | str | None = None,
+    lora: Any = None,
     **load_kwargs: Any,
 ) -> LatentReasonerModel:
     """Attach a fresh recursive reasoner to a frozen Hugging Face model.
@@ -296,6 +348,9 @@ def attach_reasoner(
         revision: the base model's revision (branch, tag or commit hash) when `base` is a name.
         trust_remote_code: run the checkpoint's own modelling code (only if you trust it).
         dtype: dtype to load the backbone in (the reasoner itself always trains in float32).
+        lora: optional LoRA on the backbone, trained with the reasoner: a `peft.LoraConfig` or a dict with
+            `rank`, `alpha`, `target_modules`, `dropout` (see `latentreason.lora`). The backbone's own weights
+            stay frozen; `model.backbone.model` becomes a `peft.PeftModel` and the feature cache can't be used.
 
     Example:
         >>> from latentreason import ReasonerConfig, attach_reasoner          # doctest: +SKIP
@@ -303,6 +358,8 @@ def attach_reasoner(
         >>> model.print_trainable_parameters()                                # doctest: +SKIP
     """
     if isinstance(base, str):
+        # Pin the commit that a branch or tag name points to now (names move); a local folder has none.
+        revision = resolve_commit(base, revision, **load_kwargs) or revision
         model = load_pretrained(
             base,
             revision=revision,
@@ -327,4 +384,8 @@ def attach_reasoner(
         backbone_model_type=config.backbone_model_type or backbone.model_type,
         backbone_num_layers=backbone.num_layers,
     )
+    if lora is not None:
+        from .lora import apply_lora
+
+        apply_lora(backbone, lora)
     return LatentReasonerModel(backbone, config)

@@ -47,6 +47,9 @@ class OutputHead(nn.Module):
     """Base class of output paths. `answer` is (B, L + slots, d); `mask` is (B, L + slots)."""
 
     name = "base"
+    # True for paths that run the frozen LM over the prompt (latent_prefix): `forward` then also gets
+    # the keywords `input_ids`, `attention_mask` and `labels`.
+    reads_prompt = False
 
     def __init__(self, config: ReasonerConfig, backbone=None) -> None:
         super().__init__()
@@ -122,6 +125,11 @@ class SequenceClassificationHead(OutputHead):
 
 
 def _check_label_range(labels: torch.Tensor, num_labels: int) -> None:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels must be integer class indices (torch.long), got dtype {str(labels.dtype).removeprefix('torch.')}: "
+            "convert them with labels.long()."
+        )
     real = labels[labels != IGNORE_INDEX]
     if real.numel() and (int(real.min()) < 0 or int(real.max()) >= num_labels):
         raise ValueError(

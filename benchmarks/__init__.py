@@ -1,0 +1,1 @@
+"""Benchmarks of latentreason: memory, speed, overhead and accuracy; `python -m benchmarks run`."""

@@ -1,0 +1,75 @@
+"""Command line: `python -m benchmarks run [NAME ...] [--quick]` and `python -m benchmarks report`.
+
+    .venv/bin/python -m benchmarks run                  # every benchmark, full sizes (about 25 minutes on 2 idle cores)
+    .venv/bin/python -m benchmarks run speed --quick    # one benchmark, small sizes (a smoke check)
+    .venv/bin/python -m benchmarks report               # rebuild docs/benchmarks.md and its plots from the JSON results
+
+Results go to `benchmarks/results/<preset>/<name>.json`; `run` rebuilds the report afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import accuracy, memory, overhead, speed
+from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
+
+BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy}
+PRESETS = ("full", "quick", "tiny")
+
+
+def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, Any]]:
+    """Run the named benchmarks at a preset ("full", "quick" or "tiny") and write their JSON results."""
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}.")
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {PRESETS}.")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results = {}
+    for name in names:
+        start = time.perf_counter()
+        log(f"{name}: start ({preset})")
+        result = BENCHMARKS[name].run(BENCHMARKS[name].PRESETS[preset])
+        result["preset"] = preset
+        result["command"] = command_line([name], preset == "quick") + (" --preset tiny" if preset == "tiny" else "")
+        result["elapsed_s"] = round(time.perf_counter() - start, 1)
+        write_result(results_dir / preset, name, result)
+        log(f"{name}: done in {result['elapsed_s']:.0f} s")
+        results[name] = result
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run benchmarks, write JSON results, rebuild the report")
+    run_parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    run_parser.add_argument("--quick", action="store_true", help="small sizes: a smoke check of a few minutes")
+    run_parser.add_argument("--preset", choices=PRESETS, help="sizes by name (--quick is --preset quick; tiny is for tests)")
+    run_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
+    run_parser.add_argument("--no-report", action="store_true", help="do not rebuild docs/benchmarks.md")
+    report_parser = commands.add_parser("report", help="rebuild docs/benchmarks.md and docs/img/bench_*.png from the results")
+    report_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
+    args = parser.parse_args(argv)
+
+    from . import report
+
+    if args.command == "run":
+        preset = args.preset or ("quick" if args.quick else "full")
+        run_benchmarks(args.names or list(BENCHMARKS), preset, args.results)
+        if args.no_report:
+            return 0
+    path = report.write_report(args.results, DOC_PATH, IMG_DIR)
+    log(f"report written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

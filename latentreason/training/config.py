@@ -1,0 +1,98 @@
+"""`TrainingConfig`: how a reasoner is trained (optimiser, schedule, EMA, checkpoints, logging).
+
+The architecture lives in `ReasonerConfig`; everything here is about one training run, so the same
+reasoner can be trained in many ways. Defaults are sized for a CPU budget of minutes, not for the
+TRM paper's GPU budget of days (see the comments on `learning_rate` and `ema_warmup`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+MixedPrecision = Literal["no", "bf16", "fp16"]
+ReportTo = Literal["auto", "tensorboard", "none"]
+
+
+@dataclass
+class TrainingConfig:
+    """Knobs of one training run. Every field has a default and a help text; bad values raise `ValueError`.
+
+    Example:
+        >>> from latentreason.training import TrainingConfig
+        >>> TrainingConfig(max_steps=200, batch_size=32).learning_rate
+        0.001
+    """
+
+    output_dir: str = field(default="runs/latentreason", metadata={"help": "Where checkpoints, eval_results.json, the trained adapter and recipe.yaml go."})
+    seed: int = field(default=0, metadata={"help": "Seed for weights, data order and halting exploration: same seed, same run."})
+
+    # --- optimisation ----------------------------------------------------------------------------
+    # TRM used lr 1e-4 at batch 768 for 50k+ steps. On a CPU budget of a few hundred steps 1e-4
+    # learns almost nothing; 1e-3 with EMA warm-up was best in an 8-minute check (DESIGN.md).
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (after warm-up, then cosine decay to 0)."})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "AdamW betas (TRM: 0.9, 0.95)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (TRM: 0.1; 1.0 for Sudoku with heavy augmentation)."})
+    warmup_steps: int = field(default=50, metadata={"help": "Optimizer steps of linear learning-rate warm-up."})
+    max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps to train for (one per supervision step). Overrides `epochs` when set."})
+    epochs: int = field(default=1, metadata={"help": "Passes over the training set (used when `max_steps` is not set)."})
+    batch_size: int = field(default=64, metadata={"help": "Global batch size: split across processes, so 1 or N processes see the same batches."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Split each batch into this many micro-batches whose gradients are summed before each optimizer step (less memory)."})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the gradient norm to this value before each optimizer step (None: no clipping)."})
+    mixed_precision: MixedPrecision = field(default="no", metadata={"help": "`no`, `bf16` or `fp16` autocast. bf16 works on CPU but is ~100x slower there than fp32: use it on GPUs."})
+
+    # --- deep supervision ------------------------------------------------------------------------
+    supervision_steps: int | None = field(default=None, metadata={"help": "N_sup used in training: supervision steps (each its own optimizer step) per batch. Default: the reasoner's `max_supervision_steps`. Training with more steps than you test makes the refinement curve keep rising to its last step."})
+    halting: bool = field(default=True, metadata={"help": "Let samples stop early in training once their halt logit is > 0 (with the reasoner's `halt_exploration`); halted samples stop contributing to the loss."})
+
+    # --- EMA -------------------------------------------------------------------------------------
+    ema: bool = field(default=True, metadata={"help": "Keep an exponential moving average of the trainable weights; it is what gets evaluated and saved (TRM)."})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay (TRM: 0.999)."})
+    # A plain 0.999 EMA after a few hundred steps is still mostly the random init; the warm-up
+    # decay min(decay, (1 + s) / (10 + s)) follows the weights closely early on and slows down later.
+    ema_warmup: bool = field(default=True, metadata={"help": "Use decay min(ema_decay, (1 + s) / (10 + s)) at EMA update s, so short runs get a useful average."})
+
+    # --- features ----------------------------------------------------------------------------
+    use_feature_cache: bool = field(default=True, metadata={"help": "Compute the frozen backbone's features once per example and reuse them (the backbone never runs in the loop). Off: the backbone runs once per batch."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where the feature cache lives (default: latentreason's cache folder)."})
+
+    # --- checkpoints, logging, evaluation --------------------------------------------------------
+    checkpoint_every: int | None = field(default=200, metadata={"help": "Save a resumable checkpoint after the batch in which this many more optimizer steps were done (None: only at the end)."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Keep only the newest N checkpoints in OUTPUT_DIR/checkpoints."})
+    log_every: int = field(default=10, metadata={"help": "Log loss and accuracy to the trackers every N optimizer steps."})
+    eval_every: int | None = field(default=None, metadata={"help": "Evaluate (EMA weights) every N optimizer steps during training, besides the final evaluation (None: only at the end)."})
+    report_to: ReportTo = field(default="auto", metadata={"help": "Trackers: `auto` (TensorBoard when installed), `tensorboard` or `none`."})
+    progress_bar: bool = field(default=True, metadata={"help": "Show a tqdm progress bar with loss and accuracy (main process only)."})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the field, the value and what is allowed."""
+        for name in ("batch_size", "gradient_accumulation_steps", "epochs", "keep_checkpoints", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`training.{name}` must be an integer >= 1, got {value!r}.")
+        for name in ("max_steps", "supervision_steps", "checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"`training.{name}` must be an integer >= 1 or None, got {value!r}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"`training.warmup_steps` must be >= 0, got {self.warmup_steps!r}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"`training.learning_rate` must be > 0, got {self.learning_rate!r}.")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"`training.betas` must be two numbers in [0, 1), got {list(self.betas)!r}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"`training.weight_decay` must be >= 0, got {self.weight_decay!r}.")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"`training.max_grad_norm` must be > 0 or None, got {self.max_grad_norm!r}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"`training.ema_decay` must be in [0, 1), got {self.ema_decay!r}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"`training.mixed_precision` must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"`training.batch_size` ({self.batch_size}) must be divisible by `training.gradient_accumulation_steps` "
+                f"({self.gradient_accumulation_steps}): each batch is split into that many equal micro-batches."
+            )

@@ -1,0 +1,365 @@
+"""The training loop: deep supervision on Accelerate.
+
+Runs unchanged on CPU, one or many GPUs (DDP through `accelerate launch`), with or without mixed
+precision: the loop body holds no device code. Each batch is trained as TRM trains it:
+
+    for batch in batches:
+        x = cached backbone features (or the backbone, once per batch)
+        carry = fresh; active = every sample
+        repeat N_sup:                                   # deep supervision
+            logits, halt_logits, carry = model(x, carry)   # carry comes back detached
+            loss = CE(logits, target | active) + 0.5 * BCE(halt_logits, exactly right | active)
+            backward; clip; optimizer step; scheduler step; EMA update
+            active &= not (halt_logits > 0 and step >= this sample's minimum steps)
+            stop when no sample is active
+
+Why this per-batch form rather than TRM's persistent batch (where every optimizer step advances
+each sample by one step and halted samples are swapped for fresh ones): both follow the same
+schedule, but here a batch is a fixed set of examples, so data order, sharding across processes and
+resuming are plain Accelerate (`split_batches`, `skip_first_batches`), and checkpoints fall on batch
+boundaries where no carry is alive. The price: halted samples ride along (masked out of the loss)
+until the whole batch halts or reaches N_sup.
+
+Exploration (TRM): with probability `halt_exploration` a sample must run a random number of steps
+in [2, N_sup] before it may halt. The draws come from a generator seeded by (seed, batch index), so
+they are the same on 1 or N processes and after a resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
+from accelerate.utils import GradientAccumulationPlugin, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from ..outputs import IGNORE_INDEX
+from .checkpoints import latest_checkpoint, save_checkpoint
+from .config import TrainingConfig
+from .ema import ExponentialMovingAverage
+from .evaluation import evaluate, features_of, score
+
+logger = logging.getLogger(__name__)
+
+EVAL_RESULTS_NAME = "eval_results.json"
+
+
+@dataclass
+class TrainState:
+    """Where the run is: saved in every checkpoint (`register_for_checkpointing`)."""
+
+    global_step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batches_done: int = 0  # batches finished in the current epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"global_step": self.global_step, "epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.global_step, self.epoch, self.batches_done = state["global_step"], state["epoch"], state["batches_done"]
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the weights to save (EMA when on), the final evaluation, and the step count."""
+
+    adapter_state_dict: dict[str, torch.Tensor]
+    eval_results: dict[str, Any] | None
+    global_step: int
+    finished: bool  # False when stopped early by `stop_after_steps` (resume it to finish)
+    history: list[dict[str, float]] = field(default_factory=list)  # logged training metrics
+
+
+def train(
+    model: Any,
+    train_dataset: Any,
+    config: TrainingConfig,
+    *,
+    collate_fn: Any,
+    eval_dataset: Any | None = None,
+    eval_steps: int | None = None,
+    eval_halt: bool = True,
+    eval_batch_size: int = 64,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train `model`'s reasoner on encoded examples with deep supervision; evaluate the EMA weights.
+
+    Args:
+        model: a `LatentReasonerModel` (from `attach_reasoner`).
+        train_dataset: encoded examples (dicts with input_ids, attention_mask, labels and, when the
+            feature cache is used, "features"): anything a `DataLoader` takes with `collate_fn`.
+        config: the `TrainingConfig`.
+        collate_fn: batches a list of examples (e.g. `functools.partial(latentreason.data.collate, pad_token_id=...)`).
+        eval_dataset: examples for the final evaluation (and `eval_every`); None skips evaluation.
+        eval_steps: refinement steps at evaluation (default: the reasoner's `max_supervision_steps`).
+        eval_halt: report the halting numbers as the headline accuracy and exact match.
+        resume: continue from the newest complete checkpoint in `config.output_dir`.
+        stop_after_steps: stop as if the process crashed after this many optimizer steps (nothing more is
+            saved; the schedule is that of the full run); used to test resuming.
+
+    Example:
+        >>> from functools import partial                                          # doctest: +SKIP
+        >>> result = train(model, encoded, TrainingConfig(max_steps=300),          # doctest: +SKIP
+        ...                collate_fn=partial(collate, pad_token_id=0), eval_dataset=encoded_test)
+        >>> result.eval_results["per_step"][-1]["exact_match"]                      # doctest: +SKIP
+    """
+    trainer = Trainer(
+        model, train_dataset, config, collate_fn=collate_fn, eval_dataset=eval_dataset,
+        eval_steps=eval_steps, eval_halt=eval_halt, eval_batch_size=eval_batch_size,
+    )
+    return trainer.fit(resume=resume, stop_after_steps=stop_after_steps)
+
+
+class Trainer:
+    """One training run: everything is set up and `prepare`d once in `__init__`; `fit()` trains."""
+
+    def __init__(
+        self,
+        model: Any,
+        train_dataset: Any,
+        config: TrainingConfig,
+        *,
+        collate_fn: Any,
+        eval_dataset: Any | None = None,
+        eval_steps: int | None = None,
+        eval_halt: bool = True,
+        eval_batch_size: int = 64,
+    ) -> None:
+        self.config = config
+        self.supervision_steps = config.supervision_steps or model.config.max_supervision_steps
+        self.eval_steps = eval_steps or model.config.max_supervision_steps
+        self.eval_halt = eval_halt
+        self.accelerator = accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
+            # split_batches: `batch_size` is global, so 1 or N processes train on exactly the same batches.
+            dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=config.seed),
+            log_with=_trackers(config.report_to),
+            project_dir=config.output_dir,
+        )
+        if config.batch_size % (accelerator.num_processes * config.gradient_accumulation_steps):
+            raise ValueError(
+                f"`training.batch_size` ({config.batch_size}) must be divisible by processes x gradient_accumulation_steps "
+                f"({accelerator.num_processes} x {config.gradient_accumulation_steps}): every process trains on an equal slice of each batch."
+            )
+        set_seed(config.seed)
+
+        train_loader = DataLoader(train_dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_fn)
+        if len(train_loader) == 0:
+            raise ValueError(
+                f"The training set has {len(train_dataset)} examples, fewer than one batch of {config.batch_size}: "
+                "lower `training.batch_size` or add examples."
+            )
+        eval_loader = DataLoader(eval_dataset, batch_size=eval_batch_size, collate_fn=collate_fn) if eval_dataset is not None else None
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=tuple(config.betas), weight_decay=config.weight_decay)
+        self.max_steps = config.max_steps or config.epochs * len(train_loader) * self.supervision_steps
+        scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=self.max_steps)
+        self.ema = ExponentialMovingAverage(model, config.ema_decay, config.ema_warmup) if config.ema else None
+
+        prepared = accelerator.prepare(model, optimizer, scheduler, train_loader, *([eval_loader] if eval_loader else []))
+        self.wrapped, self.optimizer, self.scheduler, self.train_loader = prepared[:4]
+        self.eval_loader = prepared[4] if eval_loader is not None else None
+        self.model = accelerator.unwrap_model(self.wrapped)
+        self.state = TrainState()
+        if self.ema is not None:
+            self.ema.to(accelerator.device)
+            accelerator.register_for_checkpointing(self.ema)
+        accelerator.register_for_checkpointing(self.state)
+        accelerator.register_save_state_pre_hook(_drop_frozen_backbone)
+        self.history: list[dict[str, float]] = []
+
+    # --- the run ------------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
+        """Train until `max_steps` (or `epochs`), checkpointing on the way; then evaluate and return the weights."""
+        config, state, accelerator = self.config, self.state, self.accelerator
+        if resume:
+            self.resume()
+        accelerator.init_trackers("latentreason", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+        progress = tqdm(
+            total=self.max_steps, initial=state.global_step, desc="Training",
+            disable=not (config.progress_bar and accelerator.is_local_main_process),
+        )
+        stop_at = min(self.max_steps, stop_after_steps or self.max_steps)
+        last_checkpoint = state.global_step
+        while state.global_step < stop_at and not self.finished:
+            self.train_loader.set_epoch(state.epoch)
+            batches = skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
+            for batch in batches:
+                metrics = self.train_on_batch(batch, stop_at)
+                state.batches_done += 1
+                if state.batches_done == len(self.train_loader):
+                    state.epoch, state.batches_done = state.epoch + 1, 0
+                progress.update(metrics["steps"])
+                progress.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}", exact=f"{metrics['exact_match']:.2f}")
+                if _crossed(state.global_step, metrics["steps"], config.log_every):
+                    self.log_training(metrics)
+                if config.eval_every and self.eval_loader is not None and _crossed(state.global_step, metrics["steps"], config.eval_every):
+                    results = self.evaluate()
+                    progress.write(f"step {state.global_step}: accuracy {results['accuracy']:.3f}, exact match {results['exact_match']:.3f}")
+                if config.checkpoint_every and state.global_step - last_checkpoint >= config.checkpoint_every:
+                    save_checkpoint(accelerator, config.output_dir, state.global_step, config.keep_checkpoints)
+                    last_checkpoint = state.global_step
+                if state.global_step >= stop_at or self.finished:
+                    break
+        progress.close()
+
+        if not self.finished:  # stopped by `stop_after_steps`: like a crash, nothing more is written
+            accelerator.end_training()
+            return TrainResult({}, None, state.global_step, False, self.history)
+        if config.checkpoint_every and state.global_step > last_checkpoint:
+            save_checkpoint(accelerator, config.output_dir, state.global_step, config.keep_checkpoints)
+        eval_results = self.evaluate(write=True) if self.eval_loader is not None else None
+        weights = self.final_weights()
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return TrainResult(weights, eval_results, state.global_step, True, self.history)
+
+    @property
+    def finished(self) -> bool:
+        return self.state.global_step >= self.max_steps or (self.config.max_steps is None and self.state.epoch >= self.config.epochs)
+
+    def resume(self) -> None:
+        checkpoint = latest_checkpoint(self.config.output_dir)
+        if checkpoint is None:
+            logger.warning("--resume: no checkpoint in %s/checkpoints yet; starting from scratch.", self.config.output_dir)
+            return
+        # strict=False: checkpoints leave out the frozen backbone (it is reloaded from the base model).
+        self.accelerator.load_state(checkpoint, strict=False)
+        self.accelerator.print(f"Resumed from {checkpoint} (optimizer step {self.state.global_step}).")
+
+    # --- deep supervision on one batch -----------------------------------------------------------
+    def train_on_batch(self, batch: dict[str, torch.Tensor], stop_at: int) -> dict[str, float]:
+        """Up to N_sup supervision steps on one batch, each its own optimizer step. Returns the batch's metrics."""
+        accelerator, config, state = self.accelerator, self.config, self.state
+        features = features_of(self.model, batch)  # the backbone runs at most once per batch, never per supervision step
+        minimum_steps = self.minimum_steps(batch["labels"].device)
+        chunks = config.gradient_accumulation_steps  # micro-batches, each with its own carry
+        parts = list(zip(features.chunk(chunks), batch["attention_mask"].chunk(chunks), batch["labels"].chunk(chunks), minimum_steps.chunk(chunks)))
+        carries: list[Any] = [None] * chunks
+        active = [torch.ones_like(part[3], dtype=torch.bool) for part in parts]
+        steps_done, loss_sum = 0, 0.0
+        for step in range(1, self.supervision_steps + 1):
+            for index, (x, mask, labels, minimum) in enumerate(parts):
+                with accelerator.accumulate(self.wrapped):
+                    out = self.wrapped(features=x, attention_mask=mask, carry=carries[index])
+                    loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, active[index])
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(self.wrapped.parameters(), config.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad()
+                carries[index] = out.carry  # detached: the next step starts here but never backpropagates into this one
+                if config.halting and self.model.config.halting:
+                    active[index] &= ~((out.halt_logits.detach() > 0) & (step >= minimum))
+                loss_sum += loss.detach().float()
+            if self.ema is not None:
+                self.ema.update()
+            steps_done += 1
+            state.global_step += 1
+            still_active = accelerator.reduce(sum(a.sum() for a in active).reshape(1), reduction="sum")
+            if int(still_active) == 0 or state.global_step >= stop_at:
+                break
+
+        right, scored, exact = score(out.logits.detach(), parts[-1][2])
+        totals = accelerator.reduce(torch.stack([loss_sum / (steps_done * chunks), right.sum(), scored.sum(), exact.float().mean()]).float(), "mean")
+        return {
+            "loss": float(totals[0]),
+            "accuracy": float(totals[1] / totals[2].clamp(min=1)),
+            "exact_match": float(totals[3]),
+            "steps": steps_done,
+            "active_fraction": float(still_active) / self.config.batch_size,
+        }
+
+    def minimum_steps(self, device: torch.device) -> torch.Tensor:
+        """This process's slice of the batch's exploration draws (see `exploration`)."""
+        batch_index = self.state.epoch * len(self.train_loader) + self.state.batches_done
+        drawn = exploration(batch_index, self.config.seed, self.config.batch_size, self.supervision_steps, self.model.config.halt_exploration)
+        return drawn.chunk(self.accelerator.num_processes)[self.accelerator.process_index].to(device)
+
+    # --- evaluation, logging, weights ------------------------------------------------------------
+    def evaluate(self, write: bool = False) -> dict[str, Any]:
+        """Evaluate the EMA weights (the live ones without EMA); log them; with `write`, save eval_results.json."""
+        with self.ema.swapped_into() if self.ema is not None else contextlib.nullcontext():
+            results = evaluate(self.model, self.eval_loader, self.accelerator, self.eval_steps, halt=self.eval_halt)
+        logged = {"eval/accuracy": results["accuracy"], "eval/exact_match": results["exact_match"], "eval/mean_steps": results["mean_steps"]}
+        logged |= {f"eval/accuracy_step_{row['step']}": row["accuracy"] for row in results["per_step"]}
+        self.accelerator.log(logged, step=self.state.global_step)
+        if write and self.accelerator.is_main_process:
+            os.makedirs(self.config.output_dir, exist_ok=True)
+            with open(os.path.join(self.config.output_dir, EVAL_RESULTS_NAME), "w", encoding="utf-8") as handle:
+                json.dump(results, handle, indent=2, sort_keys=True)
+        return results
+
+    def log_training(self, metrics: dict[str, float]) -> None:
+        logged = {f"train/{key}": value for key, value in metrics.items()} | {"train/lr": self.scheduler.get_last_lr()[0]}
+        self.accelerator.log(logged, step=self.state.global_step)
+        self.history.append({"step": self.state.global_step, **logged})
+
+    def final_weights(self) -> dict[str, torch.Tensor]:
+        """The adapter's weights to save: the EMA's where there is one."""
+        weights = self.model.adapter_state_dict()
+        if self.ema is not None:
+            weights.update(self.ema.named_averages())
+        return {name: tensor.detach().cpu().clone() for name, tensor in weights.items()}
+
+
+def supervision_loss(model: Any, logits: torch.Tensor, halt_logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Task loss + `halt_loss_weight` x halting BCE (target: "exactly right"), over the active samples only.
+
+    Halted samples are masked out with the ignore index; a micro-batch with no active sample left
+    gives a zero loss that still touches every weight (so DDP's gradient all-reduce lines up).
+    """
+    exact = model.head.exact(logits.detach(), labels)
+    targets = labels.masked_fill(~active.view(-1, *([1] * (labels.dim() - 1))), IGNORE_INDEX)
+    zero = logits.sum() * 0.0 + halt_logits.sum() * 0.0
+    task_loss = model.head.loss(logits, targets) if bool((targets != IGNORE_INDEX).any()) else zero
+    if not model.config.halting:
+        return task_loss + zero
+    if bool(active.any()):
+        halt_loss = F.binary_cross_entropy_with_logits(halt_logits[active].float(), exact[active].float())
+    else:
+        halt_loss = zero
+    return task_loss + model.config.halt_loss_weight * halt_loss + zero
+
+
+def exploration(batch_index: int, seed: int, batch_size: int, supervision_steps: int, probability: float) -> torch.Tensor:
+    """Minimum steps before each sample of the global batch may halt: 1, or with `probability` a draw from [2, N_sup]."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + batch_index)
+    explore = torch.rand(batch_size, generator=generator) < probability
+    drawn = torch.randint(2, max(supervision_steps, 2) + 1, (batch_size,), generator=generator)
+    return torch.where(explore, drawn, torch.ones_like(drawn))
+
+
+def _drop_frozen_backbone(models: list[Any], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
+    """Checkpoints hold the trainable adapter, never the frozen backbone (it comes back from the base model)."""
+    for state in weights:
+        for key in [k for k in state if k.startswith(("backbone.", "module.backbone."))]:
+            del state[key]
+
+
+def _crossed(step: int, advanced: int, every: int) -> bool:
+    return step // every > (step - advanced) // every
+
+
+def _trackers(report_to: str) -> list[str] | None:
+    if report_to == "none":
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if report_to == "tensorboard":
+            raise ImportError("training.report_to='tensorboard' needs the tensorboard package: pip install tensorboard") from None
+        return None
+    return ["tensorboard"]

@@ -1,0 +1,254 @@
+"""From a recipe to a trained run folder, and back: what `latentreason train / eval / predict` do.
+
+    train_recipe(recipe)          data -> tokenizer -> PairEncoder -> feature cache -> train -> OUTPUT_DIR
+    load_run(run_dir)             the saved reasoner, its recipe and the encoder that re-encodes inputs
+    evaluate_run(run_dir, ...)    accuracy / exact match per refinement step on the run's test data or a file
+    predict(run_dir, inputs)      the answer (and the answer after each refinement step)
+
+A run folder holds the adapter written by `model.save_pretrained` (config with the label names,
+safetensors weights of the EMA, model card, eval_results.json), `recipe.yaml` (the recipe with the
+data encoding filled in: output kind and max length; the tokenizer comes from the base model) and
+`checkpoints/` for `--resume`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+
+from .. import recipe as recipes  # a module import: latentreason.recipe imports this package too
+from ..data import PairEncoder, collate, infer_label_names, load_pairs
+from ..model import LatentReasonerModel, attach_reasoner
+from .evaluation import evaluate
+from .loop import EVAL_RESULTS_NAME, TrainResult, train
+
+
+@dataclass
+class PreparedData:
+    """Encoded training and evaluation sets and how they were encoded."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    encoder: PairEncoder
+    output_kind: str
+    label_names: list[str]
+    max_length: int
+
+
+def load_tokenizer(recipe: recipes.Recipe) -> Any:
+    """The base model's tokenizer (with a padding token: the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        recipes.resolve_base(recipe.model.base), revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"The tokenizer of {recipe.model.base} has neither a padding nor an EOS token; set tokenizer.pad_token.")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def read_pairs(recipe: recipes.Recipe) -> tuple[datasets.Dataset, datasets.Dataset | None, str, list[str] | None]:
+    """Raw pairs of the recipe: (train, eval or None, output kind, label names or None to infer)."""
+    data = recipe.data
+    if data.task is not None:
+        from ..tasks import get_task
+
+        task = get_task(data.task, **data.task_options)
+        return task.to_dataset("train"), task.to_dataset("test"), task.output_kind, task.labels()
+    columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
+    train_pairs = load_pairs(data.train_file, **columns)
+    eval_pairs = load_pairs(data.eval_file, **columns) if data.eval_file else None
+    output_kind = data.output_kind or guess_output_kind(train_pairs)
+    return train_pairs, eval_pairs, output_kind, None
+
+
+def guess_output_kind(pairs: datasets.Dataset) -> str:
+    """`aligned` when every output has as many whitespace-separated cells as its input (and more than one), else `label`."""
+    same = all(len(i.split()) == len(o.split()) for i, o in zip(pairs["input"], pairs["output"]))
+    return "aligned" if same and any(len(o.split()) > 1 for o in pairs["output"]) else "label"
+
+
+def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
+    """Read, check and tokenize the recipe's data (labels from all splits; max_length from the data when unset)."""
+    train_pairs, eval_pairs, output_kind, label_names = read_pairs(recipe)
+    if output_kind not in ("aligned", "label"):
+        raise recipes.RecipeError(f"data.output_kind={output_kind!r} is not supported by the trainer yet; use 'aligned' or 'label'.")
+    if label_names is None:
+        every_split = datasets.concatenate_datasets([train_pairs, eval_pairs]) if eval_pairs is not None else train_pairs
+        label_names = infer_label_names(every_split, output_kind)
+    encoder = PairEncoder(tokenizer, output_kind, label_names, max_length=recipe.data.max_length)
+    train_set = encoder.encode_dataset(train_pairs, desc="Tokenizing train")
+    eval_set = encoder.encode_dataset(eval_pairs, desc="Tokenizing eval") if eval_pairs is not None else None
+    lengths = [len(ids) for ids in train_set["input_ids"]] + ([len(ids) for ids in eval_set["input_ids"]] if eval_set else [])
+    max_length = recipe.data.max_length or max(lengths)
+    encoder.max_length = max_length
+    return PreparedData(train_set, eval_set, encoder, output_kind, label_names, max_length)
+
+
+def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerModel:
+    """A fresh reasoner on the recipe's base model, sized for the data (labels, max length, output path)."""
+    output = "token_classification" if data.output_kind == "aligned" else "sequence_classification"
+    config = recipe.reasoner_config(
+        num_labels=len(data.label_names), label_names=list(data.label_names), max_length=data.max_length, output=output
+    )
+    set_seed(recipe.training.seed)  # the same initial weights in every process and every run
+    return attach_reasoner(
+        recipes.resolve_base(recipe.model.base),
+        config,
+        revision=recipe.model.revision,
+        trust_remote_code=recipe.model.trust_remote_code,
+        dtype=recipe.model.dtype,
+    )
+
+
+def with_features(model: LatentReasonerModel, dataset: datasets.Dataset | None, recipe: recipes.Recipe) -> datasets.Dataset | None:
+    """Add cached backbone features (computed once per example; the main process writes the cache first)."""
+    if dataset is None or not recipe.training.use_feature_cache:
+        return dataset
+    from ..features import FeatureCache
+
+    cache = FeatureCache(recipe.training.cache_dir)
+    state = PartialState()
+    with state.main_process_first():
+        return cache.features_for(model, dataset, progress=state.is_local_main_process)
+
+
+def torch_format(dataset: datasets.Dataset | None) -> datasets.Dataset | None:
+    if dataset is None:
+        return None
+    numeric = [name for name in ("input_ids", "attention_mask", "labels", "cell_positions", "features") if name in dataset.column_names]
+    return dataset.with_format("torch", columns=numeric)
+
+
+def train_recipe(recipe: recipes.Recipe, *, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
+    """Train what a recipe describes and write the run folder `recipe.training.output_dir`.
+
+    Example:
+        >>> recipe = recipes.load_recipe("recipes/sort_words.yaml", ["training.max_steps=20"])   # doctest: +SKIP
+        >>> result = train_recipe(recipe)                                                # doctest: +SKIP
+        >>> result.eval_results["per_step"]                                              # doctest: +SKIP
+    """
+    tokenizer = load_tokenizer(recipe)
+    data = prepare_data(recipe, tokenizer)
+    model = build_model(recipe, data)
+    train_set = torch_format(with_features(model, data.train, recipe))
+    eval_set = torch_format(with_features(model, data.eval, recipe))
+    result = train(
+        model,
+        train_set,
+        recipe.training,
+        collate_fn=functools.partial(collate, pad_token_id=tokenizer.pad_token_id),
+        eval_dataset=eval_set,
+        eval_steps=recipe.eval.steps,
+        eval_halt=recipe.eval.halt,
+        eval_batch_size=recipe.eval.batch_size,
+        resume=resume,
+        stop_after_steps=stop_after_steps,
+    )
+    if result.finished and PartialState().is_main_process:
+        output_dir = recipe.training.output_dir
+        model.save_pretrained(output_dir, eval_results=result.eval_results, state_dict=result.adapter_state_dict)
+        resolved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, output_kind=data.output_kind, max_length=data.max_length))
+        resolved.save(os.path.join(output_dir, recipes.RECIPE_NAME))
+    return result
+
+
+@dataclass
+class Run:
+    """A trained run folder, loaded: the model (EMA weights), its recipe and the encoder for new inputs."""
+
+    model: LatentReasonerModel
+    recipe: recipes.Recipe
+    encoder: PairEncoder
+
+
+def load_run(run_dir: str) -> Run:
+    """Load a run folder written by `latentreason train` (or any folder with a saved reasoner and recipe.yaml)."""
+    recipe_path = os.path.join(run_dir, recipes.RECIPE_NAME)
+    if not os.path.isfile(recipe_path):
+        raise FileNotFoundError(
+            f"{run_dir} has no {recipes.RECIPE_NAME}: is it a folder written by `latentreason train`? "
+            "(A training that was interrupted writes only checkpoints; finish it with `latentreason train RECIPE --resume`.)"
+        )
+    recipe = recipes.load_recipe(recipe_path)
+    model = LatentReasonerModel.from_pretrained(run_dir, base_model=recipes.resolve_base(recipe.model.base))
+    model.eval()
+    tokenizer = load_tokenizer(recipe)
+    output_kind = recipe.data.output_kind or ("aligned" if model.config.output == "token_classification" else "label")
+    encoder = PairEncoder(tokenizer, output_kind, model.config.label_names, max_length=model.config.max_length)
+    return Run(model, recipe, encoder)
+
+
+def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | None = None, halt: bool | None = None) -> dict[str, Any]:
+    """Evaluate a run on its own test data (the task's test split or `data.eval_file`) or on `data_file`.
+
+    Writes `eval_results.json` into the run folder (`eval_results_<file name>.json` for another file).
+    """
+    run = load_run(run_dir)
+    recipe = run.recipe
+    if data_file is not None:
+        pairs = load_pairs(data_file, input_column=recipe.data.input_column, output_column=recipe.data.output_column)
+        name = f"eval_results_{os.path.splitext(os.path.basename(data_file))[0]}.json"
+    else:
+        _, pairs, _, _ = read_pairs(recipe)
+        if pairs is None:
+            raise ValueError(f"The recipe of {run_dir} has no evaluation data: pass one with --data FILE.")
+        name = EVAL_RESULTS_NAME
+    encoded = torch_format(run.encoder.encode_dataset(pairs, desc="Tokenizing eval"))
+    accelerator = Accelerator()
+    loader = accelerator.prepare(
+        DataLoader(encoded, batch_size=recipe.eval.batch_size, collate_fn=functools.partial(collate, pad_token_id=run.encoder.tokenizer.pad_token_id))
+    )
+    model = run.model.to(accelerator.device)
+    results = evaluate(
+        model, loader, accelerator, steps or recipe.eval.steps or model.config.max_supervision_steps, halt=recipe.eval.halt if halt is None else halt
+    )
+    if accelerator.is_main_process:
+        with open(os.path.join(run_dir, name), "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2, sort_keys=True)
+    return results
+
+
+@dataclass
+class Prediction:
+    """The answer to one input, the answer after each refinement step, and the step it halted at."""
+
+    input: str
+    answer: str
+    per_step: list[str]
+    halted_at: int
+
+
+@torch.no_grad()
+def predict(run: Run, inputs: list[str], *, steps: int | None = None, halt: bool | None = None) -> list[Prediction]:
+    """Answer each input with a loaded run: refine `steps` times (default: the recipe's eval steps)."""
+    model, encoder = run.model, run.encoder
+    steps = steps or run.recipe.eval.steps or model.config.max_supervision_steps
+    halt = run.recipe.eval.halt if halt is None else halt
+    predictions = []
+    for text in inputs:
+        row = encoder.encode({"input": text, "output": _placeholder_output(text, encoder)})
+        input_ids = torch.tensor([row["input_ids"]])
+        refined = model.refine(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), steps=steps, halt=halt)
+        per_step = [encoder.decode(logits[0], row["cell_positions"]) for logits in refined.step_logits]
+        answer = encoder.decode(refined.logits[0], row["cell_positions"])
+        predictions.append(Prediction(text, answer, per_step, int(refined.halted_at[0])))
+    return predictions
+
+
+def _placeholder_output(text: str, encoder: PairEncoder) -> str:
+    """An output of the right shape for encoding an input whose answer is unknown (its labels are not used)."""
+    first = encoder.label_names[0]
+    return " ".join([first] * len(text.split())) if encoder.output_kind == "aligned" else first

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny configs, tiny backbones (built once per session) and a padded batch.
+
+Everything runs offline on a CPU: the Hub is switched off before transformers is imported, and
+torch uses two threads. The tensors here are tiny, so on a busy shared machine one thread is much
+faster (no waiting for a second core): `LATENTREASON_TEST_THREADS=1 pytest ...`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import functools  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import PreTrainedModel  # noqa: E402
+
+from latentreason import ReasonerConfig  # noqa: E402
+from latentreason.testing import VOCAB, tiny_backbone  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("LATENTREASON_TEST_THREADS", "2")))
+
+# The smallest reasoner that still exercises everything: 2 heads of width 16, n=2, T=2.
+TINY_REASONER = dict(hidden_size=32, num_heads=2, num_layers=2, expansion=2.0, latent_steps=2, cycles=2, max_supervision_steps=3)
+
+
+def reasoner_config(**changes: Any) -> ReasonerConfig:
+    """A tiny `ReasonerConfig` (token classification, 5 labels) with some fields changed."""
+    values: dict[str, Any] = {**TINY_REASONER, "num_labels": 5, **changes}
+    return ReasonerConfig(**values)
+
+
+@functools.cache
+def _cached_backbone(arch: str, causal_lm: bool) -> PreTrainedModel:
+    return tiny_backbone(arch, causal_lm=causal_lm)
+
+
+def shared_backbone(arch: str, causal_lm: bool = False) -> PreTrainedModel:
+    """A tiny backbone built once per session. Attaching freezes it; no test may change its weights."""
+    return _cached_backbone(arch, causal_lm)
+
+
+def padded_batch(batch: int = 3, length: int = 7, lengths: tuple[int, ...] | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids with right padding: row i has `lengths[i]` real tokens (default: the last row is padded).
+
+    Ids avoid the special ids 0-4 so no architecture treats a real token as padding or a separator.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    lengths = lengths or (length,) * (batch - 1) + (length - 3,)
+    input_ids = torch.randint(5, VOCAB, (batch, length), generator=generator)
+    attention_mask = torch.zeros(batch, length, dtype=torch.long)
+    for row, real in enumerate(lengths):
+        attention_mask[row, :real] = 1
+    input_ids = input_ids.masked_fill(attention_mask == 0, 0)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def token_labels(batch: dict[str, torch.Tensor], num_labels: int = 5, seed: int = 1) -> torch.Tensor:
+    """Random per-token labels, -100 on padding."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_labels, batch["input_ids"].shape, generator=generator)
+    return labels.masked_fill(batch["attention_mask"] == 0, -100)
+
+
+@pytest.fixture
+def tiny_config() -> ReasonerConfig:
+    return reasoner_config()
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    return padded_batch()

@@ -1,0 +1,172 @@
+"""The benchmark harness: every benchmark runs at tiny sizes, writes its JSON and the report renders.
+
+No assertion here depends on timing: the checks are on what is counted (FLOPs, saved bytes,
+backbone calls, parameters) and on the shape of the results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks/` lives beside the package, not inside it
+
+from benchmarks import accuracy, memory, report, trm_reference
+from benchmarks.__main__ import BENCHMARKS, main, run_benchmarks
+from benchmarks.harness import ReasonerStep, counted_flops, interleaved_times, median_ratio, training_step_flops
+from latentreason import ReasonerConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """All four benchmarks at the tiny preset, and the report built from them."""
+    results_dir = tmp_path_factory.mktemp("results")
+    results = run_benchmarks(list(BENCHMARKS), "tiny", results_dir)
+    doc = tmp_path_factory.mktemp("docs") / "benchmarks.md"
+    report.write_report(results_dir, doc, doc.parent / "img")
+    return results_dir, results, doc
+
+
+def test_every_benchmark_writes_its_json_with_provenance(tiny_run):
+    results_dir, results, _ = tiny_run
+    for name in BENCHMARKS:
+        stored = json.loads((results_dir / "tiny" / f"{name}.json").read_text())
+        assert stored["benchmark"] == name
+        assert stored["preset"] == "tiny"
+        assert stored["command"].startswith(".venv/bin/python -m benchmarks run " + name)
+        assert {"cpu", "cores", "torch", "load_average", "date"} <= set(stored["machine"])
+        assert stored == json.loads(json.dumps(results[name], sort_keys=True))
+
+
+def test_memory_full_backprop_grows_and_last_cycle_stays_flat(tiny_run):
+    result = tiny_run[1]["memory"]
+    by_cycles = result["vs_cycles"]
+    last, full = by_cycles["last_cycle"], by_cycles["full"]
+    assert last[0]["saved_bytes"] == last[-1]["saved_bytes"] > 0  # T=1 and T=3 keep exactly the same tensors
+    assert full[0]["saved_bytes"] == last[0]["saved_bytes"]  # at T=1 the modes coincide
+    assert full[-1]["saved_bytes"] > 2 * last[-1]["saved_bytes"]  # T=3 under full keeps about 3x
+    assert result["goals"]["last_cycle_flat"] is True
+    assert result["goals"]["full_linear_r_squared"] > 0.99
+    for mode, curve in result["vs_supervision_steps"].items():  # the detached carry: no growth over N_sup
+        assert len(set(curve["saved_bytes"])) == 1, mode
+
+
+def test_memory_point_in_a_fresh_process_matches_in_process():
+    settings = memory.PRESETS["tiny"]
+    fresh = memory.measure_in_fresh_process(settings, "full", 2, 2)
+    here = memory.measure_point(settings, "full", 2, 2)
+    assert fresh["saved_bytes"] == here["saved_bytes"]
+    assert len(fresh["peak_rss_growth_bytes"]) == 2
+    assert all(v >= 0 for v in fresh["peak_rss_growth_bytes"])
+
+
+@pytest.mark.parametrize("mixer", ["attention", "mlp"])
+@pytest.mark.parametrize("grad_mode", ["last_cycle", "one_step", "full"])
+def test_analytic_flop_count_matches_torch_flop_counter(mixer, grad_mode):
+    config = ReasonerConfig(hidden_size=32, num_heads=2, expansion=3.0, latent_steps=2, cycles=2, mixer=mixer,
+                            max_length=6 if mixer == "mlp" else None, num_labels=5, grad_mode=grad_mode)
+    analytic = training_step_flops(config, batch=2, length=6, num_labels=5)["total"]
+    counted = counted_flops(ReasonerStep(config, batch=2, length=6, num_labels=5))
+    if mixer == "mlp":
+        assert counted == analytic
+    else:  # torch counts flash attention's backward as 5 matmuls (it recomputes the scores), we count the 4 needed
+        assert analytic < counted < 1.02 * analytic
+
+
+def test_speed_result(tiny_run):
+    result = tiny_run[1]["speed"]
+    assert [c["mixer"] for c in result["configs"]] == ["attention", "mlp"]
+    for config in result["configs"]:
+        assert config["flops_analytic"] > 0 and config["matmul_gflops"] > 0
+        assert 0 < config["fraction_of_peak"]
+        assert config["latentreason"]["repeats"] == 2
+        if result["trm_available"]:
+            assert config["trm_flops_counted"] > 0 and config["speedup_vs_trm"] > 0
+    assert result["trm_available"] == trm_reference.available()
+    for prof in result["profile"].values():
+        ops = prof["top_ops"]
+        assert ops and all(op["self_ms"] >= 0 and op["calls"] >= 1 for op in ops)
+        assert any(op["op"] == "aten::mm" for op in ops)  # matmuls are where a step's time goes
+        assert 0 < prof["matmul_share"] <= 1
+
+
+def test_trm_width_matching():
+    assert trm_reference.reference_width(512, 4.0) == 1536  # round(1365.3) rounded up to a multiple of 256
+    expansion = trm_reference.matching_expansion(512, 4.0)
+    assert round(expansion * 512 * 2 / 3) == 1536
+
+
+def test_overhead_counts_backbone_calls(tiny_run):
+    result = tiny_run[1]["overhead"]
+    step = result["step"]
+    assert step["model"]["median_s"] > 0 and step["bare"]["median_s"] > 0 and "overhead" in step
+    (epochs,) = result["epochs"]
+    settings = result["settings"]
+    batches = epochs["batches_per_epoch"]
+    assert batches == settings["examples"] // settings["batch"]
+    assert epochs["backbone_calls_per_epoch"] == {
+        "every step": batches * settings["supervision_steps"], "once per batch": batches, "cached": 0,
+    }
+    assert set(epochs["epoch_s"]) == {"every step", "once per batch", "cached"}
+
+
+def test_accuracy_comparators_and_parameter_counts(tiny_run):
+    result = tiny_run[1]["accuracy"]
+    counts = {c["name"]: c for c in result["comparators"]}
+    assert list(counts) == list(accuracy.COMPARATORS)
+    settings = accuracy.PRESETS["tiny"]
+    hidden = settings.hidden_size
+    # one pass: the reasoner's own blocks, without its halting head (hidden weights + 1 bias)
+    assert counts["one_pass"]["trainable_parameters"] == counts["reasoner"]["trainable_parameters"] - (hidden + 1)
+    depth = settings.cycles * (settings.latent_steps + 1)
+    net = counts["one_pass"]["trainable_parameters"] - counts["linear"]["trainable_parameters"] - hidden  # less the input norm
+    assert counts["deep_stack"]["trainable_parameters"] == counts["linear"]["trainable_parameters"] + hidden + depth * net
+    assert counts["deep_stack"]["layers_per_step"] == counts["reasoner"]["layers_per_step"] == depth * 2
+    assert not counts["lora_linear"]["cacheable_features"] and not counts["embeddings"]["cacheable_features"]
+    assert counts["reasoner"]["cacheable_features"]
+
+
+def test_comparators_train_through_the_same_interface():
+    settings = accuracy.PRESETS["tiny"]
+    ids = torch.randint(5, 100, (2, 6))
+    labels = torch.randint(0, settings.num_labels, (2, 6))
+    for name in ("one_pass", "embeddings"):
+        model = accuracy.build(name, settings)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
+        out.loss.backward()
+        trained = [p for p in model.parameters() if p.requires_grad]
+        assert all(p.grad is not None for p in trained if p.dim() > 1), name
+        assert out.logits.shape == (2, 6, settings.num_labels)
+
+
+def test_report_has_every_section_and_its_plots(tiny_run):
+    _, _, doc = tiny_run
+    text = doc.read_text()
+    for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy"):
+        assert title in text
+    assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
+    for name in ("memory", "speed", "overhead"):
+        assert (doc.parent / "img" / f"bench_{name}.png").stat().st_size > 1000
+        assert f"img/bench_{name}.png" in text
+
+
+def test_interleaving_rotates_the_order_and_ratios_pair_within_a_repeat():
+    order = []
+    times = interleaved_times({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2, warmup=0)
+    assert order == ["a", "b", "b", "a"]
+    assert len(times["a"]) == len(times["b"]) == 2
+    assert median_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_cli_rejects_unknown_benchmark(tmp_path):
+    with pytest.raises(ValueError, match="Unknown benchmark"):
+        run_benchmarks(["nope"], "tiny", tmp_path)
+    with pytest.raises(SystemExit):
+        main(["run", "--preset", "huge"])

@@ -1,0 +1,316 @@
+"""The LM output paths (`lm_head`, `latent_prefix`): training through the frozen LM, generation, text pairs, errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from latentreason import ReasonerConfig, attach_reasoner
+from latentreason.outputs import IGNORE_INDEX
+from latentreason.testing import DECODER_ARCHITECTURES, save_tiny_backbone, tiny_backbone
+from latentreason.text_outputs import TextPairEncoder, causal_lm, final_norm, move_padding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUTPUTS = ("lm_head", "latent_prefix")
+FAST_ARCHITECTURES = ("llama", "gpt2", "gemma2")  # rotary + pre-norm, learned positions, logit soft-capping
+# Prompts of different lengths (so a batch is padded) and answers of one to three words.
+PAIRS = [
+    {"input": "one plus two", "output": "three"},
+    {"input": "four plus four plus one", "output": "nine is nine"},
+    {"input": "sort two one", "output": "one two"},
+]
+STEPS = 2  # supervision steps per batch in training, and refinement steps in generate
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer whose ids fit the tiny models' vocabulary of 128."""
+    words = "zero one two three four five six seven eight nine ten plus minus sort is".split()
+    vocab = {word: index for index, word in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def make_model(arch: str, output: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    config = ReasonerConfig(
+        hidden_size=32, num_heads=2, num_layers=1, latent_steps=1, cycles=1, max_supervision_steps=STEPS,
+        output=output, num_answer_slots=4, halting=False, **overrides,
+    )
+    return attach_reasoner(tiny_backbone(arch, causal_lm=True), config)
+
+
+def generate_kwargs(output: str) -> dict:
+    return {"steps": STEPS, **({"max_new_tokens": 4} if output == "latent_prefix" else {})}
+
+
+@functools.lru_cache(maxsize=None)
+def trained(arch: str, output: str):
+    """A tiny model overfit on PAIRS (deep supervision, STEPS steps per batch), with its losses and the LM's weights before."""
+    model = make_model(arch, output)
+    lm_before = {name: tensor.clone() for name, tensor in causal_lm(model.backbone).state_dict().items()}
+    encoder = TextPairEncoder.for_model(word_tokenizer(), model)
+    batch = encoder(PAIRS)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(150):
+        carry = None
+        for _ in range(STEPS):
+            out = model(**batch, carry=carry)
+            carry = out.carry
+            out.loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        losses.append(out.loss.item())
+        if bool(out.exact.all()) and len(losses) >= 20:
+            break
+    model.eval()
+    return model, encoder, losses, lm_before
+
+
+def _params(archs):
+    return [(arch, output) for arch in archs for output in OUTPUTS]
+
+
+ALL = [pytest.param(arch, output, marks=pytest.mark.slow) for arch, output in _params(DECODER_ARCHITECTURES) if arch not in FAST_ARCHITECTURES]
+DEFAULT = _params(FAST_ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch,output", DEFAULT + ALL)
+def test_training_through_the_frozen_lm(arch, output):
+    model, encoder, losses, lm_before = trained(arch, output)
+    # the loss falls ...
+    assert losses[-1] < 0.5 * losses[0], losses
+    # ... while the LM's weights stay bit-identical
+    lm_after = causal_lm(model.backbone).state_dict()
+    assert lm_before.keys() == lm_after.keys()
+    assert all(torch.equal(lm_before[name], lm_after[name]) for name in lm_before)
+    # generate writes the trained answers, exactly
+    prompts = encoder.prompts([pair["input"] for pair in PAIRS])
+    assert encoder.decode(model.generate(**prompts, **generate_kwargs(output))) == [pair["output"] for pair in PAIRS]
+
+
+@pytest.mark.parametrize("arch,output", DEFAULT + ALL)
+def test_batched_left_padded_generation_equals_one_by_one(arch, output):
+    model, encoder, _, _ = trained(arch, output)
+    prompts = encoder.prompts([pair["input"] for pair in PAIRS])
+    assert prompts["attention_mask"][:, 0].tolist() == [0, 1, 0]  # left padding, and it's really there
+    batched = model.generate(**prompts, **generate_kwargs(output))
+    for row, pair in enumerate(PAIRS):
+        alone = model.generate(**encoder.prompts([pair["input"]]), **generate_kwargs(output))[0]
+        width = min(len(alone), batched.shape[1])
+        assert batched[row, :width].tolist() == alone[:width].tolist()
+        assert encoder.decode(alone[None]) == encoder.decode(batched[row : row + 1])
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_prompt_padding_side_does_not_change_the_loss(output):
+    model = make_model("llama", output)
+    encoder = TextPairEncoder.for_model(word_tokenizer(), model)
+    right, left = encoder(PAIRS, padding_side="right"), encoder(PAIRS, padding_side="left")
+    with torch.no_grad():
+        alone = [model(**encoder(PAIRS[i : i + 1])).logits for i in range(len(PAIRS))]
+        logits_right = model(**right).logits
+        # generate() re-pads prompts itself; forward reads them as given, so compare the LM part with right padding
+        for i, single in enumerate(alone):
+            torch.testing.assert_close(logits_right[i, : single.shape[1]], single[0], atol=1e-4, rtol=1e-4)
+    if output == "latent_prefix":  # the LM's input is laid out left-padded whatever the prompt's padding
+        ids, mask = move_padding(left["input_ids"], left["attention_mask"], "right")
+        torch.testing.assert_close(ids, right["input_ids"])
+        torch.testing.assert_close(mask, right["attention_mask"])
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_frozen_lm_is_held_not_owned(output):
+    model = make_model("llama", output)
+    lm_params = {id(p) for p in causal_lm(model.backbone).parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and not lm_params & {id(p) for p in trainable}
+    assert set(model.head.state_dict()) == {"proj.weight"}
+    assert all(not name.startswith("backbone.") for name in model.adapter_state_dict())
+    # gradients reach the projection and the reasoner through the LM's activations, never its weights
+    encoder = TextPairEncoder.for_model(word_tokenizer(), model)
+    model(**encoder(PAIRS)).loss.backward()
+    assert model.head.proj.weight.grad.abs().sum() > 0
+    assert model.input_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in causal_lm(model.backbone).parameters())
+
+
+def test_lm_head_reads_the_lms_own_norm_and_head():
+    model = make_model("llama", "lm_head")
+    lm = causal_lm(model.backbone)
+    assert final_norm(lm) is lm.model.norm
+    answer = torch.randn(2, 7, 32)
+    expected = lm.lm_head(lm.model.norm(model.head.proj(answer[:, 3:7])))
+    torch.testing.assert_close(model.head(answer, torch.ones(2, 7), 3), expected)
+    # the LM's own head: changing its weights changes the slots' logits
+    with torch.no_grad():
+        lm.lm_head.weight.mul_(2.0)
+    assert not torch.allclose(model.head(answer, torch.ones(2, 7), 3), expected)
+
+
+@pytest.mark.parametrize("arch", DECODER_ARCHITECTURES)
+def test_final_norm_found_for_every_decoder(arch):
+    lm = tiny_backbone(arch, causal_lm=True)
+    norm = final_norm(lm)
+    hidden = torch.randn(1, 3, lm.config.hidden_size)
+    with torch.no_grad():
+        last = lm(inputs_embeds=hidden, output_hidden_states=True).hidden_states[-1]
+    # HF's last hidden state already went through the final norm; at init (unit gain, no bias) a norm is
+    # idempotent, so the module found must leave it unchanged, and must change an un-normed vector
+    torch.testing.assert_close(norm(last), last, atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(norm(3.0 * hidden), 3.0 * hidden, atol=1e-2)
+
+
+def test_greedy_sampling_with_top_k_1_equals_greedy():
+    model, encoder, _, _ = trained("llama", "latent_prefix")
+    prompts = encoder.prompts([pair["input"] for pair in PAIRS])
+    greedy = model.generate(**prompts, steps=STEPS, max_new_tokens=4)
+    torch.manual_seed(0)
+    sampled = model.generate(**prompts, steps=STEPS, max_new_tokens=4, do_sample=True, top_k=1)
+    assert torch.equal(greedy, sampled)
+    torch.manual_seed(0)
+    wild = [model.generate(**prompts, steps=STEPS, max_new_tokens=4, do_sample=True, temperature=50.0) for _ in range(3)]
+    assert any(not torch.equal(w, greedy) for w in wild)  # sampling really samples
+
+
+# --- text pairs ------------------------------------------------------------------------------------
+
+
+def test_text_pair_encoder_round_trip():
+    tokenizer = word_tokenizer()
+    slots = TextPairEncoder(tokenizer, "lm_head", num_slots=4, max_length=8)
+    batch = slots(PAIRS)
+    assert batch["labels"].shape == (3, 4)
+    assert batch["labels"][0].tolist() == [tokenizer.convert_tokens_to_ids("three"), tokenizer.eos_token_id, IGNORE_INDEX, IGNORE_INDEX]
+    assert slots.decode(batch["labels"]) == [pair["output"] for pair in PAIRS]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1] * 5, [1, 1, 1, 0, 0]]  # right padding for training
+    prefix = TextPairEncoder(tokenizer, "latent_prefix", num_slots=4, max_length=8)
+    labels = prefix(PAIRS)["labels"]
+    assert labels.shape == (3, 4)  # as long as the longest answer + end token
+    assert prefix.decode(labels) == [pair["output"] for pair in PAIRS]
+    prompts = prefix.prompts(["one plus two", "sort two one four"])
+    assert prompts["attention_mask"].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]  # left padding for generation
+    assert "labels" not in prompts
+
+
+def test_text_pair_encoder_errors():
+    tokenizer = word_tokenizer()
+    with pytest.raises(ValueError, match="never truncated"):
+        TextPairEncoder(tokenizer, "latent_prefix", max_length=3)({"input": "one plus two plus three", "output": "six"} for _ in [0])
+    with pytest.raises(ValueError, match="answer slots"):
+        TextPairEncoder(tokenizer, "lm_head", num_slots=2)([{"input": "one", "output": "one two three"}])
+    with pytest.raises(ValueError, match="non-empty"):
+        TextPairEncoder(tokenizer, "lm_head")([{"input": "  ", "output": "one"}])
+    with pytest.raises(ValueError, match="'output'"):
+        TextPairEncoder(tokenizer, "lm_head")([{"input": "one"}])
+    with pytest.raises(ValueError, match="'lm_head' or 'latent_prefix'"):
+        TextPairEncoder(tokenizer, "token_classification")
+    no_eos = word_tokenizer()
+    no_eos.eos_token = None
+    with pytest.raises(ValueError, match="no eos token"):
+        TextPairEncoder(no_eos, "lm_head")
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["bert", "t5"])
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_encoder_models_are_refused_with_the_outputs_they_support(arch, output, tmp_path):
+    config = ReasonerConfig(hidden_size=32, num_heads=2, output=output)
+    with pytest.raises(ValueError, match="Supported outputs for this model: 'token_classification', 'sequence_classification'"):
+        attach_reasoner(tiny_backbone(arch), config)
+    # by path, attach_reasoner loads the causal-LM class: BERT's exists (BertLMHeadModel), T5's does not
+    with pytest.raises(ValueError, match="token_classification'.*'sequence_classification"):
+        attach_reasoner(save_tiny_backbone(arch, tmp_path / arch), config)
+
+
+def test_decoder_without_its_lm_head_is_refused():
+    with pytest.raises(ValueError, match="AutoModelForCausalLM"):
+        attach_reasoner(tiny_backbone("llama"), ReasonerConfig(hidden_size=32, num_heads=2, output="lm_head"))
+
+
+def test_bad_labels_and_inputs_raise():
+    model = make_model("llama", "lm_head")
+    ids = torch.tensor([[5, 17, 6]])
+    with pytest.raises(ValueError, match=r"one token per answer slot: shape \(batch, 4\)"):
+        model(ids, labels=torch.tensor([[7, 2]]))
+    with pytest.raises(ValueError, match=r"token ids in \[0, 128\)"):
+        model(ids, labels=torch.tensor([[7, 500, 2, -100]]))
+    with pytest.raises(ValueError, match="no generation options"):
+        model.generate(ids, do_sample=True)
+    prefix = make_model("llama", "latent_prefix")
+    features = prefix.encode(ids)
+    with pytest.raises(ValueError, match="pass input_ids"):
+        prefix(features=features, labels=torch.tensor([[7, 2]]))
+    with pytest.raises(ValueError, match=r"shape \(batch, answer_length\)"):
+        prefix(ids, labels=torch.tensor([7, 2]))
+
+
+def test_prompt_longer_than_the_context_raises():
+    model = make_model("gpt2", "latent_prefix")  # gpt2's tiny config has 256 positions
+    ids = torch.full((1, 250), 5)
+    with pytest.raises(ValueError, match="more than the LM's context of 256"):
+        model(ids, labels=torch.full((1, 4), 7))
+    with pytest.raises(ValueError, match="max_new_tokens is 258"):
+        model.generate(ids, max_new_tokens=4)
+    with pytest.raises(ValueError, match="longer than the backbone's context"):
+        model.generate(torch.full((1, 300), 5), max_new_tokens=4)
+
+
+def test_generate_is_for_text_outputs_only():
+    model = attach_reasoner(tiny_backbone("llama"), ReasonerConfig(hidden_size=32, num_heads=2, num_labels=3))
+    with pytest.raises(ValueError, match="predicts labels, not text"):
+        model.generate(torch.tensor([[5, 6]]))
+
+
+# --- the example script and the real model -------------------------------------------------------
+
+
+def test_example_smoke_mode_runs_end_to_end():
+    script = os.path.join(ROOT, "examples", "text_generation.py")
+    result = subprocess.run(
+        [sys.executable, script, "--smoke"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LM + reasoner" in result.stdout and "accuracy" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_smollm2_both_paths(output):
+    from transformers import AutoTokenizer
+
+    from latentreason.testing import smollm2_path
+
+    path = smollm2_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = ReasonerConfig(hidden_size=64, num_heads=2, num_layers=1, latent_steps=1, cycles=1, max_supervision_steps=1,
+                            output=output, num_answer_slots=4, halting=False, backbone_layer=-1)
+    model = attach_reasoner(path, config, dtype=torch.float32)
+    lm = causal_lm(model.backbone)
+    embedding = lm.get_input_embeddings().weight.clone()
+    encoder = TextPairEncoder.for_model(tokenizer, model)
+    batch = encoder([{"input": "two plus three is", "output": " five"}, {"input": "one plus one is", "output": " two"}])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert torch.equal(embedding, lm.get_input_embeddings().weight)
+    prompts = encoder.prompts(["two plus three is", "one plus one is"])
+    tokens = model.generate(**prompts, **({"max_new_tokens": 3} if output == "latent_prefix" else {}))
+    assert tokens.shape[0] == 2 and len(encoder.decode(tokens)) == 2

@@ -1,0 +1,226 @@
+"""The training loop end to end on a tiny model: learning, evaluation files, resume, the feature cache, DDP.
+
+One tiny run (sort 4 digits with a tiny Llama) is trained once per module and shared; the other
+tests train a few steps more each. Everything runs on the CPU in seconds of compute.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from latentreason import ReasonerConfig, attach_reasoner
+from latentreason.backbone import count_calls
+from latentreason.data import PairEncoder, collate
+from latentreason.features import FeatureCache
+from latentreason.recipe import load_recipe
+from latentreason.tasks import get_task
+from latentreason.testing import tiny_config, tiny_tokenizer
+from latentreason.training import TrainingConfig, latest_checkpoint, train, train_recipe
+from latentreason.training.ema import ExponentialMovingAverage
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def save_tiny_base(path: str) -> str:
+    """A tiny Llama whose vocabulary covers the tiny tokenizer, saved with it (loads by folder)."""
+    tokenizer = tiny_tokenizer()
+    config = tiny_config("llama")
+    config.vocab_size = len(tokenizer)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_overrides(base: str, output_dir: str, cache_dir: str, **changes: object) -> list[str]:
+    """Overrides that make any task recipe tiny: 64 short lists, a 32-wide reasoner, 12 optimizer steps."""
+    values = {
+        "model.base": base,
+        "data.task": "sort_words",
+        "data.task_options": "{length: 4, max_value: 4, as_digits: true, num_train: 64, num_test: 32, seed: 0}",
+        "reasoner.hidden_size": 32,
+        "reasoner.num_heads": 2,
+        "reasoner.latent_steps": 1,
+        "reasoner.cycles": 2,
+        "reasoner.max_supervision_steps": 3,
+        "training.batch_size": 16,
+        "training.max_steps": 12,
+        "training.warmup_steps": 2,
+        "training.learning_rate": 3e-3,
+        "training.checkpoint_every": 6,
+        "training.log_every": 1,
+        "training.output_dir": output_dir,
+        "training.cache_dir": cache_dir,
+        "training.report_to": "none",
+        "training.progress_bar": False,
+        **changes,
+    }
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("training")
+    return {"root": str(root), "base": save_tiny_base(str(root / "base")), "cache": str(root / "cache")}
+
+
+@pytest.fixture(scope="module")
+def reference_run(workspace: dict[str, str]):
+    """The uninterrupted tiny run (12 steps, checkpoints every 6): trained once, used by several tests."""
+    output_dir = os.path.join(workspace["root"], "reference")
+    recipe = load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"]))
+    return output_dir, train_recipe(recipe)
+
+
+def test_loss_falls_and_run_folder_is_complete(reference_run) -> None:
+    output_dir, result = reference_run
+    losses = [row["train/loss"] for row in result.history]
+    assert len(losses) >= 3
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    assert result.finished and result.global_step == 12
+    for name in ("reasoner_config.json", "reasoner.safetensors", "recipe.yaml", "eval_results.json", "README.md"):
+        assert os.path.isfile(os.path.join(output_dir, name)), name
+    assert latest_checkpoint(output_dir).endswith("step-12")
+    saved = load_file(os.path.join(output_dir, "reasoner.safetensors"))
+    assert not any(name.startswith("backbone.") for name in saved)
+    # The saved weights are the EMA's, not the last raw weights.
+    for name, tensor in result.adapter_state_dict.items():
+        if name in saved:
+            torch.testing.assert_close(saved[name], tensor)
+
+
+def test_eval_results_have_per_step_numbers(reference_run) -> None:
+    output_dir, result = reference_run
+    with open(os.path.join(output_dir, "eval_results.json")) as handle:
+        results = json.load(handle)
+    assert {"accuracy", "exact_match", "per_step", "mean_steps", "halting"} <= set(results)
+    assert [row["step"] for row in results["per_step"]] == [1, 2, 3]
+    assert results["num_examples"] == 32
+    for row in results["per_step"]:
+        assert 0.0 <= row["exact_match"] <= row["accuracy"] <= 1.0  # every list has 4 cells: whole-right <= cell-right
+    assert 1.0 <= results["mean_steps"] <= 3.0
+    assert results == result.eval_results
+
+
+def test_resume_ends_with_the_same_weights(reference_run, workspace: dict[str, str]) -> None:
+    reference_dir, reference = reference_run
+    output_dir = os.path.join(workspace["root"], "interrupted")
+    recipe = load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"]))
+    crashed = train_recipe(recipe, stop_after_steps=9)  # "crashes" after step 9; the last checkpoint is at 6
+    assert not crashed.finished and crashed.global_step == 9
+    assert latest_checkpoint(output_dir).endswith("step-6")
+    assert not os.path.exists(os.path.join(output_dir, "reasoner.safetensors"))
+    resumed = train_recipe(recipe, resume=True)
+    assert resumed.finished and resumed.global_step == 12
+    assert resumed.adapter_state_dict.keys() == reference.adapter_state_dict.keys()
+    for name, tensor in reference.adapter_state_dict.items():
+        torch.testing.assert_close(resumed.adapter_state_dict[name], tensor, atol=1e-6, rtol=0, msg=name)
+    assert resumed.eval_results["per_step"] == reference.eval_results["per_step"]
+
+
+def test_a_half_written_checkpoint_is_never_loaded(reference_run, workspace: dict[str, str]) -> None:
+    reference_dir, _ = reference_run
+    staging = os.path.join(reference_dir, "checkpoints", ".tmp-step-99")
+    os.makedirs(staging)
+    with open(os.path.join(staging, "model.safetensors"), "wb") as handle:
+        handle.write(b"truncated")
+    assert latest_checkpoint(reference_dir).endswith("step-12")
+
+
+def test_feature_cache_means_no_backbone_calls_in_training(workspace: dict[str, str]) -> None:
+    tokenizer = tiny_tokenizer()
+    task = get_task("sort_words", length=3, max_value=4, as_digits=True, num_train=32, num_test=8)
+    encoder = PairEncoder(tokenizer, "aligned", task.labels())
+    encoded = encoder.encode_dataset(task.to_dataset("train"))
+    config = ReasonerConfig(hidden_size=32, num_heads=2, latent_steps=1, cycles=1, max_supervision_steps=2, num_labels=5)
+    model = attach_reasoner(workspace["base"], config)
+    cached = FeatureCache(workspace["cache"]).features_for(model, encoded, progress=False).with_format("torch")
+    collate_fn = functools.partial(collate, pad_token_id=tokenizer.pad_token_id)
+
+    def run(dataset, name: str) -> int:
+        training = TrainingConfig(
+            max_steps=4, batch_size=16, checkpoint_every=None, report_to="none", progress_bar=False,
+            output_dir=os.path.join(workspace["root"], name), halting=False,
+        )
+        with count_calls(model.backbone) as calls:
+            train(model, dataset, training, collate_fn=collate_fn, eval_dataset=dataset)
+        return calls[0]
+
+    assert run(cached, "cached") == 0  # neither training nor evaluation touches the backbone
+    uncached = encoded.with_format("torch", columns=["input_ids", "attention_mask", "labels"])
+    # Without the cache the backbone runs once per batch, never once per supervision step:
+    # 4 optimizer steps = 2 batches of 2 supervision steps, then 1 evaluation batch.
+    assert run(uncached, "uncached") == 2 + 1
+
+
+def test_ema_warms_up_then_averages() -> None:
+    model = torch.nn.Linear(2, 1, bias=False)
+    ema = ExponentialMovingAverage(model, decay=0.999, warmup=True)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update()  # first update copies
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update()  # step 1: decay (1 + 1) / (10 + 1) = 2/11, so the average moves 9/11 of the way
+    expected = 1.0 + 9.0 / 11.0
+    torch.testing.assert_close(ema.named_averages()["weight"], torch.full((1, 2), expected))
+    with ema.swapped_into():
+        torch.testing.assert_close(model.weight.detach(), torch.full((1, 2), expected))
+    torch.testing.assert_close(model.weight.detach(), torch.full((1, 2), 2.0))
+
+
+def test_training_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainingConfig(batch_size=0)
+    with pytest.raises(ValueError, match="divisible"):
+        TrainingConfig(batch_size=10, gradient_accumulation_steps=3)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainingConfig(ema_decay=1.5)
+
+
+def test_gradient_accumulation_matches_one_big_batch(workspace: dict[str, str]) -> None:
+    """Two micro-batches of 8 accumulate to the same update as one batch of 16 (halting off, equal sizes)."""
+    results = []
+    for accumulation in (1, 2):
+        output_dir = os.path.join(workspace["root"], f"accumulate-{accumulation}")
+        recipe = load_recipe(
+            None,
+            tiny_overrides(
+                workspace["base"], output_dir, workspace["cache"],
+                **{"training.gradient_accumulation_steps": accumulation, "training.max_steps": 3, "training.halting": False,
+                   "training.checkpoint_every": "null"},
+            ),
+        )
+        results.append(train_recipe(recipe).adapter_state_dict)
+    for name, tensor in results[0].items():
+        torch.testing.assert_close(results[1][name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(reference_run, workspace: dict[str, str]) -> None:
+    """`accelerate launch --num_processes 2` (gloo, CPU) with the same global batch ends with the same weights."""
+    reference_dir, _ = reference_run
+    output_dir = os.path.join(workspace["root"], "two-processes")
+    recipe_path = os.path.join(workspace["root"], "tiny.yaml")
+    load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"])).save(recipe_path)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "latentreason.cli", "train", recipe_path,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    one = load_file(os.path.join(reference_dir, "reasoner.safetensors"))
+    two = load_file(os.path.join(output_dir, "reasoner.safetensors"))
+    assert one.keys() == two.keys()
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
