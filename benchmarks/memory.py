@@ -7,11 +7,11 @@ Two measures, for one training step (forward, loss, backward, AdamW step) of a
   `torch.autograd.graph.saved_tensors_hooks` pack hook; the distinct storages are summed, the
   model's parameters left out (they are there whatever T is). Exact and independent of the
   allocator.
-- peak process memory: `resource.getrusage(RUSAGE_SELF).ru_maxrss`, the high-water mark of the
-  resident set, read in a fresh Python process per point (so one point's peak cannot hide
-  another's): the growth of the peak during the step(s) above the process right after the model
-  and data were built. It includes what the allocator holds, the AdamW state (constant) and
-  the activations that live during backward.
+- peak process memory: the high-water mark of the resident set (`VmHWM` in /proc/self/status,
+  reset through /proc/self/clear_refs just before the step; `getrusage` max RSS where that is
+  not possible), in a fresh Python process per point, minus the resident memory just before the
+  step. It includes what the allocator holds, the AdamW state (allocated at the first step,
+  the same at every T) and the activations that live during backward.
 
 The N_sup curve comes from one process per mode that runs N_sup supervision steps, the carry
 passed on (detached) and an optimizer step after each, reading both measures after every step.
@@ -33,7 +33,7 @@ import torch
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
 from latentreason.testing import tiny_backbone
 
-from .harness import REPO_ROOT, log, machine_info
+from .harness import REPO_ROOT, load_average, log, machine_info
 
 GRAD_MODES = ("last_cycle", "one_step", "full")
 FLATNESS_GOAL = 0.05  # last_cycle at the largest T within 5% of T=1
@@ -52,7 +52,7 @@ class MemorySettings:
     batch: int = 8
     length: int = 32
     num_labels: int = 10
-    fresh_process: bool = True  # False: all points in this process, and no peak-RSS figures (for tests)
+    fresh_process: bool = True  # False: all points in this process (for tests; peak RSS then shares the allocator's state)
 
 
 PRESETS: dict[str, MemorySettings] = {
@@ -81,9 +81,46 @@ class SavedTensors:
         return sum(self.storages.values())
 
 
-def peak_rss_bytes() -> int:
-    """High-water mark of this process's resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class PeakResidentMemory:
+    """Growth of the process's peak resident memory (RSS) from `start()`, in bytes.
+
+    On Linux the high-water mark is reset at `start()` (writing 5 to /proc/self/clear_refs), so
+    earlier peaks (imports, building the model) cannot hide the one measured; elsewhere the
+    lifetime peak (`getrusage` max RSS) is used, which is why every point runs in a fresh process.
+    """
+
+    def __init__(self) -> None:
+        self.method = "VmHWM after clear_refs" if _reset_high_water_mark() else "ru_maxrss"
+        self.baseline = 0
+
+    def start(self) -> None:
+        _reset_high_water_mark()
+        self.baseline = _status_bytes("VmRSS") if self.method != "ru_maxrss" else _maxrss_bytes()
+
+    def growth(self) -> int:
+        peak = _status_bytes("VmHWM") if self.method != "ru_maxrss" else _maxrss_bytes()
+        return max(0, peak - self.baseline)
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def build(settings: MemorySettings, grad_mode: str, cycles: int) -> tuple[LatentReasonerModel, dict[str, torch.Tensor]]:
@@ -106,7 +143,8 @@ def measure_point(settings: MemorySettings, grad_mode: str, cycles: int, supervi
     """Run `supervision_steps` training steps; saved bytes and peak-RSS growth after each step."""
     model, data = build(settings, grad_mode, cycles)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    baseline = peak_rss_bytes()
+    resident = PeakResidentMemory()
+    resident.start()
     carry, saved, peaks = None, [], []
     for _ in range(supervision_steps):
         recorder = SavedTensors(model)
@@ -118,8 +156,9 @@ def measure_point(settings: MemorySettings, grad_mode: str, cycles: int, supervi
         carry = out.carry
         del out
         saved.append(recorder.total)
-        peaks.append(peak_rss_bytes() - baseline)
-    return {"grad_mode": grad_mode, "cycles": cycles, "saved_bytes": saved, "peak_rss_growth_bytes": peaks}
+        peaks.append(resident.growth())
+    return {"grad_mode": grad_mode, "cycles": cycles, "saved_bytes": saved, "peak_rss_growth_bytes": peaks,
+            "rss_method": resident.method}
 
 
 def measure_in_fresh_process(settings: MemorySettings, grad_mode: str, cycles: int, supervision_steps: int) -> dict[str, Any]:
@@ -136,19 +175,19 @@ def measure_in_fresh_process(settings: MemorySettings, grad_mode: str, cycles: i
 def run(settings: MemorySettings) -> dict[str, Any]:
     """Run the memory benchmark; returns the JSON-ready result."""
     measure = measure_in_fresh_process if settings.fresh_process else measure_point
+    load_before = load_average()
     cycles_curve: dict[str, list[dict[str, Any]]] = {mode: [] for mode in GRAD_MODES}
     for mode in GRAD_MODES:
         for cycles in settings.cycles:
             log(f"memory: {mode}, T={cycles}")
             point = measure(settings, mode, cycles, 1)
             cycles_curve[mode].append({"cycles": cycles, "saved_bytes": point["saved_bytes"][0],
-                                       "peak_rss_growth_bytes": point["peak_rss_growth_bytes"][0] if settings.fresh_process else None})
+                                       "peak_rss_growth_bytes": point["peak_rss_growth_bytes"][0]})
     supervision_curve = {}
     for mode in GRAD_MODES:
         log(f"memory: {mode}, N_sup 1..{settings.supervision_steps}")
         point = measure(settings, mode, settings.supervision_cycles, settings.supervision_steps)
-        supervision_curve[mode] = {"saved_bytes": point["saved_bytes"],
-                                   "peak_rss_growth_bytes": point["peak_rss_growth_bytes"] if settings.fresh_process else None}
+        supervision_curve[mode] = {"saved_bytes": point["saved_bytes"], "peak_rss_growth_bytes": point["peak_rss_growth_bytes"]}
     return {
         "benchmark": "memory",
         "machine": machine_info(),
@@ -156,6 +195,8 @@ def run(settings: MemorySettings) -> dict[str, Any]:
         "vs_cycles": cycles_curve,
         "vs_supervision_steps": supervision_curve,
         "goals": goals(cycles_curve),
+        "rss_method": PeakResidentMemory().method,
+        "load_average": [load_before, load_average()],
     }
 
 

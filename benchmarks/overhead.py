@@ -19,12 +19,14 @@ import functools
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import datasets
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
@@ -49,7 +51,7 @@ class OverheadSettings:
     batch: int = 8
     length: int = 32
     num_labels: int = 10
-    step_repeats: int = 9
+    step_repeats: int = 21  # steps are short: many pairs make the median ratio robust to load bursts
     backbones: tuple[str, ...] = ("minilm", "llama-110m")
     examples: int = 32
     supervision_steps: int = 4
@@ -58,7 +60,7 @@ class OverheadSettings:
 
 PRESETS: dict[str, OverheadSettings] = {
     "full": OverheadSettings(),
-    "quick": OverheadSettings(hidden_size=128, step_repeats=5, backbones=("minilm",), examples=16, epoch_repeats=1),
+    "quick": OverheadSettings(hidden_size=128, step_repeats=9, backbones=("minilm",), examples=16, epoch_repeats=1),
     "tiny": OverheadSettings(hidden_size=32, num_heads=2, latent_steps=1, batch=2, length=8, step_repeats=2,
                              backbones=("tiny-llama",), examples=4, supervision_steps=2, epoch_repeats=1),
 }
@@ -119,7 +121,15 @@ def step_overhead(settings: OverheadSettings) -> dict[str, Any]:
     times = interleaved_times({"model": through_model, "bare": by_hand}, settings.step_repeats)
     overhead = median_ratio(times["model"], times["bare"]) - 1.0
     return {"model": summary(times["model"]), "bare": summary(times["bare"]), "overhead": overhead,
-            "goal": STEP_GOAL, "met": overhead <= STEP_GOAL, "load_average": [load_before, load_average()]}
+            "goal": STEP_GOAL, "met": overhead <= STEP_GOAL, "load_average": [load_before, load_average()],
+            "aten_ops_per_step": {"model": aten_calls(through_model), "bare": aten_calls(by_hand)}}
+
+
+def aten_calls(fn: Callable[[], Any]) -> int:
+    """Number of aten ops one call of `fn` dispatches: a load-independent measure of the work around the math."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(event.count for event in prof.key_averages() if event.key.startswith("aten::"))
 
 
 # --- 2. the feature cache -------------------------------------------------------------------------

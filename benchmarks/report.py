@@ -69,11 +69,15 @@ shared the cores, and absolute times (not the ratios) are then inflated.
 def provenance(result: dict[str, Any]) -> str:
     machine = result["machine"]
     loads = _flatten(result, "load_average")
-    return (
+    text = (
         f"Command: `{result.get('command', '?')}` ({result.get('preset', '?')} sizes, {result.get('elapsed_s', '?')} s). "
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, "
         f"torch {machine['torch']}; load average {min(loads):.1f}-{max(loads):.1f} during the run; {machine['date']}.\n"
     )
+    if max(loads) > 1.5 * (machine["cores"] or 1):
+        text += (f"\n**Measured on a busy machine** (load up to {max(loads):.1f} on {machine['cores']} cores): absolute times are "
+                 "inflated several-fold and even the interleaved ratios are noisy; re-run on an idle machine before quoting them.\n")
+    return text
 
 
 def _flatten(value: Any, key: str) -> list[float]:
@@ -168,9 +172,11 @@ def memory_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
         f"One training step (forward, loss, backward, AdamW step) of a `LatentReasonerModel` on precomputed features: "
         f"reasoner hidden {settings['hidden_size']}, n={settings['latent_steps']}, batch {settings['batch']} x "
         f"{settings['length']} tokens, attention mixer. *Saved* = bytes of the distinct tensors autograd keeps for backward "
-        "(a `saved_tensors_hooks` pack hook; parameters excluded). *Peak* = growth of the process's peak resident memory "
-        "(`getrusage` max RSS) during the step, in a fresh process per point, above the process right after building "
-        "the model; it includes the AdamW state and allocator slack, the same at every T.\n\n"
+        "(a `saved_tensors_hooks` pack hook; parameters excluded): exact, independent of the allocator. *Peak* = growth of "
+        "the process's peak resident memory during the step above its resident memory just before, in a fresh process per "
+        f"point (method: {result.get('rss_method', 'ru_maxrss')}; the high-water mark is reset before the step, so imports "
+        "and model building cannot hide it); it includes the AdamW state (allocated at the first step) and allocator slack, "
+        "the same at every T.\n\n"
         + provenance(result) + "\n"
         + table(header, rows) + "\n" + flat_line + linear_line + sup_line + "\n"
         + image(figure, img_dir, doc_dir, "memory", "memory vs cycles and supervision steps")
@@ -210,6 +216,13 @@ def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
     main = [c for c in configs if c["hidden_size"] == goal["hidden_size"]]
     goal_line = (f"- Goal: at least {100 * goal['fraction_of_peak']:.0f}% of the matmul limit at hidden {goal['hidden_size']}: "
                  f"{verdict(goal['met'])} (" + ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}%" for c in main) + ").\n")
+    bound = ", ".join(f"{mixer} {100 * prof['matmul_share']:.0f}%" for mixer, prof in result["profile"].items())
+    goal_line += (f"- Why: in the profile, matmuls and attention kernels take only {bound} of a step's time; the rest is "
+                  "elementwise work (RMSNorm forward and backward, rotary, SwiGLU gating, residual adds, AdamW) that runs at memory "
+                  "bandwidth, not at matmul speed. The achievable fraction is at most that share (times the matmuls' own "
+                  "efficiency at these shapes). What would close the gap: fusing the elementwise chains (`torch.compile` of the "
+                  "block, or fused RMSNorm/rotary kernels), and larger batches, which make the matmuls bigger relative to the "
+                  "per-op overhead. The TRM reference has the same structure and the same limit.\n")
     if result["trm_available"]:
         trm_line = ("- Against the TRM reference on the same configuration: " + ", ".join(
             f"{c['mixer']} d={c['hidden_size']} {c['speedup_vs_trm']:.2f}x" for c in configs)
@@ -250,6 +263,11 @@ def overhead_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     ])
     step_line = (f"- Overhead of the model over the bare modules: {100 * step['overhead']:+.1f}% (median ratio of "
                  f"{step['model']['repeats']} interleaved pairs). Goal (within {100 * step['goal']:.0f}%): {verdict(step['met'])}.\n")
+    if "aten_ops_per_step" in step:
+        ops = step["aten_ops_per_step"]
+        step_line += (f"- Work around the math, independent of load: the model's step dispatches {ops['model']} aten ops, the bare one "
+                      f"{ops['bare']} ({ops['model'] - ops['bare']:+d}: shape and label-range checks, the padding mask, the masked "
+                      "mean of the halting head). A timed overhead well above what those few small ops cost is load noise.\n")
     rows = [[e["backbone"], f"{e['backbone_parameters'] / 1e6:.1f}M", f"{e['epoch_s']['every step']:.2f}",
              f"{e['epoch_s']['once per batch']:.2f}", f"{e['epoch_s']['cached']:.2f}", f"{e['speedup_cached_vs_every_step']:.1f}x",
              f"{e['speedup_cached_vs_once_per_batch']:.1f}x", f"{e['cache_build_s']:.2f}"] for e in epochs]

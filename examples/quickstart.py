@@ -102,9 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         progress_bar=not args.smoke,
     )
     result = train(model, train_set, training, collate_fn=functools.partial(collate, pad_token_id=tokenizer.pad_token_id), eval_dataset=test_set)
-    per_step = ", ".join(f"{row['accuracy']:.2f}" for row in result.eval_results["per_step"])
-    print(f"cell accuracy after each refinement step: {per_step}")
-    print(f"exact match with halting: {result.eval_results['exact_match']:.2f} (mean steps {result.eval_results['mean_steps']:.1f})")
+    results = result.eval_results
+    print("cell accuracy after each refinement step: " + ", ".join(f"{row['accuracy']:.2f}" for row in results["per_step"]))
+    print("exact match after each refinement step:   " + ", ".join(f"{row['exact_match']:.2f}" for row in results["per_step"]))
+    halting = results["halting"]
+    print(f"with halting: exact match {halting['exact_match']:.2f} after {halting['mean_steps']:.1f} steps on average")
     model.load_adapter_state_dict(result.adapter_state_dict)  # the EMA weights: what was evaluated
     model.eval()
 

@@ -123,7 +123,11 @@ class FrozenBackbone(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         """The module that reads the input: the encoder of an encoder-decoder, else the bare model (no LM head)."""
-        return self.model.get_encoder() if self.is_encoder_decoder else self.model.base_model
+        model = self.model
+        get_base_model = getattr(model, "get_base_model", None)  # a peft (LoRA) wrapper: its layers are injected in place
+        if callable(get_base_model):
+            model = get_base_model()
+        return model.get_encoder() if self.is_encoder_decoder else model.base_model
 
     @property
     def dtype(self) -> torch.dtype:

@@ -154,11 +154,13 @@ def run_predict(args: argparse.Namespace) -> int:
     from .training import load_run, predict
 
     run = load_run(args.run_dir)
-    for prediction in predict(run, args.inputs, steps=args.steps or None, halt=args.halt):
+    halt = run.recipe.eval.halt if args.halt is None else args.halt
+    for prediction in predict(run, args.inputs, steps=args.steps or None, halt=halt):
         if args.steps is not None:
             for step, answer in enumerate(prediction.per_step, start=1):
                 print(f"step {step}: {answer}")
-            print(f"answer (halted at step {prediction.halted_at}): {prediction.answer}")
+            how = f"halted at step {prediction.halted_at}" if halt else f"after {len(prediction.per_step)} steps"
+            print(f"answer ({how}): {prediction.answer}")
         else:
             print(prediction.answer)
     return 0

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,7 +119,10 @@ def save_pretrained(
         eval_results = read_eval_results(target)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
+    # Next to the target, so that the final renames stay on one file system; made with mkdir (not mkdtemp,
+    # whose folders are private) so the saved folder gets the usual permissions.
+    staging = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
         (staging / CONFIG_NAME).write_text(config_to_json(config), encoding="utf-8")
         save_file(weights, staging / WEIGHTS_NAME, metadata=_weights_metadata())
@@ -622,8 +626,8 @@ def _about(config: ReasonerConfig, dataset_name: str | None) -> str:
         f"refines an answer latent for up to {config.max_supervision_steps} supervision steps "
         f"({config.cycles} cycles of {config.latent_steps} latent updates each, effective depth "
         f"{config.effective_depth} layers per step) and answers through the `{config.output}` output path."
-        f"{trained_on}\n\nThis repo holds only the reasoner (a few MB); loading it downloads the base model "
-        "from its own repo at the pinned revision."
+        f"{trained_on}\n\nOnly the reasoner is here, never the base model's weights: loading it fetches the base "
+        "model from its own repo at the pinned revision."
     )
 
 

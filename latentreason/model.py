@@ -79,7 +79,9 @@ class LatentReasonerModel(nn.Module):
         self.input_proj = nn.Linear(backbone.hidden_size, config.hidden_size, bias=False)
         self.input_norm = RMSNorm(config.hidden_size, config.norm_eps) if config.feature_norm else nn.Identity()
         slots = config.answer_slots
-        self.answer_slots = nn.Parameter(torch.randn(slots, config.hidden_size) * 0.02) if slots else None
+        # Unit scale, like the RMS-normalised features beside them: tiny slots (e.g. std 0.02) start out all
+        # alike, and the K slots of the LM paths then take long to tell their answer tokens apart.
+        self.answer_slots = nn.Parameter(torch.randn(slots, config.hidden_size)) if slots else None
         self.reasoner = Reasoner(config)
         self.head: OutputHead = build_output_head(config, backbone)
         self._reasoner_enabled = True

@@ -52,7 +52,7 @@ def test_memory_full_backprop_grows_and_last_cycle_stays_flat(tiny_run):
     assert last[0]["saved_bytes"] == last[-1]["saved_bytes"] > 0  # T=1 and T=3 keep exactly the same tensors
     assert full[0]["saved_bytes"] == last[0]["saved_bytes"]  # at T=1 the modes coincide
     assert full[-1]["saved_bytes"] > 2 * last[-1]["saved_bytes"]  # T=3 under full keeps about 3x
-    assert result["goals"]["last_cycle_flat"] is True
+    assert result["goals"]["last_cycle_change"]["saved_bytes"] == 0.0
     assert result["goals"]["full_linear_r_squared"] > 0.99
     for mode, curve in result["vs_supervision_steps"].items():  # the detached carry: no growth over N_sup
         assert len(set(curve["saved_bytes"])) == 1, mode
@@ -64,7 +64,8 @@ def test_memory_point_in_a_fresh_process_matches_in_process():
     here = memory.measure_point(settings, "full", 2, 2)
     assert fresh["saved_bytes"] == here["saved_bytes"]
     assert len(fresh["peak_rss_growth_bytes"]) == 2
-    assert all(v >= 0 for v in fresh["peak_rss_growth_bytes"])
+    assert fresh["peak_rss_growth_bytes"][0] > 0  # the first step's activations and AdamW state are new memory
+    assert fresh["peak_rss_growth_bytes"][1] >= fresh["peak_rss_growth_bytes"][0]  # a running peak
 
 
 @pytest.mark.parametrize("mixer", ["attention", "mlp"])
@@ -107,6 +108,8 @@ def test_overhead_counts_backbone_calls(tiny_run):
     result = tiny_run[1]["overhead"]
     step = result["step"]
     assert step["model"]["median_s"] > 0 and step["bare"]["median_s"] > 0 and "overhead" in step
+    ops = step["aten_ops_per_step"]
+    assert ops["bare"] > 100 and 0 <= ops["model"] - ops["bare"] < 0.1 * ops["bare"]  # the wrapper adds a few small ops
     (epochs,) = result["epochs"]
     settings = result["settings"]
     batches = epochs["batches_per_epoch"]

@@ -87,11 +87,13 @@ def test_predict_prints_one_answer_per_input(custom_run: dict[str, str], capsys:
 
 
 def test_predict_with_steps_prints_each_refinement(custom_run: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["predict", custom_run["run"], "b a", "--steps", "3"]) == 0
+    assert cli.main(["predict", custom_run["run"], "b a", "--steps", "3", "--no-halt"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines[:3]] == ["step 1", "step 2", "step 3"]
-    assert lines[3].startswith("answer (halted at step ")
-    assert len(lines[3].split(":", 1)[1].split()) == 2
+    assert lines[3].startswith("answer (after 3 steps): ")
+    assert lines[3].split(": ", 1)[1] == lines[2].split(": ", 1)[1]  # without halting the answer is the last step's
+    assert cli.main(["predict", custom_run["run"], "b a", "--steps", "3", "--halt"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("answer (halted at step ")
 
 
 def test_bad_override_exits_with_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

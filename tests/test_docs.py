@@ -7,7 +7,7 @@ earlier ones defined), consecutive `bash` blocks as one shell script; the folder
 them, so a Python block can write a file that a later shell block reads. `recipes/` and `examples/`
 of the repository are linked into the folder, so the commands read as they would from a clone. The
 Hub is off (HF_HUB_OFFLINE=1) and the feature cache lives in the temporary folder. Runnable blocks use
-the tiny local models of `latentreason.testing`, so each page runs in seconds.
+the tiny local models of `latentreason.testing`, so each page runs in seconds; pages run two at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,22 +124,39 @@ def test_docs_have_runnable_blocks() -> None:
     assert {"quickstart.md", "concepts.md"} <= names
 
 
-@pytest.mark.parametrize("page", pages_with_runnable_blocks(), ids=lambda path: path.name)
-def test_runnable_blocks(page: Path, tmp_path: Path) -> None:
+def run_page(page: Path, folder: Path) -> str | None:
+    """Run a page's runnable blocks in `folder`; None if they all pass, else a report of the failure."""
     for name in ("recipes", "examples"):
         if (REPO / name).is_dir():
-            (tmp_path / name).symlink_to(REPO / name)
+            (folder / name).symlink_to(REPO / name)
     for group in grouped(runnable_blocks(page)):
         suffix = ".py" if group[0].language == "python" else ".sh"
-        path = tmp_path / f"block_{group[0].line}{suffix}"
+        path = folder / f"block_{group[0].line}{suffix}"
         path.write_text(script(group), encoding="utf-8")
         command = [sys.executable, str(path)] if suffix == ".py" else ["bash", str(path)]
-        result = subprocess.run(command, cwd=tmp_path, env=run_env(tmp_path), capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
-        lines = ", ".join(str(block.line) for block in group)
-        assert result.returncode == 0, (
-            f"{page.name}: the runnable block(s) at line(s) {lines} failed (exit {result.returncode}).\n"
-            f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
-        )
+        result = subprocess.run(command, cwd=folder, env=run_env(folder), capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
+        if result.returncode != 0:
+            lines = ", ".join(str(block.line) for block in group)
+            return (
+                f"{page.name}: the runnable block(s) at line(s) {lines} failed (exit {result.returncode}).\n"
+                f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
+            )
+    return None
+
+
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
+    """Every page's blocks, started at once on two workers: the pages are independent and mostly wait on imports."""
+    executor = ThreadPoolExecutor(max_workers=2)
+    runs = {page.name: executor.submit(run_page, page, tmp_path_factory.mktemp(page.stem)) for page in pages_with_runnable_blocks()}
+    yield runs
+    executor.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("page", pages_with_runnable_blocks(), ids=lambda path: path.name)
+def test_runnable_blocks(page: Path, page_runs: dict[str, Future]) -> None:
+    failure = page_runs[page.name].result()
+    assert failure is None, failure
 
 
 def _load_generator():

@@ -13,11 +13,21 @@ from latentreason.testing import save_tiny_backbone, tiny_backbone
 LORA = {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and the machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_model(output: str = "sequence_classification", base=None, lora=LORA):
     torch.manual_seed(0)
     config = ReasonerConfig(
         hidden_size=32, num_heads=2, num_layers=1, latent_steps=1, cycles=1, max_supervision_steps=1, halting=False,
         output=output, num_labels=3 if output == "sequence_classification" else None,
+        num_answer_slots=None if output == "sequence_classification" else 4,
     )
     base = base if base is not None else tiny_backbone("llama", causal_lm=output != "sequence_classification")
     return attach_reasoner(base, config, lora=lora)
@@ -46,7 +56,7 @@ def test_lora_wraps_the_backbone_and_trains_with_the_reasoner():
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     data, losses = batch(), []
-    for _ in range(15):
+    for _ in range(10):
         loss = model(**data).loss
         loss.backward()
         optimizer.step()

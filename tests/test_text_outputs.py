@@ -10,23 +10,32 @@ import sys
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from latentreason import ReasonerConfig, attach_reasoner
 from latentreason.outputs import IGNORE_INDEX
-from latentreason.testing import DECODER_ARCHITECTURES, save_tiny_backbone, tiny_backbone
+from latentreason.testing import DECODER_ARCHITECTURES, save_tiny_backbone, tiny_backbone, tiny_config
 from latentreason.text_outputs import TextPairEncoder, causal_lm, final_norm, move_padding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUTS = ("lm_head", "latent_prefix")
-FAST_ARCHITECTURES = ("llama", "gpt2", "gemma2")  # rotary + pre-norm, learned positions, logit soft-capping
+FAST_ARCHITECTURES = ("llama", "gpt2", "phi3")  # rotary (Llama, Phi-3) and learned absolute positions (GPT-2)
 # Prompts of different lengths (so a batch is padded) and answers of one to three words.
 PAIRS = [
     {"input": "one plus two", "output": "three"},
     {"input": "four plus four plus one", "output": "nine is nine"},
     {"input": "sort two one", "output": "one two"},
 ]
-STEPS = 2  # supervision steps per batch in training, and refinement steps in generate
+STEPS = 1  # supervision steps per batch in the overfit runs, and refinement steps in generate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and the machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:
@@ -38,39 +47,53 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def make_model(arch: str, output: str, seed: int = 0, **overrides):
+def responsive_lm(arch: str, seed: int = 0):
+    """A tiny random causal LM initialised at std 0.1 instead of 0.02.
+
+    At std 0.02 a 64-wide random LM is nearly uniform over its vocabulary whatever it reads (logits
+    within about +-1), so nothing steers it; a trained LM is sharp. The larger init makes the tiny LM
+    respond to its input as a trained one does, so that overfitting through it takes tens of steps.
+    """
+    config = tiny_config(arch)
+    for name in ("initializer_range", "init_std"):
+        if hasattr(config, name):
+            setattr(config, name, 0.1)
     torch.manual_seed(seed)
-    config = ReasonerConfig(
-        hidden_size=32, num_heads=2, num_layers=1, latent_steps=1, cycles=1, max_supervision_steps=STEPS,
-        output=output, num_answer_slots=4, halting=False, **overrides,
-    )
-    return attach_reasoner(tiny_backbone(arch, causal_lm=True), config)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def make_model(arch: str, output: str, seed: int = 0, **overrides):
+    lm = responsive_lm(arch)
+    torch.manual_seed(seed)
+    settings = dict(hidden_size=32, num_heads=2, num_layers=1, latent_steps=1, cycles=1, max_supervision_steps=STEPS,
+                    output=output, num_answer_slots=4, halting=False)
+    return attach_reasoner(lm, ReasonerConfig(**{**settings, **overrides}))
 
 
 def generate_kwargs(output: str) -> dict:
     return {"steps": STEPS, **({"max_new_tokens": 4} if output == "latent_prefix" else {})}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained(arch: str, output: str):
-    """A tiny model overfit on PAIRS (deep supervision, STEPS steps per batch), with its losses and the LM's weights before."""
+    """A tiny model overfit on PAIRS, with its losses and the LM's weights from before training.
+
+    Training stops at the first step whose prediction is exactly right, before that step's update.
+    """
     model = make_model(arch, output)
     lm_before = {name: tensor.clone() for name, tensor in causal_lm(model.backbone).state_dict().items()}
     encoder = TextPairEncoder.for_model(word_tokenizer(), model)
     batch = encoder(PAIRS)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
-    for _ in range(150):
-        carry = None
-        for _ in range(STEPS):
-            out = model(**batch, carry=carry)
-            carry = out.carry
-            out.loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+    for _ in range(600):
+        out = model(**batch)
         losses.append(out.loss.item())
-        if bool(out.exact.all()) and len(losses) >= 20:
+        if bool(out.exact.all()):
             break
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
     model.eval()
     return model, encoder, losses, lm_before
 
@@ -87,7 +110,7 @@ DEFAULT = _params(FAST_ARCHITECTURES)
 def test_training_through_the_frozen_lm(arch, output):
     model, encoder, losses, lm_before = trained(arch, output)
     # the loss falls ...
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert losses[-1] < 0.6 * losses[0], losses
     # ... while the LM's weights stay bit-identical
     lm_after = causal_lm(model.backbone).state_dict()
     assert lm_before.keys() == lm_after.keys()
@@ -110,21 +133,37 @@ def test_batched_left_padded_generation_equals_one_by_one(arch, output):
         assert encoder.decode(alone[None]) == encoder.decode(batched[row : row + 1])
 
 
+@pytest.mark.parametrize("arch", DECODER_ARCHITECTURES)
+def test_teacher_forcing_agrees_with_generation(arch):
+    """Training (teacher-forced logits) and generate (the LM's own decoding with a KV cache, left padding)
+    see the same thing: fed back its own greedy tokens, the training forward predicts exactly them."""
+    model = make_model(arch, "latent_prefix").eval()
+    encoder = TextPairEncoder.for_model(word_tokenizer(), model)
+    prompts = encoder.prompts([pair["input"] for pair in PAIRS])
+    tokens = model.generate(**prompts, max_new_tokens=5, min_new_tokens=5)  # no end token: 5 tokens per row
+    with torch.no_grad():
+        teacher_forced = model(**prompts, labels=tokens).logits
+    assert torch.equal(teacher_forced.argmax(-1), tokens)
+
+
 @pytest.mark.parametrize("output", OUTPUTS)
-def test_prompt_padding_side_does_not_change_the_loss(output):
+def test_a_padded_batch_gives_each_example_its_own_logits(output):
     model = make_model("llama", output)
     encoder = TextPairEncoder.for_model(word_tokenizer(), model)
-    right, left = encoder(PAIRS, padding_side="right"), encoder(PAIRS, padding_side="left")
     with torch.no_grad():
-        alone = [model(**encoder(PAIRS[i : i + 1])).logits for i in range(len(PAIRS))]
-        logits_right = model(**right).logits
-        # generate() re-pads prompts itself; forward reads them as given, so compare the LM part with right padding
-        for i, single in enumerate(alone):
-            torch.testing.assert_close(logits_right[i, : single.shape[1]], single[0], atol=1e-4, rtol=1e-4)
-    if output == "latent_prefix":  # the LM's input is laid out left-padded whatever the prompt's padding
-        ids, mask = move_padding(left["input_ids"], left["attention_mask"], "right")
-        torch.testing.assert_close(ids, right["input_ids"])
-        torch.testing.assert_close(mask, right["attention_mask"])
+        batched = model(**encoder(PAIRS)).logits
+        for row in range(len(PAIRS)):
+            alone = model(**encoder(PAIRS[row : row + 1])).logits[0]
+            torch.testing.assert_close(batched[row, : alone.shape[0]], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_move_padding_keeps_the_order_of_real_tokens():
+    encoder = TextPairEncoder(word_tokenizer(), "latent_prefix")
+    right, left = encoder(PAIRS, padding_side="right"), encoder(PAIRS, padding_side="left")
+    assert torch.equal(torch.stack(move_padding(left["input_ids"], left["attention_mask"], "right")),
+                       torch.stack([right["input_ids"], right["attention_mask"]]))
+    assert torch.equal(torch.stack(move_padding(right["input_ids"], right["attention_mask"], "left")),
+                       torch.stack([left["input_ids"], left["attention_mask"]]))
 
 
 @pytest.mark.parametrize("output", OUTPUTS)
@@ -167,6 +206,18 @@ def test_final_norm_found_for_every_decoder(arch):
     # idempotent, so the module found must leave it unchanged, and must change an un-normed vector
     torch.testing.assert_close(norm(last), last, atol=1e-3, rtol=1e-3)
     assert not torch.allclose(norm(3.0 * hidden), 3.0 * hidden, atol=1e-2)
+
+
+def test_generate_runs_the_refinement_steps_once_per_prompt():
+    model = make_model("llama", "lm_head", max_supervision_steps=3)
+    encoder = TextPairEncoder.for_model(word_tokenizer(), model)
+    prompts = encoder.prompts([pair["input"] for pair in PAIRS])
+    right = encoder([{"input": pair["input"], "output": ""} for pair in PAIRS])
+    step_logits = model.refine(right["input_ids"], right["attention_mask"], steps=3).step_logits
+    no_end = {"eos_token_id": -1}  # an end token that never comes: keep every slot's token
+    assert torch.equal(model.generate(**prompts, steps=1, **no_end), step_logits[0].argmax(-1))
+    assert torch.equal(model.generate(**prompts, steps=3, **no_end), step_logits[2].argmax(-1))
+    assert torch.equal(model.generate(**prompts, **no_end), step_logits[2].argmax(-1))  # default: max_supervision_steps
 
 
 def test_greedy_sampling_with_top_k_1_equals_greedy():

@@ -1,0 +1,90 @@
+"""scripts/plot_refinement.py on a tiny run: the step-by-step picture and the accuracy curve, at their fixed sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+from matplotlib.image import imread
+
+from latentreason import cli
+from latentreason.testing import save_tiny_backbone
+from latentreason.visualize import DPI, PANEL_INCHES, TITLE_INCHES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(REPO, "recipes", "sudoku_4x4.yaml")
+SCRIPT = os.path.join(REPO, "scripts", "plot_refinement.py")
+STEPS = 3
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("plot_refinement", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """recipes/sudoku_4x4.yaml on a tiny local backbone, few puzzles and a few optimizer steps."""
+    root = tmp_path_factory.mktemp("plot")
+    base = save_tiny_backbone("llama", root / "base")
+    run_dir = str(root / "run")
+    status = cli.main([
+        "train", RECIPE, f"model.base={base}", f"training.output_dir={run_dir}", f"training.cache_dir={root / 'cache'}",
+        "data.task_options.num_train=32", "data.task_options.num_test=8",
+        "reasoner.hidden_size=32", "reasoner.max_supervision_steps=3", "training.supervision_steps=2",
+        "training.max_steps=8", f"eval.steps={STEPS}", "training.progress_bar=false", "training.report_to=none",
+    ])
+    assert status == 0
+    return run_dir
+
+
+def png_size(path: str) -> tuple[int, int]:
+    height, width = imread(path).shape[:2]
+    return width, height
+
+
+def test_example_picture_has_one_panel_per_step(script, tiny_run: str, tmp_path) -> None:
+    out = str(tmp_path / "img" / "refine.png")
+    assert script.main([tiny_run, "--example", "test:0", "--out", out]) == 0
+    # Grid pictures are PANEL_INCHES wide per refinement step (the recipe's eval.steps here).
+    assert png_size(out) == (round(PANEL_INCHES * DPI * STEPS), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+
+
+def test_free_input_with_steps_and_the_curve(script, tiny_run: str, tmp_path) -> None:
+    out, curve = str(tmp_path / "free.png"), str(tmp_path / "curve.png")
+    puzzle = "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1"
+    assert script.main([tiny_run, puzzle, "--steps", "2", "--out", out, "--curve", curve]) == 0
+    assert png_size(out) == (round(PANEL_INCHES * DPI * 2), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+    assert png_size(curve) == (5 * DPI, round(3.5 * DPI))
+    with open(os.path.join(tiny_run, "eval_results.json")) as handle:
+        assert len(json.load(handle)["per_step"]) == STEPS  # the curve's points come from here
+
+
+def test_the_example_is_the_run_tasks_own(script, tiny_run: str) -> None:
+    from latentreason.recipe import load_recipe
+    from latentreason.tasks import get_task
+
+    recipe = load_recipe(os.path.join(tiny_run, "recipe.yaml"))
+    puzzle, solution = script.task_example(recipe, "test:1")
+    assert (puzzle, solution) == tuple(get_task("sudoku", **recipe.data.task_options).get_example("test", 1).values())
+    assert sum(cell != "0" for cell in puzzle.split()) == recipe.data.task_options["givens"]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--example", "test-0"], "test:0"),
+    (["--example", "test:99"], "out of range"),
+    (["1 0 0 4", "--example", "test:0"], "exactly one"),
+])
+def test_bad_arguments_exit_with_a_clear_error(script, tiny_run: str, tmp_path, capsys, arguments, message) -> None:
+    assert script.main([tiny_run, *arguments, "--out", str(tmp_path / "x.png")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
