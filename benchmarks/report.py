@@ -270,9 +270,11 @@ def overhead_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
                       "mean of the halting head). A timed overhead well above what those few small ops cost is load noise.\n")
     rows = [[e["backbone"], f"{e['backbone_parameters'] / 1e6:.1f}M", f"{e['epoch_s']['every step']:.2f}",
              f"{e['epoch_s']['once per batch']:.2f}", f"{e['epoch_s']['cached']:.2f}", f"{e['speedup_cached_vs_every_step']:.1f}x",
-             f"{e['speedup_cached_vs_once_per_batch']:.1f}x", f"{e['cache_build_s']:.2f}"] for e in epochs]
+             f"{e['speedup_cached_vs_once_per_batch']:.1f}x", f"{e['cache_build_s']:.2f}",
+             " / ".join(str(e["backbone_calls_per_epoch"][way]) for way in ("every step", "once per batch", "cached"))] for e in epochs]
     epoch_table = table(["backbone", "params", "epoch s: backbone every step", "once per batch", "cached",
-                         "cached speed-up vs every step", "vs once per batch", "one-time cache build s"], rows)
+                         "cached speed-up vs every step", "vs once per batch", "one-time cache build s",
+                         "backbone calls per epoch (every step / once per batch / cached)"], rows)
 
     figure, axis = plt.subplots(figsize=(7, 4))
     ways = ("every step", "once per batch", "cached")
@@ -300,19 +302,104 @@ def overhead_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
 
 
 # --- accuracy -------------------------------------------------------------------------------------
+COMPARATOR_NOTES = {
+    "linear": "frozen backbone + linear head",
+    "one_pass": "+ the reasoner's blocks, one pass",
+    "deep_stack": "+ T(n+1) unshared copies of the blocks, one pass",
+    "lora_linear": "LoRA-tuned backbone + linear head",
+    "embeddings": "reasoner on learned token embeddings, no LLM",
+    "reasoner": "frozen backbone + latentreason reasoner",
+}
+
+
 def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
-    rows = [[c["name"], f"{c['trainable_parameters']:,d}", c["layers_per_step"] if c["layers_per_step"] is not None else "",
-             "yes" if c["cacheable_features"] else "no"] for c in result["comparators"]]
-    settings = result["settings"]
+    if "budgets" not in result:  # a result from before the training runs were wired in
+        return "## Accuracy: what the recursion buys\n\nNo trained result yet: `.venv/bin/python -m benchmarks run accuracy --quick`.\n"
+    settings, data, comparators = result["settings"], result["data"], result["comparators"]
+    budgets = [b for b in ("data", "time") if all(b in c for c in comparators)]
+    rows = []
+    for budget in budgets:
+        for c in comparators:
+            r = c[budget]
+            steps = f"{r['mean_steps']:.2f} of {c['supervision_steps']}" if c["name"] in ("reasoner", "embeddings") else "1"
+            rows.append([f"`{c['name']}`", COMPARATOR_NOTES.get(c["name"], ""), f"{c['trainable_parameters']:,d}", c["layers_per_step"],
+                         budget, r["optimizer_steps"], f"{r['train_seconds']:.0f}", f"{r['accuracy']:.3f}", f"{r['exact_match']:.3f}", steps])
+    header = ["comparator", "what", "trainable params", "layers per step", "budget", "optimizer steps", "train s",
+              "cell accuracy", "exact match", "test steps (mean, halting)"]
+
+    reasoner = next((c for c in comparators if c["name"] == "reasoner"), None)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    if reasoner is not None:
+        per_step = reasoner["data"]["per_step"]
+        steps = [p["step"] for p in per_step]
+        axes[0].plot(steps, [p["accuracy"] for p in per_step], "o-", color="tab:blue", label="reasoner: cell accuracy")
+        axes[0].plot(steps, [p["exact_match"] for p in per_step], "s--", color="tab:blue", label="reasoner: exact match")
+        for index, c in enumerate(c for c in comparators if c["name"] != "reasoner"):
+            axes[0].axhline(c["data"]["accuracy"], color=f"C{index + 1}", linestyle=":", linewidth=1, label=f"{c['name']}: cell accuracy")
+        axes[0].set(title="data budget: accuracy vs refinement steps at test", xlabel="refinement step", ylabel="accuracy", ylim=(0, 1.02))
+        axes[0].legend(fontsize=7)
+        axes[0].grid(alpha=0.3)
+    width = 0.8 / (2 * len(budgets))
+    names = [c["name"] for c in comparators]
+    for b_index, budget in enumerate(budgets):
+        for m_index, metric in enumerate(("accuracy", "exact_match")):
+            offset = (2 * b_index + m_index - (2 * len(budgets) - 1) / 2) * width
+            axes[1].bar([i + offset for i in range(len(names))], [c[budget][metric] for c in comparators], width,
+                        label=f"{budget} budget: {metric.replace('_', ' ')}", hatch="//" if metric == "exact_match" else None)
+    axes[1].set_xticks(range(len(names)), names, rotation=20)
+    axes[1].set(title="every comparator, both budgets", ylabel="accuracy", ylim=(0, 1.02))
+    axes[1].legend(fontsize=7)
+    axes[1].grid(axis="y", alpha=0.3)
+
+    findings = accuracy_findings(comparators, budgets)
+    options = ", ".join(f"{k}={v}" for k, v in data["task_options"].items())
+    time_budget = result["budgets"].get("time")
+    time_text = (f" *time*: the same {time_budget['seconds']:.0f} s of training for each (the reasoner's data-budget training time); "
+                 "the trainer has no time limit, so each comparator's step count is its optimizer steps per second in its own "
+                 "data-budget run times that budget, and the seconds it then actually took are in the table"
+                 if time_budget else "")
     return (
         "## Accuracy: what the recursion buys\n\n"
-        f"Status: {result['status']}.\n\n"
-        f"The six comparators of issue 8 on the `{settings['backbone']}` backbone, reasoner hidden {settings['hidden_size']}, "
-        f"n={settings['latent_steps']}, T={settings['cycles']}, N_sup={settings['supervision_steps']}; trainable parameters "
-        "(the frozen backbone excluded) and layers applied per supervision step:\n\n"
-        + provenance(result) + "\n"
-        + table(["comparator", "trainable parameters", "layers per step", "features cacheable"], rows)
+        f"Task `{data['task']}` ({options}): {data['num_train']} training and {data['num_test']} test examples of up to "
+        f"{data['max_length']} tokens, output `{data['output_kind']}` over labels {data['labels']}. Backbone "
+        f"`{settings['backbone']}`, frozen; its features are cached once and shared by every comparator except `lora_linear` "
+        f"(its backbone trains) and `embeddings` (no backbone). Reasoner: hidden {settings['hidden_size']}, {settings['mixer']} mixer, "
+        f"n={settings['latent_steps']}, T={settings['cycles']}, N_sup={settings['supervision_steps']} in training and at test; every "
+        f"model trains with `latentreason.training.train` (AdamW lr {settings['learning_rate']}, batch {settings['batch_size']}, "
+        "EMA) and is evaluated on its EMA weights. Budgets: *data*: the same "
+        f"{result['budgets']['data']['examples']} examples x {result['budgets']['data']['epochs']} epochs for all (one optimizer "
+        "step per batch for the one-step models, up to N_sup for the recursive ones);" + time_text + ". *Test steps*: mean "
+        "refinement steps used with halting (the headline accuracy of the recursive models is with halting).\n\n"
+        + provenance(result) + "\n" + table(header, rows) + "\n" + findings + "\n"
+        + image(figure, img_dir, doc_dir, "accuracy", "accuracy vs refinement step and per comparator")
     )
+
+
+def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str]) -> str:
+    """Plain sentences: does the reasoner win under each budget, and what does one test step keep."""
+    by_name = {c["name"]: c for c in comparators}
+    if "reasoner" not in by_name:
+        return ""
+    lines = []
+    for budget in budgets:
+        ours = by_name["reasoner"][budget]
+        others = [c for c in comparators if c["name"] != "reasoner"]
+        best = max(others, key=lambda c: (c[budget]["exact_match"], c[budget]["accuracy"]))
+        theirs = best[budget]
+        if (ours["exact_match"], ours["accuracy"]) > (theirs["exact_match"], theirs["accuracy"]):
+            lines.append(f"- {budget} budget: the reasoner wins (exact match {ours['exact_match']:.3f}, cell accuracy "
+                         f"{ours['accuracy']:.3f}; best other: `{best['name']}` with {theirs['exact_match']:.3f} / {theirs['accuracy']:.3f}).")
+        else:
+            lines.append(f"- {budget} budget: **the reasoner does not win**. `{best['name']}` reaches exact match "
+                         f"{theirs['exact_match']:.3f} and cell accuracy {theirs['accuracy']:.3f}, the reasoner "
+                         f"{ours['exact_match']:.3f} / {ours['accuracy']:.3f}.")
+    per_step = by_name["reasoner"]["data"]["per_step"]
+    first, last = per_step[0], per_step[-1]
+    if last["accuracy"] > 0:
+        lines.append(f"- One refinement step at test keeps {first['accuracy'] / last['accuracy']:.0%} of the cell accuracy after "
+                     f"{last['step']} steps ({first['accuracy']:.3f} vs {last['accuracy']:.3f}; exact match {first['exact_match']:.3f} vs "
+                     f"{last['exact_match']:.3f}). The TRM paper's finding is about 7/8 (88%).")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Your own CSV of input/output pairs -> a trained reasoner, through a recipe (what `latentreason train` runs).
 
-    python examples/custom_pairs.py                                  # writes an example CSV (sorting digits), trains on MiniLM
+    python examples/custom_pairs.py                                  # an example CSV (sorting digits), MiniLM, the recipe's 1000 steps
+    python examples/custom_pairs.py --steps 300                      # a shorter run
     python examples/custom_pairs.py --csv my_pairs.csv --eval-csv my_test.csv
     python examples/custom_pairs.py --csv data.csv --input-column question --output-column answer
     python examples/custom_pairs.py --smoke                          # a tiny random model, a handful of steps

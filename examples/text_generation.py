@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--supervision-steps", type=int, default=2, help="N_sup, in training and at test time")
     parser.add_argument("--hidden", type=int, default=128, help="reasoner width")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["baseline", "reasoner"], help="run one half (e.g. the two halves in two processes)")
     args = parser.parse_args()
     if args.smoke:
         args.length, args.train, args.test, args.shots, args.epochs, args.batch_size = 3, 32, 8, 2, 2, 16
@@ -147,8 +148,11 @@ def main() -> None:
     shots = sorting_pairs(args.shots, args.length, seed=2, exclude={t["input"] for t in tests})
     pairs = sorting_pairs(args.train, args.length, seed=3, exclude={t["input"] for t in tests + shots})
 
-    alone = few_shot_accuracy(lm, tokenizer, shots, tests, args.batch_size)
-    print(f"LM alone ({args.shots}-shot, greedy): accuracy {alone:.1%} on {len(tests)} held-out lists  [{time.time() - started:.0f} s]", flush=True)
+    if args.only != "reasoner":
+        alone = few_shot_accuracy(lm, tokenizer, shots, tests, args.batch_size)
+        print(f"LM alone ({args.shots}-shot, greedy): accuracy {alone:.1%} on {len(tests)} held-out lists  [{time.time() - started:.0f} s]", flush=True)
+    if args.only == "baseline":
+        return
 
     size = dict(num_heads=2, num_layers=1, latent_steps=1, cycles=1) if args.smoke else dict(num_heads=4, num_layers=2, latent_steps=2, cycles=2)
     config = ReasonerConfig(

@@ -136,17 +136,57 @@ def test_accuracy_comparators_and_parameter_counts(tiny_run):
     assert counts["reasoner"]["cacheable_features"]
 
 
+def test_accuracy_run_trains_and_evaluates_every_comparator_under_both_budgets(tiny_run):
+    result = tiny_run[1]["accuracy"]
+    settings = accuracy.PRESETS["tiny"]
+    assert set(result["budgets"]) == {"data", "time"}
+    assert result["budgets"]["data"]["examples"] == result["data"]["num_train"] > 0
+    by_name = {c["name"]: c for c in result["comparators"]}
+    budget_seconds = result["budgets"]["time"]["seconds"]
+    assert budget_seconds == by_name["reasoner"]["data"]["train_seconds"] > 0
+    for name, entry in by_name.items():
+        recursive = name in ("reasoner", "embeddings")
+        assert entry["supervision_steps"] == (settings.supervision_steps if recursive else 1), name
+        for budget in ("data", "time"):
+            run = entry[budget]
+            assert 0.0 <= run["accuracy"] <= 1.0 and 0.0 <= run["exact_match"] <= 1.0, (name, budget)
+            assert run["exact_match"] <= run["accuracy"]  # same cells per puzzle: an exact puzzle has every cell right
+            assert run["num_examples"] == result["data"]["num_test"]
+            assert run["optimizer_steps"] >= 1 and run["load_average"] >= 0
+            assert [p["step"] for p in run["per_step"]] == list(range(1, entry["supervision_steps"] + 1))
+            assert all(0.0 <= p["accuracy"] <= 1.0 for p in run["per_step"])
+            assert 1.0 <= run["mean_steps"] <= entry["supervision_steps"]
+        batches = result["budgets"]["data"]["examples"] // result["budgets"]["data"]["batch_size"] * settings.epochs
+        if recursive:  # deep supervision: between 1 and N_sup optimizer steps per batch
+            assert batches <= entry["data"]["optimizer_steps"] <= batches * settings.supervision_steps
+        else:
+            assert entry["data"]["optimizer_steps"] == batches
+            assert entry["time"]["optimizer_steps"] == entry["time"]["estimated_steps"]
+    # the reasoner's last refinement step is its all-steps number; its headline with halting uses no more steps
+    reasoner = by_name["reasoner"]["data"]
+    assert reasoner["per_step"][-1]["accuracy"] == reasoner["all_steps"]["accuracy"]
+
+
 def test_comparators_train_through_the_same_interface():
     settings = accuracy.PRESETS["tiny"]
-    ids = torch.randint(5, 100, (2, 6))
-    labels = torch.randint(0, settings.num_labels, (2, 6))
+    _, data, _ = accuracy.load_data(settings)
+    num_labels = len(data.label_names)
+    ids = torch.randint(5, 100, (2, data.max_length))
+    labels = torch.randint(0, num_labels, (2, data.max_length))
     for name in ("one_pass", "embeddings"):
-        model = accuracy.build(name, settings)
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
-        out.loss.backward()
+        model = accuracy.build(name, settings, data)
+        carry = None
+        for _ in range(2):  # two supervision steps, one backward each (the training loop's deep supervision)
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, carry=carry)
+            out.loss.backward()
+            carry = out.carry
         trained = [p for p in model.parameters() if p.requires_grad]
         assert all(p.grad is not None for p in trained if p.dim() > 1), name
-        assert out.logits.shape == (2, 6, settings.num_labels)
+        assert out.logits.shape == (2, data.max_length, num_labels)
+    with pytest.raises(ValueError, match="Unknown comparator"):
+        accuracy.build("nope", settings, data)
+    with pytest.raises(ValueError, match="Unknown comparator"):
+        accuracy.AccuracySettings(comparators=("linear", "nope"))
 
 
 def test_report_has_every_section_and_its_plots(tiny_run):
@@ -155,7 +195,7 @@ def test_report_has_every_section_and_its_plots(tiny_run):
     for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy"):
         assert title in text
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
-    for name in ("memory", "speed", "overhead"):
+    for name in ("memory", "speed", "overhead", "accuracy"):
         assert (doc.parent / "img" / f"bench_{name}.png").stat().st_size > 1000
         assert f"img/bench_{name}.png" in text
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -224,3 +225,16 @@ def test_two_processes_match_one(reference_run, workspace: dict[str, str]) -> No
     assert one.keys() == two.keys()
     for name, tensor in one.items():
         torch.testing.assert_close(two[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(workspace: dict[str, str]) -> None:
+    """bf16 autocast runs through the same loop (tiny: bf16 matmuls are ~100x slower than fp32 on this CPU)."""
+    output_dir = os.path.join(workspace["root"], "bf16")
+    overrides = tiny_overrides(
+        workspace["base"], output_dir, workspace["cache"],
+        **{"training.mixed_precision": "bf16", "training.max_steps": 3, "training.checkpoint_every": "null"},
+    )
+    result = train_recipe(load_recipe(None, overrides))
+    assert result.finished and result.history
+    assert all(math.isfinite(row["train/loss"]) for row in result.history)
+    assert all(tensor.dtype == torch.float32 for tensor in result.adapter_state_dict.values() if tensor.is_floating_point())

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
+from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -215,15 +216,21 @@ class Trainer:
         progress.close()
 
         if not self.finished:  # stopped by `stop_after_steps`: like a crash, nothing more is written
-            accelerator.end_training()
+            self.close()
             return TrainResult({}, None, state.global_step, False, self.history)
         if config.checkpoint_every and state.global_step > last_checkpoint:
             save_checkpoint(accelerator, config.output_dir, state.global_step, config.keep_checkpoints)
         eval_results = self.evaluate(write=True) if self.eval_loader is not None else None
         weights = self.final_weights()
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        self.close()
         return TrainResult(weights, eval_results, state.global_step, True, self.history)
+
+    def close(self) -> None:
+        """End the trackers and forget this run's Accelerate settings, so that a later run in the same
+        process may pick another mixed precision (the process group, if any, stays)."""
+        self.accelerator.end_training()
+        AcceleratorState._reset_state(reset_partial_state=False)
 
     @property
     def finished(self) -> bool:
