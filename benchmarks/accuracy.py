@@ -15,11 +15,11 @@ Each is trained under two budgets, both reported:
 
     data   the same examples x epochs for all. A one-step comparator does one optimizer step per
            batch; the reasoner does up to N_sup (deep supervision), so it gets more optimizer steps.
-    time   the same wall-clock seconds of training for all: by default the seconds the reasoner
-           took under the data budget. The training loop has no time limit, so each comparator's
-           step count is estimated from its own data-budget run (optimizer steps per second) and
-           it is retrained for that many steps; on a shared machine the rate, and so the budget,
-           is approximate (the seconds actually spent are recorded next to it).
+    time   the same wall-clock seconds of training for all (`time_budget_seconds`). The training
+           loop has no time limit, so each comparator's step count is estimated from its own
+           data-budget run (optimizer steps per second, which includes the loop's fixed start-up
+           cost) and it is retrained for that many steps; on a shared machine the rate, and so the
+           budget, is approximate (the seconds actually spent are recorded next to it).
 
 The data comes from a built-in task (`latentreason.tasks`) through the same functions the
 `latentreason train` pipeline uses (`prepare_data`, `with_features`); the frozen backbone's
@@ -131,27 +131,32 @@ class AccuracySettings:
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 10
-    time_budget: bool = True  # also train each comparator for the seconds the reasoner took (the time budget)
+    time_budget_seconds: float | None = 30.0  # the time budget: training seconds per comparator (None: data budget only)
     eval_batch_size: int = 256
+    # One thread: at these sizes a step is hundreds of small ops, and on a shared, oversubscribed machine
+    # every multi-threaded op waits for a descheduled worker (measured: 8 one_pass steps 1.5 s on 1 thread,
+    # ~20 s on 2 at load 6). All comparators run alike, so the comparison stays fair.
+    threads: int | None = 1
     comparators: tuple[str, ...] = COMPARATORS
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.comparators) - set(COMPARATORS))
         if unknown:
             raise ValueError(f"Unknown comparator(s) {unknown} in AccuracySettings.comparators; choose from {COMPARATORS}.")
-        if self.time_budget and "reasoner" not in self.comparators:
-            raise ValueError("The time budget is the reasoner's training time: keep 'reasoner' in `comparators` or set time_budget=False.")
+        if self.time_budget_seconds is not None and self.time_budget_seconds <= 0:
+            raise ValueError(f"`time_budget_seconds` must be > 0 or None, got {self.time_budget_seconds!r}.")
 
 
 PRESETS: dict[str, AccuracySettings] = {
     "full": AccuracySettings(
         task_options={"size": 4, "givens": 6, "num_train": 2500, "num_test": 400, "augment": True, "augment_copies": 1, "seed": 0},
-        supervision_steps=16, epochs=3,
+        supervision_steps=16, epochs=2, time_budget_seconds=120.0,
     ),
-    "quick": AccuracySettings(),
+    "quick": AccuracySettings(epochs=1),
     "tiny": AccuracySettings(
         task_options={"size": 4, "givens": 8, "num_train": 16, "num_test": 8, "seed": 0}, hidden_size=16, num_heads=2,
         latent_steps=1, cycles=2, supervision_steps=3, lora_rank=2, epochs=1, batch_size=8, warmup_steps=1, eval_batch_size=8,
+        time_budget_seconds=1.0,
     ),
 }
 
@@ -278,12 +283,21 @@ def warm_up(settings: AccuracySettings, data: PreparedData, pad_token_id: int) -
 def run(settings: AccuracySettings) -> dict[str, Any]:
     """Train and evaluate every comparator under the data budget (and the time budget); return the JSON result."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    previous_threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run(settings)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(settings: AccuracySettings) -> dict[str, Any]:
     recipe, data, pad_token_id = load_data(settings)
     plain_train, plain_eval = torch_format(data.train), torch_format(data.eval)
     cached: tuple[Any, Any] | None = None
     warm_up(settings, data, pad_token_id)
-    # The reasoner first: its data-budget training time is the time budget of the others.
-    order = sorted(settings.comparators, key=lambda name: name != "reasoner")
+    order = settings.comparators
     comparators: dict[str, dict[str, Any]] = {}
     for name in order:
         model = build(name, settings, data)
@@ -308,15 +322,15 @@ def run(settings: AccuracySettings) -> dict[str, Any]:
         log(f"accuracy: {name}: accuracy {entry['data']['accuracy']:.3f}, exact {entry['data']['exact_match']:.3f}, "
             f"{entry['data']['optimizer_steps']} steps in {entry['data']['train_seconds']:.0f} s")
 
-    budget_seconds = comparators["reasoner"]["data"]["train_seconds"] if settings.time_budget else None
+    budget_seconds = settings.time_budget_seconds
     if budget_seconds is not None:
         for name in order:
             entry = comparators[name]
-            if name == "reasoner":  # its own data-budget run is its time-budget run
-                entry["time"] = dict(entry["data"], estimated_steps=entry["data"]["optimizer_steps"])
-                continue
             rate = entry["data"]["optimizer_steps"] / max(entry["data"]["train_seconds"], 1e-6)
             steps = max(1, round(rate * budget_seconds))
+            if steps == entry["data"]["optimizer_steps"]:  # the same run again: reuse it
+                entry["time"] = dict(entry["data"], estimated_steps=steps)
+                continue
             log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
             model = build(name, settings, data)
             entry["time"] = train_and_evaluate(model, settings, *entry["sets"], pad_token_id, max_steps=steps) | {"estimated_steps": steps}
@@ -327,13 +341,13 @@ def run(settings: AccuracySettings) -> dict[str, Any]:
     }
     return {
         "benchmark": "accuracy",
-        "machine": machine_info(),
+        "machine": machine_info(),  # torch_threads: the threads the training ran on
         "settings": asdict(settings) | {"comparators": list(settings.comparators)},
         "data": data_summary,
         "budgets": {
             "data": {"epochs": settings.epochs, "examples": len(data.train), "batch_size": settings.batch_size},
-            "time": {"seconds": budget_seconds, "method": "steps = (optimizer steps / s of the comparator's data-budget run) x the "
-                     "reasoner's data-budget training seconds"} if budget_seconds is not None else None,
+            "time": {"seconds": budget_seconds, "method": "steps = (optimizer steps / s of the comparator's own data-budget run) "
+                     "x seconds"} if budget_seconds is not None else None,
         },
         "comparators": [{k: v for k, v in comparators[name].items() if k != "sets"} for name in settings.comparators],
     }

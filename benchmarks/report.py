@@ -351,12 +351,12 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     axes[1].legend(fontsize=7)
     axes[1].grid(axis="y", alpha=0.3)
 
-    findings = accuracy_findings(comparators, budgets)
+    findings = accuracy_findings(comparators, budgets, chance=1 / max(len(data["labels"]), 1))
     options = ", ".join(f"{k}={v}" for k, v in data["task_options"].items())
     time_budget = result["budgets"].get("time")
-    time_text = (f" *time*: the same {time_budget['seconds']:.0f} s of training for each (the reasoner's data-budget training time); "
-                 "the trainer has no time limit, so each comparator's step count is its optimizer steps per second in its own "
-                 "data-budget run times that budget, and the seconds it then actually took are in the table"
+    time_text = (f" *time*: the same {time_budget['seconds']:.0f} s of training for each; the trainer has no time limit, so each "
+                 "comparator's step count is its optimizer steps per second in its own data-budget run (start-up cost included) "
+                 "times that budget, and the seconds it then actually took are in the table (on a shared machine they drift)"
                  if time_budget else "")
     return (
         "## Accuracy: what the recursion buys\n\n"
@@ -375,12 +375,19 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     )
 
 
-def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str]) -> str:
-    """Plain sentences: does the reasoner win under each budget, and what does one test step keep."""
+def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str], chance: float) -> str:
+    """Plain sentences: does the reasoner win under each budget, what does one test step keep, who learned nothing."""
     by_name = {c["name"]: c for c in comparators}
     if "reasoner" not in by_name:
         return ""
     lines = []
+    for c in comparators:
+        at_chance = [b for b in budgets if c[b]["accuracy"] < chance + 0.03]
+        if at_chance:
+            scores = ", ".join(f"{c[b]['accuracy']:.3f}" for b in at_chance)
+            lines.append(f"- `{c['name']}` is at chance (cell accuracy {scores} "
+                         f"vs {chance:.3f} for a uniform guess) under the {' and '.join(at_chance)} budget: it learned nothing there, "
+                         "not even to copy the givens that a linear head copies.")
     for budget in budgets:
         ours = by_name["reasoner"][budget]
         others = [c for c in comparators if c["name"] != "reasoner"]

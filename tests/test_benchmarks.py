@@ -142,8 +142,7 @@ def test_accuracy_run_trains_and_evaluates_every_comparator_under_both_budgets(t
     assert set(result["budgets"]) == {"data", "time"}
     assert result["budgets"]["data"]["examples"] == result["data"]["num_train"] > 0
     by_name = {c["name"]: c for c in result["comparators"]}
-    budget_seconds = result["budgets"]["time"]["seconds"]
-    assert budget_seconds == by_name["reasoner"]["data"]["train_seconds"] > 0
+    assert result["budgets"]["time"]["seconds"] == settings.time_budget_seconds
     for name, entry in by_name.items():
         recursive = name in ("reasoner", "embeddings")
         assert entry["supervision_steps"] == (settings.supervision_steps if recursive else 1), name
@@ -161,7 +160,7 @@ def test_accuracy_run_trains_and_evaluates_every_comparator_under_both_budgets(t
             assert batches <= entry["data"]["optimizer_steps"] <= batches * settings.supervision_steps
         else:
             assert entry["data"]["optimizer_steps"] == batches
-            assert entry["time"]["optimizer_steps"] == entry["time"]["estimated_steps"]
+        assert entry["time"]["optimizer_steps"] == entry["time"]["estimated_steps"] >= 1  # the loop stops at max_steps
     # the reasoner's last refinement step is its all-steps number; its headline with halting uses no more steps
     reasoner = by_name["reasoner"]["data"]
     assert reasoner["per_step"][-1]["accuracy"] == reasoner["all_steps"]["accuracy"]
