@@ -206,7 +206,6 @@ def test_gradient_accumulation_matches_one_big_batch(workspace: dict[str, str]) 
         torch.testing.assert_close(results[1][name], tensor, atol=1e-5, rtol=1e-4, msg=name)
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(reference_run, workspace: dict[str, str]) -> None:
     """`accelerate launch --num_processes 2` (gloo, CPU) with the same global batch ends with the same weights."""
     reference_dir, _ = reference_run

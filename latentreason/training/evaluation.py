@@ -28,6 +28,14 @@ def features_of(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model.encode(batch["input_ids"], batch["attention_mask"])
 
 
+def inputs_for_head(model: Any, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the output head reads besides the features: `latent_prefix` feeds the prompt and the
+    teacher-forced answer to the frozen LM, so it gets `input_ids` and `labels`; other heads need nothing."""
+    if getattr(model.config, "output", None) == "latent_prefix":
+        return {"input_ids": input_ids, "labels": labels}
+    return {}
+
+
 def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per sample: right cells, scored cells, and whether all scored cells are right. Shapes (B,)."""
     batch = labels.shape[0]
@@ -69,7 +77,7 @@ def evaluate(
         halted_at = torch.full((labels.shape[0],), steps, dtype=torch.long, device=labels.device)
         halt_right = halt_exact = None
         for step in range(1, steps + 1):
-            out = model(features=features, attention_mask=mask, carry=carry)
+            out = model(features=features, attention_mask=mask, carry=carry, **inputs_for_head(model, batch["input_ids"], labels))
             carry = out.carry
             step_right, scored, step_exact = score(out.logits, labels)
             right.append(step_right)

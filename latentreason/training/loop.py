@@ -47,7 +47,7 @@ from ..outputs import IGNORE_INDEX
 from .checkpoints import latest_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
-from .evaluation import evaluate, features_of, score
+from .evaluation import evaluate, features_of, inputs_for_head, score
 
 logger = logging.getLogger(__name__)
 
@@ -252,14 +252,18 @@ class Trainer:
         features = features_of(self.model, batch)  # the backbone runs at most once per batch, never per supervision step
         minimum_steps = self.minimum_steps(batch["labels"].device)
         chunks = config.gradient_accumulation_steps  # micro-batches, each with its own carry
-        parts = list(zip(features.chunk(chunks), batch["attention_mask"].chunk(chunks), batch["labels"].chunk(chunks), minimum_steps.chunk(chunks)))
+        parts = list(zip(
+            features.chunk(chunks), batch["attention_mask"].chunk(chunks), batch["labels"].chunk(chunks), minimum_steps.chunk(chunks),
+            batch["input_ids"].chunk(chunks),
+        ))
         carries: list[Any] = [None] * chunks
         active = [torch.ones_like(part[3], dtype=torch.bool) for part in parts]
         steps_done, loss_sum = 0, 0.0
         for step in range(1, self.supervision_steps + 1):
-            for index, (x, mask, labels, minimum) in enumerate(parts):
+            for index, (x, mask, labels, minimum, ids) in enumerate(parts):
                 with accelerator.accumulate(self.wrapped):
-                    out = self.wrapped(features=x, attention_mask=mask, carry=carries[index])
+                    head_inputs = inputs_for_head(self.model, ids, labels)
+                    out = self.wrapped(features=x, attention_mask=mask, carry=carries[index], **head_inputs)
                     loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, active[index])
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm is not None:

@@ -27,8 +27,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from .. import recipe as recipes  # a module import: latentreason.recipe imports this package too
+from ..config import LM_OUTPUTS
 from ..data import PairEncoder, collate, infer_label_names, load_pairs
 from ..model import LatentReasonerModel, attach_reasoner
+from ..text_outputs import TextPairEncoder
 from .evaluation import evaluate
 from .loop import EVAL_RESULTS_NAME, TrainResult, train
 
@@ -39,7 +41,7 @@ class PreparedData:
 
     train: datasets.Dataset
     eval: datasets.Dataset | None
-    encoder: PairEncoder
+    encoder: PairEncoder | TextPairEncoder
     output_kind: str
     label_names: list[str]
     max_length: int
@@ -80,8 +82,16 @@ def guess_output_kind(pairs: datasets.Dataset) -> str:
     return "aligned" if same and any(len(o.split()) > 1 for o in pairs["output"]) else "label"
 
 
+def text_output(recipe: recipes.Recipe) -> str | None:
+    """The recipe's LM output path (`reasoner.output` lm_head or latent_prefix), or None for the label outputs."""
+    output = recipe.reasoner.get("output")
+    return output if output in LM_OUTPUTS else None
+
+
 def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     """Read, check and tokenize the recipe's data (labels from all splits; max_length from the data when unset)."""
+    if text_output(recipe) is not None:
+        return prepare_text_data(recipe, tokenizer)
     train_pairs, eval_pairs, output_kind, label_names = read_pairs(recipe)
     if output_kind not in ("aligned", "label"):
         raise recipes.RecipeError(f"data.output_kind={output_kind!r} is not supported by the trainer yet; use 'aligned' or 'label'.")
@@ -97,12 +107,40 @@ def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     return PreparedData(train_set, eval_set, encoder, output_kind, label_names, max_length)
 
 
+def prepare_text_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
+    """Tokenize text pairs for an LM output path with `TextPairEncoder` (answers are token ids of the base LM)."""
+    output = text_output(recipe)
+    data = recipe.data
+    if data.task is not None:
+        raise recipes.RecipeError(
+            f"reasoner.output={output!r} trains on text pairs (data.train_file), not on a built-in task: set data.task=null."
+        )
+    columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
+    train_pairs = load_pairs(data.train_file, **columns)
+    eval_pairs = load_pairs(data.eval_file, **columns) if data.eval_file else None
+    slots = recipe.reasoner_config(output=output).answer_slots
+    # Without data.max_length every prompt is accepted, and max_length becomes the longest one.
+    encoder = TextPairEncoder(tokenizer, output, num_slots=slots, max_length=data.max_length or 1_000_000)
+
+    def encode(pairs: datasets.Dataset, desc: str) -> datasets.Dataset:
+        return pairs.map(encoder.encode, with_indices=True, remove_columns=pairs.column_names, desc=desc)
+
+    train_set = encode(train_pairs, "Tokenizing train")
+    eval_set = encode(eval_pairs, "Tokenizing eval") if eval_pairs is not None else None
+    lengths = [len(ids) for ids in train_set["input_ids"]] + ([len(ids) for ids in eval_set["input_ids"]] if eval_set else [])
+    encoder.max_length = data.max_length or max(lengths)
+    return PreparedData(train_set, eval_set, encoder, output, [], encoder.max_length)
+
+
 def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerModel:
     """A fresh reasoner on the recipe's base model, sized for the data (labels, max length, output path)."""
-    output = "token_classification" if data.output_kind == "aligned" else "sequence_classification"
-    config = recipe.reasoner_config(
-        num_labels=len(data.label_names), label_names=list(data.label_names), max_length=data.max_length, output=output
-    )
+    if data.output_kind in LM_OUTPUTS:
+        config = recipe.reasoner_config(max_length=data.max_length, output=data.output_kind)
+    else:
+        output = "token_classification" if data.output_kind == "aligned" else "sequence_classification"
+        config = recipe.reasoner_config(
+            num_labels=len(data.label_names), label_names=list(data.label_names), max_length=data.max_length, output=output
+        )
     set_seed(recipe.training.seed)  # the same initial weights in every process and every run
     return attach_reasoner(
         recipes.resolve_base(recipe.model.base),
@@ -160,7 +198,8 @@ def train_recipe(recipe: recipes.Recipe, *, resume: bool = False, stop_after_ste
     if result.finished and PartialState().is_main_process:
         output_dir = recipe.training.output_dir
         model.save_pretrained(output_dir, eval_results=result.eval_results, state_dict=result.adapter_state_dict)
-        resolved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, output_kind=data.output_kind, max_length=data.max_length))
+        output_kind = None if data.output_kind in LM_OUTPUTS else data.output_kind  # the LM paths are named by reasoner.output
+        resolved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, output_kind=output_kind, max_length=data.max_length))
         resolved.save(os.path.join(output_dir, recipes.RECIPE_NAME))
     return result
 
@@ -171,7 +210,7 @@ class Run:
 
     model: LatentReasonerModel
     recipe: recipes.Recipe
-    encoder: PairEncoder
+    encoder: PairEncoder | TextPairEncoder
 
 
 def load_run(run_dir: str) -> Run:
@@ -186,6 +225,8 @@ def load_run(run_dir: str) -> Run:
     model = LatentReasonerModel.from_pretrained(run_dir, base_model=recipes.resolve_base(recipe.model.base))
     model.eval()
     tokenizer = load_tokenizer(recipe)
+    if model.config.output in LM_OUTPUTS:
+        return Run(model, recipe, TextPairEncoder.for_model(tokenizer, model))
     output_kind = recipe.data.output_kind or ("aligned" if model.config.output == "token_classification" else "label")
     encoder = PairEncoder(tokenizer, output_kind, model.config.label_names, max_length=model.config.max_length)
     return Run(model, recipe, encoder)
@@ -206,7 +247,10 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
         if pairs is None:
             raise ValueError(f"The recipe of {run_dir} has no evaluation data: pass one with --data FILE.")
         name = EVAL_RESULTS_NAME
-    encoded = torch_format(run.encoder.encode_dataset(pairs, desc="Tokenizing eval"))
+    if isinstance(run.encoder, TextPairEncoder):
+        encoded = torch_format(pairs.map(run.encoder.encode, with_indices=True, remove_columns=pairs.column_names, desc="Tokenizing eval"))
+    else:
+        encoded = torch_format(run.encoder.encode_dataset(pairs, desc="Tokenizing eval"))
     accelerator = Accelerator()
     loader = accelerator.prepare(
         DataLoader(encoded, batch_size=recipe.eval.batch_size, collate_fn=functools.partial(collate, pad_token_id=run.encoder.tokenizer.pad_token_id))
@@ -237,6 +281,8 @@ def predict(run: Run, inputs: list[str], *, steps: int | None = None, halt: bool
     model, encoder = run.model, run.encoder
     steps = steps or run.recipe.eval.steps or model.config.max_supervision_steps
     halt = run.recipe.eval.halt if halt is None else halt
+    if isinstance(encoder, TextPairEncoder):
+        return [predict_text(model, encoder, text, steps) for text in inputs]
     predictions = []
     for text in inputs:
         row = encoder.encode({"input": text, "output": _placeholder_output(text, encoder)})
@@ -246,6 +292,13 @@ def predict(run: Run, inputs: list[str], *, steps: int | None = None, halt: bool
         answer = encoder.decode(refined.logits[0], row["cell_positions"])
         predictions.append(Prediction(text, answer, per_step, int(refined.halted_at[0])))
     return predictions
+
+
+def predict_text(model: LatentReasonerModel, encoder: TextPairEncoder, text: str, steps: int, max_new_tokens: int = 32) -> Prediction:
+    """Generate the answer text to one prompt with an LM output path (latent_prefix writes up to `max_new_tokens`)."""
+    options = {"max_new_tokens": max_new_tokens} if model.config.output == "latent_prefix" else {}
+    answer = encoder.decode(model.generate(**encoder.prompts([text]), steps=steps, **options))[0]
+    return Prediction(text, answer, [answer], steps)
 
 
 def _placeholder_output(text: str, encoder: PairEncoder) -> str:
