@@ -69,8 +69,22 @@ class OutputHead(nn.Module):
         raise NotImplementedError
 
 
+class PerTokenHead(OutputHead):
+    """Base of the heads that predict a sequence, logits (B, L, C) against labels (B, L), -100 ignored.
+
+    Shared by token classification and the LM paths (each answer slot or answer token is one position).
+    """
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+    def exact(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        right = (logits.argmax(-1) == labels) | (labels == IGNORE_INDEX)
+        return right.all(dim=1)
+
+
 @register_output("token_classification")
-class TokenClassificationHead(OutputHead):
+class TokenClassificationHead(PerTokenHead):
     """A label per input token; labels (B, L) aligned to the tokens, -100 where there is none."""
 
     def __init__(self, config: ReasonerConfig, backbone=None) -> None:
@@ -88,14 +102,6 @@ class TokenClassificationHead(OutputHead):
                 "For one label per input use output='sequence_classification'."
             )
         _check_label_range(labels, self.config.num_labels)
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
-
-    def exact(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        scored = labels != IGNORE_INDEX
-        right = (logits.argmax(-1) == labels) | ~scored
-        return right.all(dim=1)
 
 
 @register_output("sequence_classification")

@@ -39,13 +39,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from .config import ReasonerConfig
-from .outputs import IGNORE_INDEX, OutputHead, register_output
+from .outputs import IGNORE_INDEX, PerTokenHead, register_output
 
 TextOutput = Literal["lm_head", "latent_prefix"]
 NON_LM_OUTPUTS = ("token_classification", "sequence_classification")
@@ -157,20 +156,11 @@ def _check_token_labels(labels: torch.Tensor, batch: int, vocab_size: int, what:
         )
 
 
-def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
-
-
-def _all_tokens_right(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    scored = labels != IGNORE_INDEX
-    return ((logits.argmax(-1) == labels) | ~scored).all(dim=1)
-
-
 # --- output path 1: answer slots read through the LM's own head -------------------------------------
 
 
 @register_output("lm_head")
-class LMHeadOutput(OutputHead):
+class LMHeadOutput(PerTokenHead):
     """Each answer slot predicts one answer token through the frozen LM's final norm and `lm_head`.
 
     Labels: (B, K) token ids of the answer followed by the end token, -100 after it.
@@ -212,12 +202,6 @@ class LMHeadOutput(OutputHead):
                 "num_answer_slots."
             )
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return _token_loss(logits, labels)
-
-    def exact(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return _all_tokens_right(logits, labels)
-
     @torch.no_grad()
     def generate(
         self,
@@ -247,7 +231,7 @@ class LMHeadOutput(OutputHead):
 
 
 @register_output("latent_prefix")
-class LatentPrefixOutput(OutputHead):
+class LatentPrefixOutput(PerTokenHead):
     """K thoughts in the LM's input-embedding space, between the prompt and the answer; the frozen LM decodes.
 
     Labels: (B, A) answer token ids followed by the end token, -100 after it.
@@ -333,12 +317,6 @@ class LatentPrefixOutput(OutputHead):
 
     def check_labels(self, labels: torch.Tensor, input_ids_shape: tuple[int, ...]) -> None:
         _check_token_labels(labels, input_ids_shape[0], self.vocab_size, "latent_prefix")
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return _token_loss(logits, labels)
-
-    def exact(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return _all_tokens_right(logits, labels)
 
     @torch.no_grad()
     def generate(
