@@ -45,6 +45,7 @@ class ModelSection:
     layer: int = field(default=-1, metadata={"help": "Hidden layer to read: 0 = embeddings, -1 = last."})
     dtype: str | None = field(default=None, metadata={"help": "dtype to load the backbone in (e.g. float32, bfloat16); default: the checkpoint's."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modelling code (only for checkpoints you trust)."})
+    lora: dict[str, Any] | None = field(default=None, metadata={"help": "LoRA on the backbone, trained with the reasoner: {rank, alpha, target_modules, dropout}; null = the backbone stays frozen. Turns the feature cache off."})
 
 
 @dataclass

@@ -10,8 +10,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from latentreason import cli
+from latentreason.model import LatentReasonerModel
+from latentreason.recipe import load_recipe
 from latentreason.testing import tiny_config
-from latentreason.training import load_run
+from latentreason.training import load_run, train_recipe
 
 WORDS = "zero one two three four five six seven eight nine ten plus".split()
 PAIRS = [{"input": f"{WORDS[a]} plus {WORDS[b]}", "output": WORDS[a + b]} for a in range(4) for b in range(4)]
@@ -48,16 +50,19 @@ def pairs_file(tmp_path_factory) -> str:
     return str(path)
 
 
-def train(base: str, pairs_file: str, run_dir, *overrides: str) -> None:
-    settings = [
+def settings(base: str, pairs_file: str, run_dir) -> list[str]:
+    return [
         f"model.base={base}", f"data.train_file={pairs_file}", f"data.eval_file={pairs_file}", f"training.output_dir={run_dir}",
-        "training.max_steps=100", "training.batch_size=16", "training.warmup_steps=0", "training.learning_rate=1e-2",
+        "training.max_steps=100", "training.batch_size=16", "training.warmup_steps=0", "training.learning_rate=3e-3",
         "training.supervision_steps=2", "training.ema=false", "training.checkpoint_every=null", "training.use_feature_cache=false",
         "training.progress_bar=false", "training.report_to=none", "training.log_every=1",
         "reasoner.hidden_size=32", "reasoner.num_heads=2", "reasoner.latent_steps=1", "reasoner.cycles=1",
         "reasoner.max_supervision_steps=2", "reasoner.num_answer_slots=4", "reasoner.halting=false",
     ]
-    assert cli.main(["train", "recipes/text_pairs.yaml", *settings, *overrides]) == 0
+
+
+def train(base: str, pairs_file: str, run_dir, *overrides: str) -> None:
+    assert cli.main(["train", "recipes/text_pairs.yaml", *settings(base, pairs_file, run_dir), *overrides]) == 0
 
 
 @pytest.mark.parametrize("output", ["lm_head", "latent_prefix"])
@@ -66,11 +71,46 @@ def test_text_pairs_recipe_trains_evaluates_and_predicts(output, base, pairs_fil
     train(base, pairs_file, run_dir, f"reasoner.output={output}")
     results = json.loads((run_dir / "eval_results.json").read_text())
     assert results["num_examples"] == len(PAIRS)
-    assert results["accuracy"] > 0.5  # 16 memorised sums: the loss fell far enough to get most answer tokens right
+    # Untrained, about 1 answer token in 10 is right; the 16 sums are learned by heart (teacher-forced for latent_prefix).
+    assert results["accuracy"] >= 0.8
+
+    (run_dir / "eval_results.json").unlink()
+    assert cli.main(["eval", str(run_dir)]) == 0  # the reloaded run scores as the final evaluation did
+    assert json.loads((run_dir / "eval_results.json").read_text())["accuracy"] == pytest.approx(results["accuracy"])
 
     run = load_run(str(run_dir))
     assert run.model.config.output == output
     capsys.readouterr()
     assert cli.main(["predict", str(run_dir), "one plus two"]) == 0
-    printed = capsys.readouterr().out.strip().splitlines()[-1]
-    assert isinstance(printed, str) and printed and all(word in WORDS for word in printed.split())
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1
+    assert printed[0] == "three" if output == "lm_head" else all(word in WORDS for word in printed[0].split())
+
+
+@pytest.mark.parametrize("output", ["lm_head", "latent_prefix"])
+def test_loss_falls_with_the_feature_cache(output, base, pairs_file, tmp_path):
+    overrides = ["training.use_feature_cache=true", f"training.cache_dir={tmp_path / 'cache'}", "training.max_steps=30", f"reasoner.output={output}"]
+    recipe = load_recipe("recipes/text_pairs.yaml", settings(base, pairs_file, tmp_path / "run") + overrides)
+    losses = [row["train/loss"] for row in train_recipe(recipe).history]
+    assert len(losses) == 15  # one logged row per batch (2 supervision steps)
+    assert sum(losses[-5:]) / 5 < 0.8 * losses[0]
+
+
+def test_lora_recipe_trains_the_backbone_and_reloads(base, pairs_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    lora = "model.lora={rank: 2, alpha: 4, target_modules: [q_proj, v_proj]}"
+    train(base, pairs_file, run_dir, lora, "training.use_feature_cache=true", "training.max_steps=20", "reasoner.output=lm_head")
+    assert "LoRA is on the backbone (model.lora)" in capsys.readouterr().out
+
+    run = load_run(str(run_dir))
+    assert (run_dir / "lora").is_dir()
+    reloaded = LatentReasonerModel.from_pretrained(str(run_dir), base_model=base)
+    lora_weights = {name: p for name, p in reloaded.backbone.named_parameters() if "lora_B" in name}
+    assert lora_weights and any(bool(p.abs().sum() > 0) for p in lora_weights.values())  # lora_B starts at zero: it trained
+    untouched = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    for name, tensor in reloaded.backbone.named_parameters():
+        if "lora_" not in name:
+            short = name.split("base_model.model.", 1)[-1].replace(".base_layer", "")
+            matches = [key for key in untouched if short.endswith(key) or key.endswith(short)]
+            assert matches and torch.equal(tensor, untouched[matches[0]]), name
+    assert run.model.config.output == "lm_head"

@@ -249,7 +249,10 @@ class Trainer:
     def train_on_batch(self, batch: dict[str, torch.Tensor], stop_at: int) -> dict[str, float]:
         """Up to N_sup supervision steps on one batch, each its own optimizer step. Returns the batch's metrics."""
         accelerator, config, state = self.accelerator, self.config, self.state
-        features = features_of(self.model, batch)  # the backbone runs at most once per batch, never per supervision step
+        # The frozen backbone runs at most once per batch. A training backbone (LoRA) runs inside every
+        # supervision step instead: features computed once would be backpropagated through twice.
+        backbone_per_step = "features" not in batch and self.model.backbone_trains
+        features = batch["input_ids"] if backbone_per_step else features_of(self.model, batch)
         minimum_steps = self.minimum_steps(batch["labels"].device)
         chunks = config.gradient_accumulation_steps  # micro-batches, each with its own carry
         parts = list(zip(
@@ -262,8 +265,9 @@ class Trainer:
         for step in range(1, self.supervision_steps + 1):
             for index, (x, mask, labels, minimum, ids) in enumerate(parts):
                 with accelerator.accumulate(self.wrapped):
-                    head_inputs = inputs_for_head(self.model, ids, labels)
-                    out = self.wrapped(features=x, attention_mask=mask, carry=carries[index], **head_inputs)
+                    inputs = {"input_ids": ids} if backbone_per_step else {"features": x}
+                    inputs |= inputs_for_head(self.model, ids, labels)
+                    out = self.wrapped(attention_mask=mask, carry=carries[index], **inputs)
                     loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, active[index])
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm is not None:
@@ -354,9 +358,9 @@ def exploration(batch_index: int, seed: int, batch_size: int, supervision_steps:
 
 
 def _drop_frozen_backbone(models: list[Any], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
-    """Checkpoints hold the trainable adapter, never the frozen backbone (it comes back from the base model)."""
+    """Checkpoints hold the trainable adapter (and LoRA), never the frozen backbone (it comes back from the base model)."""
     for state in weights:
-        for key in [k for k in state if k.startswith(("backbone.", "module.backbone."))]:
+        for key in [k for k in state if k.startswith(("backbone.", "module.backbone.")) and "lora_" not in k]:
             del state[key]
 
 

@@ -34,6 +34,11 @@ from ..text_outputs import TextPairEncoder
 from .evaluation import evaluate
 from .loop import EVAL_RESULTS_NAME, TrainResult, train
 
+LORA_CACHE_OFF = (
+    "LoRA is on the backbone (model.lora): its weights train, so its features change at every step and cannot be cached. "
+    "The feature cache is off for this run; the backbone runs on every supervision step (slower)."
+)
+
 
 @dataclass
 class PreparedData:
@@ -148,12 +153,17 @@ def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerMod
         revision=recipe.model.revision,
         trust_remote_code=recipe.model.trust_remote_code,
         dtype=recipe.model.dtype,
+        lora=dict(recipe.model.lora) if recipe.model.lora is not None else None,
     )
 
 
 def with_features(model: LatentReasonerModel, dataset: datasets.Dataset | None, recipe: recipes.Recipe) -> datasets.Dataset | None:
     """Add cached backbone features (computed once per example; the main process writes the cache first)."""
     if dataset is None or not recipe.training.use_feature_cache:
+        return dataset
+    if model.backbone_trains:
+        if PartialState().is_main_process:
+            print(LORA_CACHE_OFF)
         return dataset
     from ..features import FeatureCache
 
