@@ -120,7 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `latentreason` command; returns the exit status."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` options may follow flags (`export-task NAME PATH --split test length=5`); argparse's
+    # intermixed parsing does not work with subcommands, so collect them here.
+    if args.command == "export-task":
+        args.options += [token for token in extra if "=" in token and not token.startswith("-")]
+        extra = [token for token in extra if token not in args.options]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError) as error:

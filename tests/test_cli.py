@@ -119,6 +119,16 @@ def test_tasks_and_export_task(tmp_path, capsys: pytest.CaptureFixture[str]) -> 
     assert "colour" in capsys.readouterr().err
 
 
+def test_export_task_options_may_follow_flags(tmp_path) -> None:
+    """`export-task NAME PATH --split test length=5`, as in its --help, writes the test split with the option."""
+    path = tmp_path / "sorted.jsonl"
+    assert cli.main(["export-task", "sort_words", str(path), "--split", "test", "length=5", "num_test=3"]) == 0
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 3 and all(len(row["input"].split()) == 5 for row in rows)
+    with pytest.raises(SystemExit):
+        cli.main(["export-task", "sort_words", str(path), "--bogus"])
+
+
 @pytest.mark.parametrize("command", ["train", "eval", "predict", "push", "export-task"])
 def test_every_command_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
