@@ -73,3 +73,12 @@ def tiny_config() -> ReasonerConfig:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     return padded_batch()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread: tiny models run fastest so (and the machine may be shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

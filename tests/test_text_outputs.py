@@ -29,13 +29,7 @@ PAIRS = [
 STEPS = 1  # supervision steps per batch in the overfit runs, and refinement steps in generate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread (conftest)
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:

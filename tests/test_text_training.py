@@ -19,12 +19,7 @@ WORDS = "zero one two three four five six seven eight nine ten plus".split()
 PAIRS = [{"input": f"{WORDS[a]} plus {WORDS[b]}", "output": WORDS[a + b]} for a in range(4) for b in range(4)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread (conftest)
 
 
 @pytest.fixture(scope="module")
