@@ -16,9 +16,12 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import PreTrainedModel  # noqa: E402
+from transformers import AutoModel, PreTrainedModel  # noqa: E402
 
-from latentreason import ReasonerConfig  # noqa: E402
+from latentreason import (
+    ReasonerConfig,  # noqa: E402
+    testing,  # noqa: E402
+)
 from latentreason.testing import VOCAB, tiny_backbone  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("LATENTREASON_TEST_THREADS", "2")))
@@ -82,3 +85,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def save_tiny_base(path: str) -> str:
+    """A tiny Llama whose vocabulary covers the tiny tokenizer, saved with it (loads by folder)."""
+    tokenizer = testing.tiny_tokenizer()
+    config = testing.tiny_config("llama")
+    config.vocab_size = len(tokenizer)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -7,11 +7,9 @@ import os
 import random
 
 import pytest
-import torch
-from transformers import AutoModel
+from conftest import save_tiny_base
 
 from latentreason import cli
-from latentreason.testing import tiny_config, tiny_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUSTOM_RECIPE = os.path.join(REPO, "recipes", "custom_pairs.yaml")
@@ -32,13 +30,7 @@ def write_pairs(path: str, count: int, seed: int) -> None:
 def custom_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Train recipes/custom_pairs.yaml on a fresh JSONL, changing only base, files and where/how long to run."""
     root = tmp_path_factory.mktemp("cli")
-    base = str(root / "base")
-    tokenizer = tiny_tokenizer()
-    config = tiny_config("llama")
-    config.vocab_size = len(tokenizer)
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = save_tiny_base(str(root / "base"))
     write_pairs(str(root / "train.jsonl"), 128, seed=1)
     write_pairs(str(root / "test.jsonl"), 32, seed=2)
     run_dir = str(root / "run")

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 import torch
+from conftest import save_tiny_base
 from safetensors.torch import load_file
-from transformers import AutoModel
 
 from latentreason import ReasonerConfig, attach_reasoner
 from latentreason.backbone import count_calls
@@ -24,22 +24,11 @@ from latentreason.data import PairEncoder, collate
 from latentreason.features import FeatureCache
 from latentreason.recipe import load_recipe
 from latentreason.tasks import get_task
-from latentreason.testing import tiny_config, tiny_tokenizer
+from latentreason.testing import tiny_tokenizer
 from latentreason.training import TrainingConfig, latest_checkpoint, train, train_recipe
 from latentreason.training.ema import ExponentialMovingAverage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def save_tiny_base(path: str) -> str:
-    """A tiny Llama whose vocabulary covers the tiny tokenizer, saved with it (loads by folder)."""
-    tokenizer = tiny_tokenizer()
-    config = tiny_config("llama")
-    config.vocab_size = len(tokenizer)
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def tiny_overrides(base: str, output_dir: str, cache_dir: str, **changes: object) -> list[str]:
