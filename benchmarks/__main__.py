@@ -17,10 +17,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import accuracy, memory, overhead, speed
+from . import accuracy, accuracy_parity, memory, overhead, speed
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
 
-BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy}
+BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy,
+                                     "accuracy_parity": accuracy_parity}
 PRESETS = ("full", "quick", "tiny")
 
 
@@ -37,6 +38,7 @@ def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DI
         start = time.perf_counter()
         log(f"{name}: start ({preset})")
         result = BENCHMARKS[name].run(BENCHMARKS[name].PRESETS[preset])
+        result["benchmark"] = name  # one module may serve several benchmarks (accuracy, accuracy_parity)
         result["preset"] = preset
         result["command"] = command_line([name], preset == "quick") + (" --preset tiny" if preset == "tiny" else "")
         result["elapsed_s"] = round(time.perf_counter() - start, 1)

@@ -6,6 +6,7 @@ backbone calls, parameters) and on the shape of the results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -191,10 +192,10 @@ def test_comparators_train_through_the_same_interface():
 def test_report_has_every_section_and_its_plots(tiny_run):
     _, _, doc = tiny_run
     text = doc.read_text()
-    for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy"):
+    for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity"):
         assert title in text
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
-    for name in ("memory", "speed", "overhead", "accuracy"):
+    for name in ("memory", "speed", "overhead", "accuracy", "accuracy_parity"):
         assert (doc.parent / "img" / f"bench_{name}.png").stat().st_size > 1000
         assert f"img/bench_{name}.png" in text
 
@@ -212,3 +213,19 @@ def test_cli_rejects_unknown_benchmark(tmp_path):
         run_benchmarks(["nope"], "tiny", tmp_path)
     with pytest.raises(SystemExit):
         main(["run", "--preset", "huge"])
+
+
+def test_time_budget_matching_the_reasoner_gives_every_comparator_its_seconds():
+    settings = dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("linear", "reasoner"), time_budget_seconds="reasoner")
+    result = accuracy.run(settings)
+    by_name = {c["name"]: c for c in result["comparators"]}
+    reasoner_seconds = by_name["reasoner"]["data"]["train_seconds"]
+    assert result["budgets"]["time"]["seconds"] == reasoner_seconds
+    assert by_name["reasoner"]["time"]["optimizer_steps"] == by_name["reasoner"]["data"]["optimizer_steps"]  # its own run, reused
+    linear = by_name["linear"]
+    rate = linear["data"]["optimizer_steps"] / max(linear["data"]["train_seconds"], 1e-6)
+    assert linear["time"]["estimated_steps"] == max(1, round(rate * reasoner_seconds))
+    with pytest.raises(ValueError, match="needs the \"reasoner\" comparator"):
+        accuracy.AccuracySettings(comparators=("linear",), time_budget_seconds="reasoner")
+    with pytest.raises(ValueError, match="time_budget_seconds"):
+        accuracy.AccuracySettings(time_budget_seconds="fast")
