@@ -156,10 +156,16 @@ class FrozenBackbone(nn.Module):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         with_grad: bool = False,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states of the chosen layer: (B, L, hidden_size). No gradients unless `with_grad`."""
+        """Hidden states of the chosen layer: (B, L, hidden_size). No gradients unless `with_grad`.
+
+        `token_type_ids` (segment ids of BERT-style tokenizers) go to the model only when given, so
+        `model(**tokenizer(texts, return_tensors="pt"))` works for encoders and decoders alike.
+        """
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         self.check_length(length)
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         grad = torch.enable_grad() if with_grad else torch.no_grad()
         with grad:
             outputs = self.encoder(
@@ -168,6 +174,7 @@ class FrozenBackbone(nn.Module):
                 inputs_embeds=inputs_embeds,
                 output_hidden_states=True,
                 return_dict=True,
+                **segments,
             )
         return outputs.hidden_states[self.layer]
 

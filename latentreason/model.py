@@ -92,9 +92,11 @@ class LatentReasonerModel(nn.Module):
         """True when some backbone weights train (LoRA): then features need gradients and can't be cached."""
         return any(p.requires_grad for p in self.backbone.parameters())
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone hidden states of the chosen layer (B, L, D), as float32."""
-        features = self.backbone(input_ids=input_ids, attention_mask=attention_mask, with_grad=self.backbone_trains)
+        features = self.backbone(input_ids=input_ids, attention_mask=attention_mask, with_grad=self.backbone_trains,
+                                 token_type_ids=token_type_ids)
         return features.float()
 
     def embed_inputs(self, features: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,8 +132,11 @@ class LatentReasonerModel(nn.Module):
         labels: torch.Tensor | None = None,
         carry: Carry | None = None,
         features: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> ReasonerModelOutput:
         """One supervision step. Give `input_ids` (the backbone runs) or `features` (it does not).
+
+        `token_type_ids` (from BERT-style tokenizers) reach the backbone, so `model(**tokenizer(...))` works.
 
         Example:
             >>> out = model(input_ids, attention_mask, labels=labels)        # doctest: +SKIP
@@ -148,8 +153,10 @@ class LatentReasonerModel(nn.Module):
             raise ValueError(f"attention_mask must have shape (batch, length) = {shape}, got {tuple(attention_mask.shape)}.")
         if labels is not None:
             self.head.check_labels(labels, shape)
+        if token_type_ids is not None and tuple(token_type_ids.shape) != shape:
+            raise ValueError(f"token_type_ids must have shape (batch, length) = {shape}, got {tuple(token_type_ids.shape)}.")
         if features is None:
-            features = self.encode(input_ids, attention_mask)
+            features = self.encode(input_ids, attention_mask, token_type_ids)
 
         x, mask = self.embed_inputs(features, attention_mask)
         if self._reasoner_enabled:
@@ -180,6 +187,7 @@ class LatentReasonerModel(nn.Module):
         features: torch.Tensor | None = None,
         steps: int | None = None,
         halt: bool = False,
+        token_type_ids: torch.Tensor | None = None,
     ) -> RefineOutput:
         """Test-time refinement: run up to `steps` (default N_sup) supervision steps and keep each step's logits.
 
@@ -191,7 +199,7 @@ class LatentReasonerModel(nn.Module):
         elif steps < 1:
             raise ValueError(f"`steps` must be >= 1 refinement step, got {steps!r} (None runs max_supervision_steps).")
         if features is None:
-            features = self.encode(input_ids, attention_mask)
+            features = self.encode(input_ids, attention_mask, token_type_ids)
         carry, step_logits, final = None, [], None
         batch = features.shape[0]
         halted_at = torch.full((batch,), steps, dtype=torch.long, device=features.device)

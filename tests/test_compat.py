@@ -166,8 +166,7 @@ def minilm() -> str:
 
 def test_real_minilm_trains_frozen(minilm: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(minilm)
-    batch = dict(tokenizer(SENTENCES, padding=True, return_tensors="pt"))
-    batch.pop("token_type_ids", None)
+    batch = dict(tokenizer(SENTENCES, padding=True, return_tensors="pt"))  # token_type_ids included: model(**batch) takes them
     assert (batch["attention_mask"] == 0).any(), "the batch should hold a padded row"
     model = attach_reasoner(minilm, reasoner_config(num_labels=2))
     assert model.config.backbone_model_type == "bert"
@@ -184,6 +183,23 @@ def test_real_minilm_trains_frozen(minilm: str) -> None:
 
     labels = (batch["input_ids"] % 2).masked_fill(batch["attention_mask"] == 0, -100)
     train_one_step(model, batch, labels)
+
+
+def test_token_type_ids_reach_the_backbone(minilm: str) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    batch = dict(tokenizer(SENTENCES, SENTENCES[::-1], padding=True, return_tensors="pt"))  # sentence pairs: segment ids 0 and 1
+    assert (batch["token_type_ids"] == 1).any()
+    model = attach_reasoner(minilm, reasoner_config(num_labels=2))
+    with_segments = model.encode(**batch)
+    reference = AutoModel.from_pretrained(minilm).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(with_segments, reference(**batch).last_hidden_state)
+    assert not torch.allclose(with_segments, model.encode(batch["input_ids"], batch["attention_mask"]), atol=1e-3)
+    out = model(**batch)
+    refined = model.refine(**batch, steps=1)
+    torch.testing.assert_close(refined.logits, out.logits)
+    with pytest.raises(ValueError, match="token_type_ids must have shape"):
+        model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch["token_type_ids"][:, :-1])
 
 
 def test_real_minilm_sequence_head(minilm: str) -> None:
