@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks/` lives beside the package, not inside it
 
-from benchmarks import accuracy, memory, report, trm_reference
+from benchmarks import ablation, accuracy, memory, report, trm_reference
 from benchmarks.__main__ import BENCHMARKS, main, run_benchmarks
 from benchmarks.harness import ReasonerStep, counted_flops, interleaved_times, median_ratio, training_step_flops
 from latentreason import ReasonerConfig
@@ -161,7 +161,12 @@ def test_accuracy_run_trains_and_evaluates_every_comparator_under_both_budgets(t
             assert batches <= entry["data"]["optimizer_steps"] <= batches * settings.supervision_steps
         else:
             assert entry["data"]["optimizer_steps"] == batches
-        assert entry["time"]["optimizer_steps"] == entry["time"]["estimated_steps"] >= 1  # the loop stops at max_steps
+        if entry["time"].get("reused_data_run"):  # its data-budget run took about the time budget: reused
+            assert entry["time"]["optimizer_steps"] == entry["data"]["optimizer_steps"]
+            assert abs(entry["data"]["train_seconds"] - settings.time_budget_seconds) <= accuracy.REUSE_TOLERANCE * settings.time_budget_seconds \
+                or entry["time"]["estimated_steps"] == entry["data"]["optimizer_steps"]
+        else:
+            assert entry["time"]["optimizer_steps"] == entry["time"]["estimated_steps"] >= 1  # the loop stops at max_steps
     # the reasoner's last refinement step is its all-steps number; its headline with halting uses no more steps
     reasoner = by_name["reasoner"]["data"]
     assert reasoner["per_step"][-1]["accuracy"] == reasoner["all_steps"]["accuracy"]
@@ -192,7 +197,7 @@ def test_comparators_train_through_the_same_interface():
 def test_report_has_every_section_and_its_plots(tiny_run):
     _, _, doc = tiny_run
     text = doc.read_text()
-    for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity"):
+    for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity", "## Ablation"):
         assert title in text
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
     for name in ("memory", "speed", "overhead", "accuracy", "accuracy_parity"):
@@ -229,3 +234,20 @@ def test_time_budget_matching_the_reasoner_gives_every_comparator_its_seconds():
         accuracy.AccuracySettings(comparators=("linear",), time_budget_seconds="reasoner")
     with pytest.raises(ValueError, match="time_budget_seconds"):
         accuracy.AccuracySettings(time_budget_seconds="fast")
+
+
+def test_ablation_changes_one_knob_per_variant(tiny_run):
+    result = tiny_run[1]["ablation"]
+    rows = {r["name"]: r for r in result["variants"]}
+    assert list(rows) == list(ablation.PRESETS["tiny"].variants)
+    settings = ablation.PRESETS["tiny"]
+    for name, row in rows.items():
+        assert row["optimizer_steps"] == settings.steps[0], name  # every variant gets the same optimizer steps
+        assert 0.0 <= row["all_steps"]["exact_match"] <= row["all_steps"]["accuracy"] <= 1.0
+    n_sup = settings.base.supervision_steps
+    assert rows["reasoner"]["examples_seen"] == settings.steps[0] * settings.base.batch_size // n_sup
+    assert rows["n_sup_1"]["examples_seen"] == settings.steps[0] * settings.base.batch_size  # a new batch every step
+    assert rows["n_sup_1"]["training_changes"] == {"supervision_steps": 1}
+    assert len(rows["reasoner"]["per_step"]) == n_sup and len(rows["one_pass"]["per_step"]) == 1
+    with pytest.raises(ValueError, match="Unknown ablation variant"):
+        ablation.AblationSettings(variants=("reasoner", "nope"))
