@@ -54,7 +54,7 @@ HEADER = """# Benchmarks
 What the reasoner costs and what it buys, measured on this machine by `benchmarks/` (one package,
 one module per benchmark). Rebuild everything with
 
-    .venv/bin/python -m benchmarks run            # full sizes, about 25 minutes on 2 idle cores
+    .venv/bin/python -m benchmarks run            # full sizes: over two hours (each accuracy run took ~55 min on a shared machine)
     .venv/bin/python -m benchmarks run --quick    # small sizes, a smoke check of a few minutes
     .venv/bin/python -m benchmarks report         # this page and its plots, from benchmarks/results/
 
@@ -328,7 +328,8 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
             steps = f"{r['mean_steps']:.2f} of {c['supervision_steps']}" if recursive else "1"
             every = r.get("all_steps", r)  # all N_sup steps, no halting (how TRM evaluates); the same run for one-step models
             rows.append([f"`{c['name']}`", COMPARATOR_NOTES.get(c["name"], ""), f"{c['trainable_parameters']:,d}", c["layers_per_step"],
-                         budget, r["optimizer_steps"], f"{r['train_seconds']:.0f}", f"{r['accuracy']:.3f}", f"{r['exact_match']:.3f}", steps,
+                         budget + (" (data run reused)" if r.get("reused_data_run") and budget == "time" else ""),
+                         r["optimizer_steps"], f"{r['train_seconds']:.0f}", f"{r['accuracy']:.3f}", f"{r['exact_match']:.3f}", steps,
                          f"{every['accuracy']:.3f} / {every['exact_match']:.3f}" if recursive else "same"])
     header = ["comparator", "what", "trainable params", "layers per step", "budget", "optimizer steps", "train s",
               "cell accuracy", "exact match", "test steps (mean, halting)", "all N_sup steps: cells / exact"]
@@ -407,7 +408,17 @@ def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str], cha
             lines.append(f"- {budget} budget: **the reasoner does not win**. `{best['name']}` reaches exact match "
                          f"{theirs['exact_match']:.3f} and cell accuracy {theirs['accuracy']:.3f}, the reasoner "
                          f"{ours['exact_match']:.3f} / {ours['accuracy']:.3f}.")
-    per_step = by_name["reasoner"]["data"]["per_step"]
+        if "one_pass" in by_name:  # the same blocks and (nearly) the same parameters, without the recursion
+            flat = by_name["one_pass"][budget]
+            verdict = "beats" if (ours["exact_match"], ours["accuracy"]) > (flat["exact_match"], flat["accuracy"]) else "does not beat"
+            lines.append(f"- {budget} budget, same blocks and parameters: the reasoner {verdict} the one-pass head (exact match "
+                         f"{ours['exact_match']:.3f} vs {flat['exact_match']:.3f}, cell accuracy {ours['accuracy']:.3f} vs {flat['accuracy']:.3f}).")
+    data_run = by_name["reasoner"]["data"]
+    every = data_run.get("all_steps")
+    if every and every["exact_match"] > data_run["exact_match"] + 0.02:
+        lines.append(f"- Halting stops too early: with halting the reasoner uses {data_run['mean_steps']:.2f} steps and gets exact match "
+                     f"{data_run['exact_match']:.3f}; run for all {every['steps']} steps it gets {every['exact_match']:.3f}.")
+    per_step = data_run["per_step"]
     first, last = per_step[0], per_step[-1]
     if last["accuracy"] > 0:
         lines.append(f"- One refinement step at test keeps {first['accuracy'] / last['accuracy']:.0%} of the cell accuracy after "
