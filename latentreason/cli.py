@@ -51,6 +51,7 @@ every refinement step too (watch the reasoner fix its answer).
 examples:
   latentreason predict runs/sort_words "seventeen three forty"
   latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps
+  latentreason predict runs/text_pairs "two plus three" --max-new-tokens 8
 """
 
 PUSH_HELP = """\
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--steps", nargs="?", const=0, type=int, metavar="K",
                          help="print the answer after each refinement step; K sets how many steps (default: the recipe's eval.steps)")
     predict.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="stop refining once the halting head says so")
+    predict.add_argument("--max-new-tokens", type=int, metavar="N",
+                         help="text runs only: the longest answer in tokens (latent_prefix: default 32; lm_head: default all answer slots)")
 
     push = command("push", "upload a trained run to the Hugging Face Hub", PUSH_HELP)
     push.add_argument("run_dir", metavar="RUN_DIR")
@@ -163,7 +166,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir)
     halt = run.recipe.eval.halt if args.halt is None else args.halt
-    for prediction in predict(run, args.inputs, steps=args.steps or None, halt=halt):
+    for prediction in predict(run, args.inputs, steps=args.steps or None, halt=halt, max_new_tokens=args.max_new_tokens):
         if args.steps is not None:
             for step, answer in enumerate(prediction.per_step, start=1):
                 print(f"step {step}: {answer}")

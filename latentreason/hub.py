@@ -83,7 +83,9 @@ def save_pretrained(
         save_directory: the folder; created if needed. Files in it that are not ours are kept.
         state_dict: weights to save instead of `model.adapter_state_dict()`, with the same names and
             shapes: the trainer passes its EMA copy's weights here. Tensors under `backbone.` are
-            ignored (the backbone is never saved; LoRA weights come from the model's PEFT adapter).
+            not written with the reasoner (the backbone is never saved); LoRA tensors among them
+            (`backbone.model....lora_*`) are written into the LoRA adapter instead of the model's
+            live LoRA weights.
         eval_results: metrics for the model card (keys `accuracy`, `exact_match`, `per_step`,
             `mean_steps`); also written to `eval_results.json`. By default the folder's own
             `eval_results.json` (written by `latentreason train`) is used when present.
@@ -128,7 +130,10 @@ def save_pretrained(
         save_file(weights, staging / WEIGHTS_NAME, metadata=_weights_metadata())
         lora = lora_adapter(model)
         if lora is not None:
-            lora.save_pretrained(staging / LORA_DIR)
+            from .lora import peft_state_dict
+
+            averaged = peft_state_dict(state_dict or {})  # e.g. the trainer's EMA of the LoRA weights
+            lora.save_pretrained(staging / LORA_DIR, **({"state_dict": averaged} if averaged else {}))
         if write_eval_results:
             (staging / EVAL_RESULTS_NAME).write_text(json.dumps(eval_results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         card = model_card(config, eval_results=eval_results, dataset_name=dataset_name, load_name=str(target))

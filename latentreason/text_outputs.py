@@ -253,9 +253,12 @@ class LatentPrefixOutput(PerTokenHead):
         self.vocab_size = int(lm.get_output_embeddings().weight.shape[0])
         self.proj = nn.Linear(config.hidden_size, embeddings.embedding_dim, bias=False)
         # The reasoner's latents have unit RMS; the LM's input embeddings have their own scale: match it,
-        # so thoughts start as plausible inputs. Recomputed from the LM, so never saved.
+        # so thoughts start as plausible inputs. Gemma's embedding module multiplies its output by
+        # `embed_scale` (sqrt(hidden size)); thoughts enter as inputs_embeds, past that module, so they
+        # take the factor here. Recomputed from the LM, so never saved.
         nn.init.normal_(self.proj.weight, std=config.hidden_size**-0.5)
-        self.register_buffer("embedding_rms", embeddings.weight.detach().float().pow(2).mean().sqrt(), persistent=False)
+        scale = float(getattr(embeddings, "embed_scale", 1.0))
+        self.register_buffer("embedding_rms", embeddings.weight.detach().float().pow(2).mean().sqrt() * scale, persistent=False)
 
     @property
     def lm(self) -> PreTrainedModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 from collections import deque
@@ -13,7 +14,7 @@ from latentreason.tasks import TASKS, Task, get_task, list_tasks, register_task
 from latentreason.tasks.addition import AdditionTask
 from latentreason.tasks.arc import load_arc, pass_at_2
 from latentreason.tasks.sort_words import number_to_word
-from latentreason.tasks.sudoku import AUGMENTATIONS, BOX_SHAPES, count_solutions, find_solutions
+from latentreason.tasks.sudoku import AUGMENTATIONS, BOX_SHAPES, count_solutions, digits_of, find_solutions
 
 SMALL = {
     "sudoku": {"size": 4},
@@ -180,6 +181,54 @@ def test_sudoku_transpose_only_where_boxes_are_square() -> None:
         example = task.get_example("train", 0)
         results = {task.augment(example, random.Random(seed))["input"] for seed in range(8)}
         assert (len(results) > 1) == may_transpose
+
+
+def symmetry_class(puzzle: list[int], size: int) -> tuple[int, ...]:
+    """The smallest relabelled grid over every band/stack/row/column permutation and transpose: brute force."""
+    box_rows, box_cols = BOX_SHAPES[size]
+
+    def line_orders(block: int) -> list[list[int]]:
+        within = list(itertools.permutations(range(block)))
+        return [
+            [band * block + line for band, lines in zip(bands, inner) for line in lines]
+            for bands in itertools.permutations(range(size // block))
+            for inner in itertools.product(within, repeat=size // block)
+        ]
+
+    grids = [puzzle] + ([[puzzle[c * size + r] for r in range(size) for c in range(size)]] if box_rows == box_cols else [])
+    best = None
+    for grid in grids:
+        for rows in line_orders(box_rows):
+            for columns in line_orders(box_cols):
+                names = {0: 0}
+                relabelled = tuple(names.setdefault(grid[r * size + c], len(names)) for r in rows for c in columns)
+                best = relabelled if best is None or relabelled < best else best
+    return best
+
+
+@pytest.mark.parametrize("size", [4, 6, 9])
+def test_sudoku_key_is_shared_by_every_augmented_variant(size: int) -> None:
+    task = get_task("sudoku", size=size, num_train=4, num_test=1, seed=5)
+    for index in range(4):
+        example = task.get_example("train", index)
+        variant = example
+        for seed in range(6):  # compositions of random symmetries, every kind switched on
+            variant = task.augment(variant, random.Random(seed))
+            assert task.canonical_key(variant) == task.canonical_key(example)
+    keys = {task.canonical_key(task.get_example("train", i)) for i in range(4)}
+    assert len(keys) == 4  # different puzzles, different keys
+
+
+def test_sudoku_splits_share_no_puzzle_up_to_symmetry() -> None:
+    """4x4 with 6 givens has only a few hundred puzzles up to symmetry: a key that missed band or row
+    permutations would let most test puzzles into training in disguise. Checked by brute force."""
+    task = get_task("sudoku", size=4, givens=6, num_train=150, num_test=60, seed=0)
+    test_classes = {symmetry_class(digits_of(task.get_example("test", i)["input"]), 4) for i in range(60)}
+    train_classes = {symmetry_class(digits_of(task.get_example("train", i)["input"]), 4) for i in range(150)}
+    assert test_classes.isdisjoint(train_classes)
+    # The key is not much stricter than the classes themselves: few classes share a key.
+    keys = {task.canonical_key(task.get_example("train", i)) for i in range(150)}
+    assert len(keys) >= 0.9 * len(train_classes)
 
 
 # --- maze --------------------------------------------------------------------------------------

@@ -83,6 +83,32 @@ def test_text_pairs_recipe_trains_evaluates_and_predicts(output, base, pairs_fil
 
 
 @pytest.mark.parametrize("output", ["lm_head", "latent_prefix"])
+def test_predict_max_new_tokens_reaches_generate(output, base, pairs_file, tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    train(base, pairs_file, run_dir, f"reasoner.output={output}", "training.max_steps=4")
+    asked = []
+    generate = LatentReasonerModel.generate
+
+    def spy(self, *args, **kwargs):
+        tokens = generate(self, *args, **kwargs)
+        asked.append((kwargs.get("max_new_tokens"), tokens.shape[1]))
+        return tokens
+
+    monkeypatch.setattr(LatentReasonerModel, "generate", spy)
+    capsys.readouterr()
+    assert cli.main(["predict", str(run_dir), "one plus two", "--max-new-tokens", "2"]) == 0
+    assert cli.main(["predict", str(run_dir), "one plus two"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and len(printed[0].split()) <= 2  # one word-level token per word
+    if output == "latent_prefix":  # the LM writes up to the limit; 32 tokens without the flag
+        assert [limit for limit, _ in asked] == [2, 32] and asked[0][1] <= 2
+    else:  # all answer slots at once; predict keeps the first 2
+        assert [limit for limit, _ in asked] == [None, None] and asked[0][1] == 4
+    assert cli.main(["predict", str(run_dir), "one plus two", "--max-new-tokens", "0"]) != 0
+    assert "max_new_tokens must be an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output", ["lm_head", "latent_prefix"])
 def test_loss_falls_with_the_feature_cache(output, base, pairs_file, tmp_path):
     overrides = ["training.use_feature_cache=true", f"training.cache_dir={tmp_path / 'cache'}", "training.max_steps=30", f"reasoner.output={output}"]
     recipe = load_recipe("recipes/text_pairs.yaml", settings(base, pairs_file, tmp_path / "run") + overrides)

@@ -10,7 +10,7 @@ Each module documents its text layout; `Task.option_help()` lists a task's optio
 """
 
 from . import addition, arc, maze, parity, sort_words, sudoku  # noqa: F401  (importing registers the tasks)
-from .arc import pass_at_2
+from .arc import evaluate_pass_at_2, pass_at_2
 from .common import TASKS, Task, get_task, list_tasks, register_task, score_cells
 
-__all__ = ["TASKS", "Task", "get_task", "list_tasks", "pass_at_2", "register_task", "score_cells"]
+__all__ = ["TASKS", "Task", "evaluate_pass_at_2", "get_task", "list_tasks", "pass_at_2", "register_task", "score_cells"]

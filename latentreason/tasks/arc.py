@@ -15,7 +15,8 @@ evaluation tasks' demonstrations, never their test pairs. Options restrict tasks
 
 Augmentation: a rotation or reflection and a permutation of the colours 1..9 (0, the background,
 stays), applied to every grid of the example. `augment_with_inverse` also returns the map back to
-the original frame, and `pass_at_2` votes over predictions mapped back from several augmentations.
+the original frame, and `pass_at_2` votes over predictions mapped back from several augmentations;
+`evaluate_pass_at_2(run)` scores a trained run (recipes/arc.yaml) that way on the test split.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
-from .common import Split, Task, _check_split, register_task, score_cells
+from .common import Split, Task, _check_split, register_task, score_cells, seeded_rng
 from .grid import NUM_DIHEDRAL, dihedral, grid_to_text, inverse_dihedral, text_to_grid
 
 ROW, DEMO_INPUT, DEMO_OUTPUT = "|", "in", "out"
@@ -171,6 +173,58 @@ class ArcTask(Task):
 
     def score(self, prediction: str, target: str) -> dict[str, float]:
         return score_cells(prediction, target)
+
+
+def evaluate_pass_at_2(run: Any, *, views: int = 8, steps: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Score a trained ARC run ARC's way: answer several augmented views of each test example, vote.
+
+    `run` is a loaded run folder (`latentreason.training.load_run`) whose recipe trains `data.task: arc`.
+    View 0 of each test example is the example itself; views 1..`views - 1` are rotated/reflected,
+    colour-permuted copies (seeded by `seed` and the example's index). Each view's answer is mapped back
+    to the original frame and the answers vote (`pass_at_2`). A view whose prompt is longer than the
+    model takes (a transposed grid adds row markers) is skipped.
+
+    Returns `pass_at_1`, `pass_at_2` and `exact` (the answer to the unaugmented view alone), each
+    averaged over the test examples, plus `num_examples`, `views` and one row per example.
+
+    Example:
+        >>> from latentreason.training import load_run
+        >>> scores = evaluate_pass_at_2(load_run("runs/arc"), views=8)            # doctest: +SKIP
+        >>> scores["pass_at_2"], scores["exact"]                                  # doctest: +SKIP
+    """
+    from ..training.pipeline import predict  # imported here: the task suite does not need the trainer
+
+    if views < 1:
+        raise ValueError(f"`views` must be >= 1 (view 0 is the unaugmented example), got {views}.")
+    data = run.recipe.data
+    if data.task != ArcTask.name:
+        raise ValueError(f"evaluate_pass_at_2 scores runs trained on the arc task; this run's recipe has data.task={data.task!r}.")
+    task = ArcTask(**data.task_options)
+    rows = []
+    for index in range(task.num_examples("test")):
+        example = task.get_example("test", index)
+        shown = [({**example}, _identity)] + [task.augment_with_inverse(example, seeded_rng("arc-views", seed, index, view)) for view in range(1, views)]
+        usable = [(view, inverse) for view, inverse in shown if _fits(run, view["input"])]
+        answers = [prediction.answer for prediction in predict(run, [view["input"] for view, _ in usable], steps=steps, halt=False)]
+        scores = pass_at_2(answers, [inverse for _, inverse in usable], example["output"])
+        exact = task.score(answers[0], example["output"])["exact"] if usable and usable[0][1] is _identity else 0.0
+        rows.append({"id": example["id"], "views": len(usable), "exact": exact, **scores})
+    count = max(len(rows), 1)
+    summary = {name: sum(row[name] for row in rows) / count for name in ("pass_at_1", "pass_at_2", "exact")}
+    return {**summary, "num_examples": len(rows), "views": views, "per_example": rows}
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def _fits(run: Any, prompt: str) -> bool:
+    """Whether the run's encoder accepts `prompt` (it refuses prompts longer than the model's max_length)."""
+    try:
+        run.encoder.encode_prompt(prompt)
+    except ValueError:
+        return False
+    return True
 
 
 def pass_at_2(predictions_per_augmentation: list[str], inverse_transforms: list[Callable[[str], str]], target: str) -> dict[str, float]:

@@ -98,6 +98,12 @@ def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     if text_output(recipe) is not None:
         return prepare_text_data(recipe, tokenizer)
     train_pairs, eval_pairs, output_kind, label_names = read_pairs(recipe)
+    if output_kind == "text":
+        raise recipes.RecipeError(
+            f"Task {recipe.data.task!r} answers in free text (output kind 'text': an answer need not line up with the input), "
+            "which the label heads cannot write. Train it through a causal LM: reasoner.output=lm_head (or latent_prefix) "
+            "with a causal LM as model.base, e.g. packaged:SmolLM2-135M-Instruct (see recipes/arc.yaml)."
+        )
     if output_kind not in ("aligned", "label"):
         raise recipes.RecipeError(f"data.output_kind={output_kind!r} is not supported by the trainer yet; use 'aligned' or 'label'.")
     if label_names is None:
@@ -113,16 +119,19 @@ def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
 
 
 def prepare_text_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
-    """Tokenize text pairs for an LM output path with `TextPairEncoder` (answers are token ids of the base LM)."""
+    """Tokenize text pairs for an LM output path with `TextPairEncoder` (answers are token ids of the base LM).
+
+    The pairs come from data.train_file / data.eval_file, or from a built-in task (its train and test
+    splits): a task's output is text like any file's, so e.g. ARC's answer grids go through the same encoder.
+    """
     output = text_output(recipe)
     data = recipe.data
     if data.task is not None:
-        raise recipes.RecipeError(
-            f"reasoner.output={output!r} trains on text pairs (data.train_file), not on a built-in task: set data.task=null."
-        )
-    columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
-    train_pairs = load_pairs(data.train_file, **columns)
-    eval_pairs = load_pairs(data.eval_file, **columns) if data.eval_file else None
+        train_pairs, eval_pairs, _, _ = read_pairs(recipe)
+    else:
+        columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
+        train_pairs = load_pairs(data.train_file, **columns)
+        eval_pairs = load_pairs(data.eval_file, **columns) if data.eval_file else None
     slots = recipe.reasoner_config(output=output).answer_slots
     # Without data.max_length every prompt is accepted, and max_length becomes the longest one.
     encoder = TextPairEncoder(tokenizer, output, num_slots=slots, max_length=data.max_length or 1_000_000)
@@ -286,13 +295,24 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict(run: Run, inputs: list[str], *, steps: int | None = None, halt: bool | None = None) -> list[Prediction]:
-    """Answer each input with a loaded run: refine `steps` times (default: the recipe's eval steps)."""
+def predict(
+    run: Run, inputs: list[str], *, steps: int | None = None, halt: bool | None = None, max_new_tokens: int | None = None
+) -> list[Prediction]:
+    """Answer each input with a loaded run: refine `steps` times (default: the recipe's eval steps).
+
+    `max_new_tokens` caps the length of a text answer (the LM output paths; default 32 for
+    `latent_prefix`, the answer slots for `lm_head`); runs that predict labels raise if it is given.
+    """
     model, encoder = run.model, run.encoder
     steps = steps or run.recipe.eval.steps or model.config.max_supervision_steps
     halt = run.recipe.eval.halt if halt is None else halt
     if isinstance(encoder, TextPairEncoder):
-        return [predict_text(model, encoder, text, steps) for text in inputs]
+        return [predict_text(model, encoder, text, steps, max_new_tokens=max_new_tokens) for text in inputs]
+    if max_new_tokens is not None:
+        raise ValueError(
+            f"max_new_tokens limits generated text, but this run predicts labels (output={model.config.output!r}): "
+            "leave it out. It applies to runs with output 'lm_head' or 'latent_prefix'."
+        )
     predictions = []
     for text in inputs:
         row = encoder.encode({"input": text, "output": _placeholder_output(text, encoder)})
@@ -304,10 +324,25 @@ def predict(run: Run, inputs: list[str], *, steps: int | None = None, halt: bool
     return predictions
 
 
-def predict_text(model: LatentReasonerModel, encoder: TextPairEncoder, text: str, steps: int, max_new_tokens: int = 32) -> Prediction:
-    """Generate the answer text to one prompt with an LM output path (latent_prefix writes up to `max_new_tokens`)."""
-    options = {"max_new_tokens": max_new_tokens} if model.config.output == "latent_prefix" else {}
-    answer = encoder.decode(model.generate(**encoder.prompts([text]), steps=steps, **options))[0]
+DEFAULT_MAX_NEW_TOKENS = 32  # latent_prefix answers written by `predict` when no limit is given
+
+
+def predict_text(
+    model: LatentReasonerModel, encoder: TextPairEncoder, text: str, steps: int, max_new_tokens: int | None = None
+) -> Prediction:
+    """Generate the answer text to one prompt with an LM output path, at most `max_new_tokens` tokens long.
+
+    `latent_prefix` lets the LM write up to `max_new_tokens` (default 32) tokens; `lm_head` predicts
+    one token per answer slot at once and keeps the first `max_new_tokens` of them (default: all).
+    """
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+        raise ValueError(f"max_new_tokens must be an integer >= 1 (the longest answer in tokens), got {max_new_tokens!r}.")
+    prompts = encoder.prompts([text])
+    if model.config.output == "latent_prefix":
+        tokens = model.generate(**prompts, steps=steps, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+    else:
+        tokens = model.generate(**prompts, steps=steps)[:, :max_new_tokens]
+    answer = encoder.decode(tokens)[0]
     return Prediction(text, answer, [answer], steps)
 
 
