@@ -27,12 +27,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
 from latentreason.training.pipeline import torch_format, with_features
 
 from . import accuracy
-from .harness import log, machine_info
+from .harness import log, machine_info, torch_threads
 
 # name -> (comparator, changes to AccuracySettings, changes to TrainingConfig, what it tests)
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
@@ -76,13 +74,8 @@ PRESETS: dict[str, AblationSettings] = {
 def run(settings: AblationSettings) -> dict[str, Any]:
     """Train every variant for each step count; return the JSON result."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    previous_threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         return _run(settings)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(settings: AblationSettings) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from latentreason.recipe import Recipe, resolve_base
 from latentreason.training import TrainingConfig, evaluate, train
 from latentreason.training.pipeline import PreparedData, load_tokenizer, prepare_data, torch_format, with_features
 
-from .harness import load_average, log, machine_info
+from .harness import load_average, log, machine_info, torch_threads
 
 # A data-budget run that took within this fraction of the time budget stands for the time budget too
 # (retraining for a few percent more or fewer steps changes nothing but the machine's load).
@@ -320,13 +320,8 @@ def warm_up(settings: AccuracySettings, data: PreparedData, pad_token_id: int) -
 def run(settings: AccuracySettings) -> dict[str, Any]:
     """Train and evaluate every comparator under the data budget (and the time budget); return the JSON result."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    previous_threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         return _run(settings)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(settings: AccuracySettings) -> dict[str, Any]:

@@ -9,6 +9,7 @@ result, so a reader can tell a quiet run from a busy one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _datetime
 import json
 import os
@@ -16,7 +17,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,18 @@ IMG_DIR = REPO_ROOT / "docs" / "img"
 def load_average() -> float:
     """1-minute load average (number of runnable processes); compare it with the core count."""
     return round(os.getloadavg()[0], 2)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on `threads` torch threads (None: leave them as they are), then restore the old count."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def machine_info() -> dict[str, Any]:
