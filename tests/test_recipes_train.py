@@ -76,6 +76,9 @@ def test_task_recipe_trains_evaluates_and_predicts(recipe_path: str, bases: dict
     if task.output_kind == "text":
         assert isinstance(run.encoder, TextPairEncoder)
         assert isinstance(prediction.answer, str)
+        assert len(prediction.per_step) == STEPS and prediction.per_step[-1] == prediction.answer  # lm_head: one answer per step
+        [one_step] = predict(run, [example["input"]], steps=1, halt=False)
+        assert one_step.answer == prediction.per_step[0]
         check_pass_at_2(run, task)
     else:
         # An aligned answer has one cell per input cell, each a label of the task.

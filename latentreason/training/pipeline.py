@@ -340,10 +340,12 @@ def predict_text(
     prompts = encoder.prompts([text])
     if model.config.output == "latent_prefix":
         tokens = model.generate(**prompts, steps=steps, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
-    else:
-        tokens = model.generate(**prompts, steps=steps)[:, :max_new_tokens]
-    answer = encoder.decode(tokens)[0]
-    return Prediction(text, answer, [answer], steps)
+        answer = encoder.decode(tokens)[0]
+        return Prediction(text, answer, [answer], steps)
+    # lm_head reads every slot at once, so the answer after each refinement step 1..steps is cheap to
+    # show: refinement is deterministic, and k steps from a fresh carry are the first k of the full run.
+    per_step = [encoder.decode(model.generate(**prompts, steps=k)[:, :max_new_tokens])[0] for k in range(1, steps + 1)]
+    return Prediction(text, per_step[-1], per_step, steps)
 
 
 def _placeholder_output(text: str, encoder: PairEncoder) -> str:
