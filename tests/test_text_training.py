@@ -102,8 +102,11 @@ def test_predict_max_new_tokens_reaches_generate(output, base, pairs_file, tmp_p
     assert len(printed) == 2 and len(printed[0].split()) <= 2  # one word-level token per word
     if output == "latent_prefix":  # the LM writes up to the limit; 32 tokens without the flag
         assert [limit for limit, _ in asked] == [2, 32] and asked[0][1] <= 2
-    else:  # all answer slots at once; predict keeps the first 2
-        assert [limit for limit, _ in asked] == [None, None] and asked[0][1] == 4
+    else:  # all answer slots at once, once per refinement step (the answer after each); predict keeps the first 2
+        run = load_run(run_dir)
+        steps = run.recipe.eval.steps or run.model.config.max_supervision_steps
+        assert len(asked) == 2 * steps  # two predict commands
+        assert all(limit is None for limit, _ in asked) and asked[0][1] == 4
     assert cli.main(["predict", str(run_dir), "one plus two", "--max-new-tokens", "0"]) != 0
     assert "max_new_tokens must be an integer >= 1" in capsys.readouterr().err
 
