@@ -219,19 +219,31 @@ class LatentReasonerModel(nn.Module):
 
     # --- text answers (the LM output paths) ------------------------------------------------------
     @torch.no_grad()
-    def answer_latent(
+    def answer_latents(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, steps: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The answer latent after `steps` (default N_sup) refinement steps: (B, L + K, d) and its mask (no halting)."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The answer latent after each refinement step 1..`steps` (default N_sup): a list of (B, L + K, d), and the mask.
+
+        The backbone reads the prompt once; no halting. With the reasoner disabled, one entry: the projected features.
+        """
         steps = steps or self.config.max_supervision_steps
         self.check_length(input_ids.shape[1])
         x, mask = self.embed_inputs(self.encode(input_ids, attention_mask), attention_mask)
         if not self._reasoner_enabled:
-            return x, mask
-        carry = None
+            return [x], mask
+        carry, answers = None, []
         for _ in range(steps):
             carry = self.reasoner(x, carry, mask).carry
-        return carry.answer, mask
+            answers.append(carry.answer)
+        return answers, mask
+
+    @torch.no_grad()
+    def answer_latent(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, steps: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The answer latent after `steps` (default N_sup) refinement steps: (B, L + K, d) and its mask (no halting)."""
+        answers, mask = self.answer_latents(input_ids, attention_mask, steps)
+        return answers[-1], mask
 
     @torch.no_grad()
     def generate(
@@ -249,6 +261,25 @@ class LatentReasonerModel(nn.Module):
             >>> encoder.decode(model.generate(**prompts, max_new_tokens=4))  # doctest: +SKIP
             ['five']
         """
+        return self.generate_steps(input_ids, attention_mask, steps=steps, every_step=False, **generate_kwargs)[-1]
+
+    @torch.no_grad()
+    def generate_steps(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        steps: int | None = None,
+        every_step: bool = True,
+        **generate_kwargs: Any,
+    ) -> list[torch.Tensor]:
+        """The text answer after each refinement step 1..`steps`: a list of token-id tensors, one per step.
+
+        The prompt is encoded once and the refinement runs once (the answer after step k is the one
+        that `generate(steps=k)` gives, since refinement from a fresh carry is deterministic). Cheap
+        for `lm_head` (one read of the slots per step); `latent_prefix` runs the LM's `generate` per step.
+        With `every_step=False`, only the last step's answer (a list of one): what `generate` returns.
+        """
         from .text_outputs import move_padding
 
         if not hasattr(self.head, "generate"):
@@ -260,8 +291,12 @@ class LatentReasonerModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         # The backbone is a causal LM: right padding gives every prompt the positions it has alone.
         input_ids, attention_mask = move_padding(input_ids, attention_mask, "right")
-        answer, mask = self.answer_latent(input_ids, attention_mask, steps)
-        return self.head.generate(answer, mask, input_ids.shape[1], input_ids, attention_mask, **generate_kwargs)
+        answers, mask = self.answer_latents(input_ids, attention_mask, steps)
+        if not every_step:
+            answers = answers[-1:]
+        return [
+            self.head.generate(answer, mask, input_ids.shape[1], input_ids, attention_mask, **generate_kwargs) for answer in answers
+        ]
 
     # --- PEFT-style conveniences ---------------------------------------------------------------
     @contextlib.contextmanager

@@ -388,3 +388,19 @@ def test_smollm2_both_paths(output):
     prompts = encoder.prompts(["two plus three is", "one plus one is"])
     tokens = model.generate(**prompts, **({"max_new_tokens": 3} if output == "latent_prefix" else {}))
     assert tokens.shape[0] == 2 and len(encoder.decode(tokens)) == 2
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_generate_steps_gives_the_answer_of_generate_after_each_step(output):
+    model = make_model("llama", output, max_supervision_steps=3).eval()
+    encoder = TextPairEncoder.for_model(word_tokenizer(), model)
+    prompts = encoder.prompts([pair["input"] for pair in PAIRS])
+    kwargs = {"max_new_tokens": 3} if output == "latent_prefix" else {}
+    every = model.generate_steps(**prompts, steps=3, **kwargs)
+    assert len(every) == 3
+    for k, tokens in enumerate(every, start=1):
+        assert torch.equal(tokens, model.generate(**prompts, steps=k, **kwargs))
+    assert [t.tolist() for t in model.generate_steps(**prompts, steps=3, every_step=False, **kwargs)] == [every[-1].tolist()]
+    # the steps really differ (else this would not tell one from another): the answer latents move
+    answers, _ = model.answer_latents(prompts["input_ids"], prompts["attention_mask"], steps=3)
+    assert not torch.allclose(answers[0], answers[-1])

@@ -86,27 +86,32 @@ def test_text_pairs_recipe_trains_evaluates_and_predicts(output, base, pairs_fil
 def test_predict_max_new_tokens_reaches_generate(output, base, pairs_file, tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     train(base, pairs_file, run_dir, f"reasoner.output={output}", "training.max_steps=4")
-    asked = []
-    generate = LatentReasonerModel.generate
+    asked, encoded = [], []
+    generate_steps, encode = LatentReasonerModel.generate_steps, LatentReasonerModel.encode
 
     def spy(self, *args, **kwargs):
-        tokens = generate(self, *args, **kwargs)
-        asked.append((kwargs.get("max_new_tokens"), tokens.shape[1]))
-        return tokens
+        steps = generate_steps(self, *args, **kwargs)
+        asked.append((kwargs.get("max_new_tokens"), [tokens.shape[1] for tokens in steps]))
+        return steps
 
-    monkeypatch.setattr(LatentReasonerModel, "generate", spy)
+    def count(self, *args, **kwargs):
+        encoded.append(1)
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(LatentReasonerModel, "generate_steps", spy)
+    monkeypatch.setattr(LatentReasonerModel, "encode", count)
     capsys.readouterr()
     assert cli.main(["predict", str(run_dir), "one plus two", "--max-new-tokens", "2"]) == 0
     assert cli.main(["predict", str(run_dir), "one plus two"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 2 and len(printed[0].split()) <= 2  # one word-level token per word
+    assert len(asked) == len(encoded) == 2  # one call per predict command; the prompt is read once
     if output == "latent_prefix":  # the LM writes up to the limit; 32 tokens without the flag
-        assert [limit for limit, _ in asked] == [2, 32] and asked[0][1] <= 2
-    else:  # all answer slots at once, once per refinement step (the answer after each); predict keeps the first 2
+        assert [limit for limit, _ in asked] == [2, 32] and asked[0][1][0] <= 2
+    else:  # all answer slots at once, after every refinement step; predict keeps the first 2
         run = load_run(run_dir)
         steps = run.recipe.eval.steps or run.model.config.max_supervision_steps
-        assert len(asked) == 2 * steps  # two predict commands
-        assert all(limit is None for limit, _ in asked) and asked[0][1] == 4
+        assert all(limit is None and widths == [4] * steps for limit, widths in asked)
     assert cli.main(["predict", str(run_dir), "one plus two", "--max-new-tokens", "0"]) != 0
     assert "max_new_tokens must be an integer >= 1" in capsys.readouterr().err
 

@@ -343,8 +343,8 @@ def predict_text(
         answer = encoder.decode(tokens)[0]
         return Prediction(text, answer, [answer], steps)
     # lm_head reads every slot at once, so the answer after each refinement step 1..steps is cheap to
-    # show: refinement is deterministic, and k steps from a fresh carry are the first k of the full run.
-    per_step = [encoder.decode(model.generate(**prompts, steps=k)[:, :max_new_tokens])[0] for k in range(1, steps + 1)]
+    # show: one encoding of the prompt, one refinement run, the slots read after each step.
+    per_step = [encoder.decode(tokens[:, :max_new_tokens])[0] for tokens in model.generate_steps(**prompts, steps=steps)]
     return Prediction(text, per_step[-1], per_step, steps)
 
 
