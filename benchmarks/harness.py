@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from latentreason import ReasonerConfig
 from latentreason.reasoner import Reasoner
+from latentreason.training import adamw
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -208,7 +209,7 @@ class ReasonerStep:
         self.reasoner = Reasoner(self.config)
         self.head = torch.nn.Linear(self.config.hidden_size, self.num_labels, bias=False)
         params = list(self.reasoner.parameters()) + list(self.head.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=1e-4)
+        self.optimizer = adamw(params, lr=1e-4)  # what the training loop uses (fused where possible)
         self.x = torch.randn(self.batch, self.length, self.config.hidden_size)
         self.labels = torch.randint(0, self.num_labels, (self.batch, self.length))
 

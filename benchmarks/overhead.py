@@ -34,6 +34,7 @@ from latentreason.backbone import count_calls
 from latentreason.data import collate
 from latentreason.features import FeatureCache
 from latentreason.testing import minilm_path, tiny_backbone
+from latentreason.training import adamw
 
 from .harness import interleaved_times, load_average, log, machine_info, median_ratio, summary
 
@@ -95,7 +96,7 @@ def step_overhead(settings: OverheadSettings) -> dict[str, Any]:
     """Median ratio of a `LatentReasonerModel` step to the same modules called by hand."""
     model = attach_reasoner(tiny_backbone("llama"), reasoner_config(settings))
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     features = torch.randn(settings.batch, settings.length, model.backbone.hidden_size)
     mask = torch.ones(settings.batch, settings.length, dtype=torch.long)
     labels = torch.randint(0, settings.num_labels, (settings.batch, settings.length))
@@ -167,7 +168,7 @@ def cache_epochs(settings: OverheadSettings, name: str) -> dict[str, Any]:
     parameters = sum(p.numel() for p in base.parameters())
     model = attach_reasoner(base, reasoner_config(settings))
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     dataset = token_dataset(settings, base.config.vocab_size)
     collate_fn = functools.partial(collate, pad_token_id=0)
     with tempfile.TemporaryDirectory() as cache_dir:

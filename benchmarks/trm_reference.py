@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from latentreason import ReasonerConfig
+from latentreason.training import adamw
 
 DEFAULT_PATH = "/work/scratch/trm"
 
@@ -77,7 +78,7 @@ def reference_step(config: ReasonerConfig, reference_expansion: float, batch: in
         mlp_t=config.mixer == "mlp",
     ))
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = adamw(list(model.parameters()), lr=1e-4)  # the same optimizer as latentreason's step: compare the models only
     data = {
         "inputs": torch.randint(0, num_labels, (batch, length)),
         "labels": torch.randint(0, num_labels, (batch, length)),

@@ -271,9 +271,10 @@ def _word_tokenizer():
 
 
 def reasoner_config(args: argparse.Namespace, output: str) -> ReasonerConfig:
+    slots = answer_slots(args) if output == "lm_head" else args.thoughts
     return ReasonerConfig(
         hidden_size=args.hidden, num_heads=args.heads, num_layers=2, latent_steps=args.latent_steps, cycles=args.cycles,
-        max_supervision_steps=args.supervision_steps, output=output, num_answer_slots=answer_slots(args),
+        max_supervision_steps=args.supervision_steps, output=output, num_answer_slots=slots,
         backbone_layer=args.layer, halting=False,
     )
 
@@ -302,6 +303,7 @@ def main() -> None:
     parser.add_argument("--prefix-train", type=int, default=128, help="training lists for latent_prefix (each step runs the whole LM)")
     parser.add_argument("--prefix-epochs", type=int, default=1, help="epochs of the latent_prefix reasoner")
     parser.add_argument("--prefix-batch-size", type=int, default=8)
+    parser.add_argument("--thoughts", type=int, default=16, help="latent_prefix: thoughts between the prompt and the answer (more steer the LM faster)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=["few-shot", "linear", "lm_head", "latent_prefix"], help="run only these parts")
     args = parser.parse_args()

@@ -226,3 +226,22 @@ def test_bf16_mixed_precision_trains_on_cpu(workspace: dict[str, str]) -> None:
     assert result.finished and result.history
     assert all(math.isfinite(row["train/loss"]) for row in result.history)
     assert all(tensor.dtype == torch.float32 for tensor in result.adapter_state_dict.values() if tensor.is_floating_point())
+
+
+def test_adamw_is_fused_and_updates_like_the_default():
+    from latentreason.training import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    twins = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    start = [w.detach().clone() for w in weights]
+    fused, plain = adamw(weights, lr=1e-2, weight_decay=0.1), torch.optim.AdamW(twins, lr=1e-2, weight_decay=0.1)
+    assert fused.defaults["fused"] is True
+    for _ in range(3):
+        for group in (weights, twins):
+            sum((w**2).sum() for w in group).backward()
+        fused.step(), plain.step()
+        fused.zero_grad(), plain.zero_grad()
+    for w, twin, before in zip(weights, twins, start):
+        torch.testing.assert_close(w, twin)
+        assert (w - before).abs().min() > 1e-3  # every weight moved

@@ -11,7 +11,7 @@ from .checkpoints import latest_checkpoint
 from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate
-from .loop import EVAL_RESULTS_NAME, TrainResult, train
+from .loop import EVAL_RESULTS_NAME, TrainResult, adamw, train
 from .pipeline import Prediction, Run, evaluate_run, load_run, predict, train_recipe
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Run",
     "TrainResult",
     "TrainingConfig",
+    "adamw",
     "evaluate",
     "evaluate_run",
     "latest_checkpoint",
