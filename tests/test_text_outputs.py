@@ -361,7 +361,11 @@ def test_example_smoke_mode_runs_end_to_end():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("output", OUTPUTS)
-def test_smollm2_both_paths(output):
+def test_smollm2_both_paths_overfit_and_generate_the_answers(output):
+    """On the real SmolLM2-135M both paths learn a few sorted lists and write them back exactly.
+
+    Measured on one thread: latent_prefix (16 thoughts) is exact after 35 steps (66 s), lm_head sooner.
+    """
     from transformers import AutoTokenizer
 
     from latentreason.testing import smollm2_path
@@ -369,25 +373,31 @@ def test_smollm2_both_paths(output):
     path = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = ReasonerConfig(hidden_size=64, num_heads=2, num_layers=1, latent_steps=1, cycles=1, max_supervision_steps=1,
-                            output=output, num_answer_slots=4, halting=False, backbone_layer=-1)
+                            output=output, num_answer_slots=8 if output == "lm_head" else 16, halting=False, backbone_layer=8)
+    torch.manual_seed(0)
     model = attach_reasoner(path, config, dtype=torch.float32)
     lm = causal_lm(model.backbone)
-    embedding = lm.get_input_embeddings().weight.clone()
+    before = {name: tensor.clone() for name, tensor in lm.state_dict().items()}
     encoder = TextPairEncoder.for_model(tokenizer, model)
-    batch = encoder([{"input": "two plus three is", "output": " five"}, {"input": "one plus one is", "output": " two"}])
+    pairs = [{"input": "seven two five", "output": "two five seven"}, {"input": "nine one four", "output": "one four nine"},
+             {"input": "six three eight", "output": "three six eight"}, {"input": "four zero two", "output": "zero two four"}]
+    batch = encoder(pairs)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
-    for _ in range(8):
-        loss = model(**batch).loss
-        loss.backward()
+    for _ in range(80):
+        out = model(**batch)
+        losses.append(out.loss.item())
+        if bool(out.exact.all()):
+            break
+        out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
-    assert torch.equal(embedding, lm.get_input_embeddings().weight)
-    prompts = encoder.prompts(["two plus three is", "one plus one is"])
-    tokens = model.generate(**prompts, **({"max_new_tokens": 3} if output == "latent_prefix" else {}))
-    assert tokens.shape[0] == 2 and len(encoder.decode(tokens)) == 2
+    assert losses[-1] < 0.3 * losses[0], losses
+    assert all(torch.equal(before[name], tensor) for name, tensor in lm.state_dict().items())
+    model.eval()
+    prompts = encoder.prompts([pair["input"] for pair in pairs])
+    tokens = model.generate(**prompts, **({"max_new_tokens": 8} if output == "latent_prefix" else {}))
+    assert encoder.decode(tokens) == [pair["output"] for pair in pairs]
 
 
 @pytest.mark.parametrize("output", OUTPUTS)
