@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class ReasonerConfig:
     halting: bool = field(default=True, metadata={"help": "Learn a halting head (ACT): at test time a sample may stop refining once its halt logit is > 0."})
     halt_exploration: float = field(default=0.1, metadata={"help": "Training only: probability that a sample is forced to run a random minimum number of steps before it may halt (TRM's exploration)."})
     halt_loss_weight: float = field(default=0.5, metadata={"help": "Weight of the halting BCE loss (target: the sample's prediction is exactly right)."})
+    halt_threshold: float = field(default=0.5, metadata={"help": "At test time a sample halts once its halt probability (sigmoid of the halt logit) exceeds this. Raise it (e.g. 0.99) when halting stops too early on new data: the halting head is trained on examples the model has seen, where its predictions are right more often; pick it on held-out data from the `halting_curve` that evaluation reports."})
 
     # --- output path -----------------------------------------------------------------------------
     output: OutputPath = field(default="token_classification", metadata={"help": "How `z_H` becomes outputs: `token_classification` (a label per input token), `sequence_classification` (a label per input), `lm_head` (answer slots read through the frozen LM's own head), `latent_prefix` (latent thoughts the frozen LM decodes)."})
@@ -104,6 +106,8 @@ class ReasonerConfig:
             raise ValueError(f"`rope_theta` must be > 0, got {self.rope_theta!r}.")
         if not 0.0 <= self.halt_exploration <= 1.0:
             raise ValueError(f"`halt_exploration` must be a probability in [0, 1], got {self.halt_exploration!r}.")
+        if not 0.0 < self.halt_threshold < 1.0:
+            raise ValueError(f"`halt_threshold` must be a probability strictly between 0 and 1, got {self.halt_threshold!r}.")
         if self.halt_loss_weight < 0:
             raise ValueError(f"`halt_loss_weight` must be >= 0, got {self.halt_loss_weight!r}.")
         if self.mixer == "attention":
@@ -150,6 +154,11 @@ class ReasonerConfig:
         if self.num_answer_slots is not None:
             return self.num_answer_slots
         return {"token_classification": 0, "sequence_classification": 1}.get(self.output, 8)
+
+    @property
+    def halt_logit_threshold(self) -> float:
+        """`halt_threshold` as a logit: a sample halts at test time once its halt logit is above it (0.5 -> 0)."""
+        return math.log(self.halt_threshold / (1.0 - self.halt_threshold))
 
     @property
     def gradient_reaches_initial_carry(self) -> bool:

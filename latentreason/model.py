@@ -191,7 +191,8 @@ class LatentReasonerModel(nn.Module):
     ) -> RefineOutput:
         """Test-time refinement: run up to `steps` (default N_sup) supervision steps and keep each step's logits.
 
-        With `halt=True` a sample stops at the first step whose halt logit is > 0 and keeps that
+        With `halt=True` a sample stops at the first step whose halt probability is above
+        `config.halt_threshold` (0.5 by default) and keeps that
         step's prediction (the others go on; the batch stops when all have halted).
         """
         if steps is None:
@@ -210,7 +211,7 @@ class LatentReasonerModel(nn.Module):
             step_logits.append(out.logits)
             final = out.logits.clone() if final is None else torch.where(_expand(done, out.logits), final, out.logits)
             if halt and self._reasoner_enabled:
-                newly = (out.halt_logits > 0) & ~done
+                newly = (out.halt_logits > self.config.halt_logit_threshold) & ~done
                 halted_at[newly] = step
                 done |= newly
                 if bool(done.all()):

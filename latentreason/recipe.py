@@ -69,7 +69,7 @@ class EvalSection:
     """How the trained reasoner is evaluated."""
 
     steps: int | None = field(default=None, metadata={"help": "Refinement steps at test time (default: reasoner.max_supervision_steps)."})
-    halt: bool = field(default=True, metadata={"help": "Headline numbers with halting (a sample stops once its halt logit is > 0)."})
+    halt: bool = field(default=True, metadata={"help": "Headline numbers with halting (a sample stops once its halt probability is above `reasoner.halt_threshold`)."})
     batch_size: int = field(default=128, metadata={"help": "Evaluation batch size."})
 
 

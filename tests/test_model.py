@@ -141,6 +141,27 @@ def test_refine_keeps_each_sample_prediction_from_its_halting_step() -> None:
     assert not torch.equal(refined.logits[0], refined.step_logits[3][0])
 
 
+def test_refine_halts_above_the_configured_halt_probability() -> None:
+    model = tiny_model()
+    batch = padded_batch()
+    schedule = [[-1.0, 1.0, 3.0], [1.0, 1.0, 3.0], [3.0, 3.0, 3.0], [5.0, 5.0, 5.0]]  # halt logits per step
+
+    def run(threshold: float) -> list[int]:
+        model.config = model.config.replace(halt_threshold=threshold)
+        steps = iter(schedule)
+        handle = model.reasoner.halt_head.register_forward_hook(lambda module, inputs, output: torch.tensor(next(steps))[:, None])
+        try:
+            return model.refine(**batch, steps=4, halt=True).halted_at.tolist()
+        finally:
+            handle.remove()
+
+    assert run(0.5) == [2, 1, 1]  # logit > 0
+    assert run(0.9) == [3, 3, 1]  # logit > 2.197
+    assert run(0.99) == [4, 4, 4]  # logit > 4.595
+    with pytest.raises(ValueError, match="halt_threshold"):
+        model.config.replace(halt_threshold=1.0)
+
+
 def test_reset_carry_restarts_only_the_chosen_samples() -> None:
     model = tiny_model()
     batch = padded_batch()

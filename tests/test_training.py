@@ -245,3 +245,35 @@ def test_adamw_is_fused_and_updates_like_the_default():
     for w, twin, before in zip(weights, twins, start):
         torch.testing.assert_close(w, twin)
         assert (w - before).abs().min() > 1e-3  # every weight moved
+
+
+def test_evaluate_scores_halting_at_each_threshold_of_the_curve() -> None:
+    """The halting curve agrees with refine(halt=True) at every threshold, from the same halt logits."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from latentreason.testing import tiny_backbone
+    from latentreason.training import evaluate
+    from latentreason.training.evaluation import HALTING_CURVE, score
+
+    torch.manual_seed(0)
+    model = attach_reasoner(tiny_backbone("llama"), ReasonerConfig(hidden_size=16, num_heads=2, num_labels=3, max_supervision_steps=4))
+    with torch.no_grad():  # spread the halt logits over the curve's thresholds
+        model.reasoner.halt_head.weight.normal_(0, 3.0)
+        model.reasoner.halt_head.bias.fill_(1.0)
+    examples = [{"input_ids": torch.randint(3, 100, (6,)), "attention_mask": torch.ones(6, dtype=torch.long),
+                 "labels": torch.randint(0, 3, (6,))} for _ in range(12)]
+    loader = DataLoader(examples, batch_size=5, collate_fn=lambda rows: {k: torch.stack([r[k] for r in rows]) for k in rows[0]})
+    results = evaluate(model, loader, Accelerator(), steps=4)
+    assert [row["threshold"] for row in results["halting_curve"]] == sorted(HALTING_CURVE)
+    batch = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+    seen_steps = set()
+    for row in results["halting_curve"]:
+        model.config = model.config.replace(halt_threshold=row["threshold"])
+        refined = model.refine(batch["input_ids"], batch["attention_mask"], steps=4, halt=True)
+        right, scored, exact = score(refined.logits, batch["labels"])
+        assert row["exact_match"] == pytest.approx(exact.float().mean().item())
+        assert row["accuracy"] == pytest.approx(right.sum().item() / scored.sum().item())
+        assert row["mean_steps"] == pytest.approx(refined.halted_at.float().mean().item())
+        seen_steps.add(row["mean_steps"])
+    assert len(seen_steps) > 2  # the thresholds really halt at different steps

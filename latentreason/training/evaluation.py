@@ -2,7 +2,8 @@
 
 For every batch the reasoner runs `steps` supervision steps from a fresh carry (no gradients). After
 each step we score the prediction; with halting, a sample keeps the prediction of the first step
-whose halt logit is > 0 (or of the last step). Scores are per sample, gathered across processes with
+whose halt probability is above `config.halt_threshold` (or of the last step). The halting curve
+gives the same for other thresholds (`HALTING_CURVE`), so a threshold can be chosen on held-out data. Scores are per sample, gathered across processes with
 `gather_for_metrics` (which drops the duplicates that pad the last batch), then summed.
 
     accuracy      right cells (tokens, or sequences) / scored cells
@@ -11,6 +12,7 @@ whose halt logit is > 0 (or of the last step). Scores are per sample, gathered a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,6 +21,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..outputs import IGNORE_INDEX
+
+# Halt probabilities at which `evaluate` also scores halting: exact match against mean steps used.
+HALTING_CURVE = (0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
 
 
 def features_of(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -65,48 +70,49 @@ def evaluate(
 
     Returns:
         `{"accuracy", "exact_match", "mean_steps", "per_step": [{"step", "accuracy", "exact_match"}, ...],
-        "halting": {...}, "all_steps": {...}, "num_examples", "steps", "halt"}`; the top-level accuracy and
+        "halting": {...}, "halting_curve": [{"threshold", "accuracy", "exact_match", "mean_steps"}, ...],
+        "all_steps": {...}, "num_examples", "steps", "halt"}`; the top-level accuracy and
         exact match are those with halting when `halt` and the reasoner has a halting head, else after the last step.
     """
     was_training = model.training
     model.eval()
-    totals: dict[str, list[torch.Tensor]] = {"right": [], "scored": [], "exact": [], "halt_right": [], "halt_exact": [], "halted_at": []}
+    totals: dict[str, list[torch.Tensor]] = {"right": [], "scored": [], "exact": [], "halt_logits": []}
     for batch in tqdm(dataloader, desc="Evaluating", disable=not (progress and accelerator.is_local_main_process), leave=False):
         features, mask, labels = features_of(model, batch), batch["attention_mask"], batch["labels"]
-        carry, right, exact = None, [], []
-        halted_at = torch.full((labels.shape[0],), steps, dtype=torch.long, device=labels.device)
-        halt_right = halt_exact = None
-        for step in range(1, steps + 1):
+        carry, right, exact, halt_logits = None, [], [], []
+        for _ in range(steps):
             out = model(features=features, attention_mask=mask, carry=carry, **inputs_for_head(model, batch["input_ids"], labels))
             carry = out.carry
             step_right, scored, step_exact = score(out.logits, labels)
             right.append(step_right)
             exact.append(step_exact)
-            if halt_right is None:
-                halt_right, halt_exact = step_right.clone(), step_exact.clone()
-            still_going = halted_at == steps  # samples that have not halted before this step
-            halt_right = torch.where(still_going, step_right, halt_right)
-            halt_exact = torch.where(still_going, step_exact, halt_exact)
-            halts_now = still_going & (out.halt_logits > 0) & (step < steps)
-            halted_at = torch.where(halts_now, torch.full_like(halted_at, step), halted_at)
-        gathered = accelerator.gather_for_metrics(
-            (torch.stack(right, 1), scored, torch.stack(exact, 1), halt_right, halt_exact, halted_at)
-        )
+            halt_logits.append(out.halt_logits.float())
+        gathered = accelerator.gather_for_metrics((torch.stack(right, 1), scored, torch.stack(exact, 1), torch.stack(halt_logits, 1)))
         for key, value in zip(totals, gathered):
             totals[key].append(value.cpu())
     model.train(was_training)
 
-    right, scored, exact, halt_right, halt_exact, halted_at = (torch.cat(totals[key]) for key in totals)
+    right, scored, exact, halt_logits = (torch.cat(totals[key]) for key in totals)
     cells, samples = max(int(scored.sum()), 1), max(exact.shape[0], 1)
     per_step = [
         {"step": step + 1, "accuracy": float(right[:, step].sum()) / cells, "exact_match": float(exact[:, step].float().sum()) / samples}
         for step in range(steps)
     ]
-    halting = {
-        "accuracy": float(halt_right.sum()) / cells,
-        "exact_match": float(halt_exact.float().sum()) / samples,
-        "mean_steps": float(halted_at.float().mean()) if halted_at.numel() else 0.0,
-    }
+    threshold = float(getattr(model.config, "halt_threshold", 0.5))
+
+    def halting_at(probability: float) -> dict[str, float]:
+        """Each sample keeps the prediction of the first step whose halt probability is above `probability`, or the last."""
+        above = halt_logits > math.log(probability / (1 - probability))
+        above[:, -1] = True
+        step = above.float().argmax(1, keepdim=True)  # the first step above the threshold
+        return {
+            "threshold": probability,
+            "accuracy": float(right.gather(1, step).sum()) / cells,
+            "exact_match": float(exact.gather(1, step).float().sum()) / samples,
+            "mean_steps": float(step.float().mean() + 1) if step.numel() else 0.0,
+        }
+
+    halting = halting_at(threshold)
     uses_halting = halt and bool(getattr(model.config, "halting", False))
     headline = halting if uses_halting else {**per_step[-1], "mean_steps": float(steps)}
     return {
@@ -115,6 +121,7 @@ def evaluate(
         "mean_steps": headline["mean_steps"],
         "per_step": per_step,
         "halting": halting,
+        "halting_curve": [halting_at(p) for p in sorted({*HALTING_CURVE, threshold})],
         "all_steps": {"accuracy": per_step[-1]["accuracy"], "exact_match": per_step[-1]["exact_match"], "steps": steps},
         "num_examples": int(exact.shape[0]),
         "steps": steps,
