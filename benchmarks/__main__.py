@@ -17,11 +17,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import ablation, accuracy, accuracy_parity, memory, overhead, speed
+from . import ablation, accuracy, accuracy_parity, memory, overhead, refinement, scaling, speed
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
 
 BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy,
-                                     "accuracy_parity": accuracy_parity, "ablation": ablation}
+                                     "accuracy_parity": accuracy_parity, "ablation": ablation, "refinement": refinement,
+                                     "scaling": scaling}
 PRESETS = ("full", "quick", "tiny")
 
 

@@ -303,6 +303,7 @@ def train_and_evaluate(model: LatentReasonerModel, settings: AccuracySettings, t
         "mean_steps": evaluation["mean_steps"],
         "per_step": evaluation["per_step"],
         "all_steps": evaluation["all_steps"],
+        "halting_curve": evaluation["halting_curve"],
         "num_examples": evaluation["num_examples"],
     }
 

@@ -40,7 +40,7 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     sections = [HEADER]
     for name, render in (("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
                          ("accuracy", accuracy_section), ("accuracy_parity", accuracy_section),
-                         ("ablation", ablation_section)):
+                         ("ablation", ablation_section), ("refinement", refinement_section), ("scaling", scaling_section)):
         if name in results:
             sections.append(render(results[name], img_dir, doc_path.parent))
         else:
@@ -418,6 +418,10 @@ def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str], cha
     if every and every["exact_match"] > data_run["exact_match"] + 0.02:
         lines.append(f"- Halting stops too early: with halting the reasoner uses {data_run['mean_steps']:.2f} steps and gets exact match "
                      f"{data_run['exact_match']:.3f}; run for all {every['steps']} steps it gets {every['exact_match']:.3f}.")
+    curve = data_run.get("halting_curve")
+    if curve:
+        lines.append("- Halting curve (reasoner, data budget; exact match at mean steps used, by halt probability threshold): "
+                     + "; ".join(f"p > {row['threshold']:g}: {row['exact_match']:.3f} at {row['mean_steps']:.2f}" for row in curve) + ".")
     per_step = data_run["per_step"]
     first, last = per_step[0], per_step[-1]
     if last["accuracy"] > 0:
@@ -458,6 +462,117 @@ def ablation_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
         "variant for the same optimizer steps on the same cached features (`benchmarks/ablation.py` lists the variants). "
         "*Examples seen* = optimizer steps x batch / supervision steps per batch (about: halting can end a batch early).\n\n"
         + provenance(result) + "\n" + table(header, table_rows) + "\n" + "\n".join(lines) + "\n"
+    )
+
+
+
+# --- refinement -------------------------------------------------------------------------------------
+def refinement_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    settings, data = result["settings"], result["data"]
+    reasoner = next(c for c in result["comparators"] if c["name"] == "reasoner")
+    run = reasoner["data"]
+    per_step, curve = run["per_step"], run.get("halting_curve", [])
+    best = max(per_step, key=lambda p: (p["exact_match"], p["accuracy"]))
+    first, last = per_step[0], per_step[-1]
+    step_rows = [[p["step"], f"{p['accuracy']:.3f}", f"{p['exact_match']:.3f}",
+                  f"{p['exact_match'] / last['exact_match']:.0%}" if last["exact_match"] else "n/a"] for p in per_step]
+    curve_rows = [[f"{row['threshold']:g}", f"{row['mean_steps']:.2f}", f"{row['accuracy']:.3f}", f"{row['exact_match']:.3f}"] for row in curve]
+    lines = []
+    if last["exact_match"] > 0:
+        kept = first["exact_match"] / last["exact_match"]
+        lines.append(f"- One refinement step at test keeps {kept:.0%} of the exact match after {last['step']} steps "
+                     f"({first['exact_match']:.3f} vs {last['exact_match']:.3f}; cells {first['accuracy']:.3f} vs {last['accuracy']:.3f}). "
+                     f"The published finding is about 7/8 (88%): {'confirmed' if kept >= 0.8 else '**not confirmed here**'}.")
+    lines.append(f"- Best step: {best['step']} (exact match {best['exact_match']:.3f}).")
+    if curve:
+        default = next((row for row in curve if row["threshold"] == 0.5), curve[0])
+        good = [row for row in curve if row["exact_match"] >= last["exact_match"] - 0.01]
+        text = (f"- Halting at the default threshold (p > 0.5) uses {default['mean_steps']:.2f} steps for exact match "
+                f"{default['exact_match']:.3f}.")
+        if good:
+            cheapest = min(good, key=lambda row: row["mean_steps"])
+            text += (f" The cheapest threshold within 1 point of running all {last['step']} steps is p > {cheapest['threshold']:g}: "
+                     f"{cheapest['mean_steps']:.2f} steps, exact match {cheapest['exact_match']:.3f}.")
+        lines.append(text + " (Read on the test set: a threshold for use should be picked on held-out data.)")
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    steps = [p["step"] for p in per_step]
+    axes[0].plot(steps, [p["accuracy"] for p in per_step], "o-", label="cell accuracy")
+    axes[0].plot(steps, [p["exact_match"] for p in per_step], "s--", label="exact match")
+    axes[0].set(title=f"trained with N_sup={settings['supervision_steps']}: accuracy vs test steps", xlabel="refinement steps at test",
+                ylabel="accuracy", ylim=(0, 1.02))
+    axes[0].legend()
+    axes[0].grid(alpha=0.3)
+    if curve:
+        axes[1].plot([row["mean_steps"] for row in curve], [row["exact_match"] for row in curve], "o-", color="tab:purple")
+        for row in curve:
+            axes[1].annotate(f"p>{row['threshold']:g}", (row["mean_steps"], row["exact_match"]), fontsize=7, xytext=(3, -10),
+                             textcoords="offset points")
+        axes[1].axhline(last["exact_match"], color="gray", linestyle=":", label=f"all {last['step']} steps")
+        axes[1].set(title="halting: exact match vs mean steps used", xlabel="mean refinement steps", ylabel="exact match")
+        axes[1].legend()
+        axes[1].grid(alpha=0.3)
+    options = ", ".join(f"{k}={v}" for k, v in data["task_options"].items())
+    return (
+        f"## Refinement at test time: trained with N_sup={settings['supervision_steps']}, tested with 1..{last['step']}\n\n"
+        f"Task `{data['task']}` ({options}): the accuracy benchmark's reasoner (hidden {settings['hidden_size']}, {settings['mixer']} "
+        f"mixer, n={settings['latent_steps']}, T={settings['cycles']}) trained with N_sup={settings['supervision_steps']} for "
+        f"{settings['epochs']} epochs of {data['num_train']} examples ({run['optimizer_steps']} optimizer steps, {run['train_seconds']:.0f} s), "
+        f"then evaluated on {data['num_test']} test examples after each refinement step, and with halting at each threshold "
+        "of the halting curve.\n\n"
+        + provenance(result) + "\n" + table(["test steps", "cell accuracy", "exact match", "of the last step's exact match"], step_rows)
+        + "\n" + (table(["halt when p >", "mean steps", "cell accuracy", "exact match"], curve_rows) + "\n" if curve_rows else "")
+        + "\n".join(lines) + "\n\n" + image(figure, img_dir, doc_dir, "refinement", "accuracy vs test steps and the halting curve")
+    )
+
+
+# --- scaling ----------------------------------------------------------------------------------------
+def scaling_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    rows, settings = result["rows"], result["settings"]
+    base = settings["base"]
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    sizes = sorted({r["size"] for r in rows})
+    table_rows = []
+    for r in rows:
+        recursive = r["name"] == "reasoner"
+        table_rows.append([r["size"], f"`{r['name']}`", f"{r['trainable_parameters']:,d}", r["layers_per_step"], r["optimizer_steps"],
+                           f"{r['train_seconds']:.0f}", f"{r['accuracy']:.3f}", f"{r['exact_match']:.3f}",
+                           f"{r['mean_steps']:.2f}" if recursive else "1",
+                           f"{r['all_steps']['accuracy']:.3f} / {r['all_steps']['exact_match']:.3f}" if recursive else "same"])
+    header = [settings["size_option"], "comparator", "trainable params", "layers per step", "optimizer steps", "train s",
+              "cell accuracy", "exact match", "test steps (halting)", "all N_sup steps: cells / exact"]
+    by = {(r["size"], r["name"]): r for r in rows}
+    lines = []
+    for size in sizes:
+        if (size, "reasoner") not in by:
+            continue
+        ours = by[(size, "reasoner")]["all_steps"]["exact_match"]
+        others = {name: by[(size, name)]["exact_match"] for name in names if name != "reasoner" and (size, name) in by}
+        if others:
+            best = max(others, key=others.get)
+            relation = "ahead of" if ours > others[best] else "behind" if ours < others[best] else "level with"
+            lines.append(f"- {settings['size_option']} {size}: the reasoner (all steps) reaches exact match {ours:.3f}, {relation} the best "
+                         f"other, `{best}` ({others[best]:.3f}).")
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for index, name in enumerate(names):
+        points = [(size, by[(size, name)]) for size in sizes if (size, name) in by]
+        axis.plot([p[0] for p in points], [p[1]["exact_match"] for p in points], "o-", color=f"C{index}", label=f"{name} (halting)"
+                  if name == "reasoner" else name)
+        if name == "reasoner":
+            axis.plot([p[0] for p in points], [p[1]["all_steps"]["exact_match"] for p in points], "s--", color=f"C{index}",
+                      label="reasoner (all N_sup steps)")
+    axis.set(title=f"{result['task']}: exact match vs {settings['size_option']}", xlabel=settings["size_option"], ylabel="exact match",
+             ylim=(0, 1.02), xticks=sizes)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return (
+        f"## Accuracy against task size ({result['task']})\n\n"
+        f"Task `{result['task']}` at {settings['size_option']} {', '.join(map(str, sizes))}: at each size the comparators train on "
+        f"the same {base['task_options'].get('num_train')} examples x {base['epochs']} epochs (data budget) on the frozen features of "
+        f"`{base['backbone']}`; reasoner hidden {base['hidden_size']}, {base['mixer']} mixer, n={base['latent_steps']}, "
+        f"T={base['cycles']}, N_sup={base['supervision_steps']}. Each size is one run of the accuracy benchmark's code.\n\n"
+        + provenance(result) + "\n" + table(header, table_rows) + "\n" + "\n".join(lines) + "\n\n"
+        + image(figure, img_dir, doc_dir, "scaling", "exact match vs task size")
     )
 
 

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks/` lives beside the package, not inside it
 
-from benchmarks import ablation, accuracy, memory, report, trm_reference
+from benchmarks import ablation, accuracy, memory, refinement, report, scaling, trm_reference
 from benchmarks.__main__ import BENCHMARKS, main, run_benchmarks
 from benchmarks.harness import ReasonerStep, counted_flops, interleaved_times, median_ratio, training_step_flops
 from latentreason import ReasonerConfig
@@ -197,10 +197,11 @@ def test_comparators_train_through_the_same_interface():
 def test_report_has_every_section_and_its_plots(tiny_run):
     _, _, doc = tiny_run
     text = doc.read_text()
-    for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity", "## Ablation"):
+    for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity", "## Ablation",
+                  "## Refinement at test time: trained with N_sup=4, tested with 1..4", "## Accuracy against task size (parity)"):
         assert title in text
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
-    for name in ("memory", "speed", "overhead", "accuracy", "accuracy_parity"):
+    for name in ("memory", "speed", "overhead", "accuracy", "accuracy_parity", "refinement", "scaling"):
         assert (doc.parent / "img" / f"bench_{name}.png").stat().st_size > 1000
         assert f"img/bench_{name}.png" in text
 
@@ -251,3 +252,28 @@ def test_ablation_changes_one_knob_per_variant(tiny_run):
     assert len(rows["reasoner"]["per_step"]) == n_sup and len(rows["one_pass"]["per_step"]) == 1
     with pytest.raises(ValueError, match="Unknown ablation variant"):
         ablation.AblationSettings(variants=("reasoner", "nope"))
+
+
+def test_refinement_scores_every_test_step_and_every_halting_threshold(tiny_run):
+    result = tiny_run[1]["refinement"]
+    (reasoner,) = result["comparators"]
+    run = reasoner["data"]
+    n_sup = refinement.PRESETS["tiny"].supervision_steps
+    assert reasoner["name"] == "reasoner" and reasoner["supervision_steps"] == n_sup
+    assert [p["step"] for p in run["per_step"]] == list(range(1, n_sup + 1))
+    curve = run["halting_curve"]
+    assert [row["threshold"] for row in curve] == sorted(row["threshold"] for row in curve)
+    assert all(1.0 <= row["mean_steps"] <= n_sup for row in curve)
+    # a stricter threshold never halts sooner
+    assert all(a["mean_steps"] <= b["mean_steps"] for a, b in zip(curve, curve[1:]))
+
+
+def test_scaling_trains_each_comparator_at_each_size(tiny_run):
+    result = tiny_run[1]["scaling"]
+    settings = scaling.PRESETS["tiny"]
+    assert [(r["size"], r["name"]) for r in result["rows"]] == [(size, name) for size in settings.sizes for name in settings.base.comparators]
+    by = {(r["size"], r["name"]): r for r in result["rows"]}
+    small, large = settings.sizes
+    assert by[(small, "reasoner")]["trainable_parameters"] == by[(large, "reasoner")]["trainable_parameters"]  # same model, longer strings
+    with pytest.raises(ValueError, match="data budget only"):
+        scaling.ScalingSettings(base=accuracy.PARITY_PRESETS["tiny"])
