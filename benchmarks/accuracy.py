@@ -196,6 +196,21 @@ PARITY_PRESETS: dict[str, AccuracySettings] = {
 }
 
 
+# 7x7 mazes (mark the shortest path): a flood fill, one cell further per step of propagation. The one-step
+# comparators and the reasoner only (the LoRA and embeddings runs cost an hour more here); data budget only.
+MAZE_PRESETS: dict[str, AccuracySettings] = {
+    # 8 epochs of 1000 mazes = 960 optimizer steps for the reasoner. About 30 minutes on one idle core.
+    "full": AccuracySettings(
+        task="maze", task_options={"size": 7, "num_train": 1000, "num_test": 128, "seed": 0}, mixer="mlp",
+        supervision_steps=8, epochs=8, time_budget_seconds=None, comparators=("linear", "one_pass", "deep_stack", "reasoner"),
+    ),
+    "quick": AccuracySettings(task="maze", task_options={"size": 5, "num_train": 256, "num_test": 64, "seed": 0}, epochs=1,
+                              time_budget_seconds=None, comparators=("linear", "one_pass", "reasoner")),
+    "tiny": dataclasses.replace(PRESETS["tiny"], task="maze", task_options={"size": 5, "num_train": 16, "num_test": 8, "seed": 0},
+                                time_budget_seconds=None, comparators=("linear", "one_pass", "reasoner")),
+}
+
+
 # --- data -----------------------------------------------------------------------------------------
 def recipe_for(settings: AccuracySettings) -> Recipe:
     """The recipe whose data functions the benchmark reuses (task, backbone, feature cache)."""

@@ -39,8 +39,9 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     sections = [HEADER]
     for name, render in (("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
-                         ("accuracy", accuracy_section), ("accuracy_parity", accuracy_section),
-                         ("ablation", ablation_section), ("refinement", refinement_section), ("scaling", scaling_section)):
+                         ("accuracy", accuracy_section), ("accuracy_parity", accuracy_section), ("accuracy_maze", accuracy_section),
+                         ("ablation", ablation_section), ("refinement", refinement_section), ("scaling", scaling_section),
+                         ("scaling_sudoku", scaling_section)):
         if name in results:
             sections.append(render(results[name], img_dir, doc_path.parent))
         else:
@@ -218,17 +219,29 @@ def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
     goal_line = (f"- Goal: at least {100 * goal['fraction_of_peak']:.0f}% of the matmul limit at hidden {goal['hidden_size']}: "
                  f"{verdict(goal['met'])} (" + ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}%" for c in main) + ").\n")
     bound = ", ".join(f"{mixer} {100 * prof['matmul_share']:.0f}%" for mixer, prof in result["profile"].items())
-    goal_line += (f"- Why: in the profile, matmuls and attention kernels take only {bound} of a step's time; the rest is "
+    goal_line += (f"- {'What limits it' if goal['met'] else 'Why'}: in the profile, matmuls and attention kernels take only {bound} of a step's time; the rest is "
                   "elementwise work (RMSNorm forward and backward, rotary, SwiGLU gating, residual adds, AdamW) that runs at memory "
                   "bandwidth, not at matmul speed. The achievable fraction is at most that share (times the matmuls' own "
-                  "efficiency at these shapes). What would close the gap: fusing the elementwise chains (`torch.compile` of the "
-                  "block, or fused RMSNorm/rotary kernels), and larger batches, which make the matmuls bigger relative to the "
-                  "per-op overhead. The TRM reference has the same structure and the same limit.\n")
+                  "efficiency at these shapes). What could raise it: fused RMSNorm/rotary/SwiGLU kernels, and larger batches, which "
+                  "make the matmuls bigger relative to the per-op overhead. Tried and dropped: `torch.compile` of the shared net "
+                  "(inductor on this CPU) gave no gain (0.95x at the quick sizes, after 65 s of compiling); torch's fused AdamW "
+                  "took the optimizer step from 55 ms to 11 ms at hidden 512 and is what the training loop uses. The TRM reference "
+                  "has the same structure and the same limit.\n")
     if result["trm_available"]:
+        def spread(c: dict[str, Any]) -> str:
+            low, high = c.get("speedup_vs_trm_range", (None, None))
+            return f" (repeats {low:.2f}-{high:.2f})" if low is not None else ""
+
+        met = all(c["speedup_vs_trm"] >= 1.0 for c in main)
+        within_noise = not met and all(c.get("speedup_vs_trm_range", (2, 0))[0] <= 1.0 <= c.get("speedup_vs_trm_range", (2, 0))[1]
+                                       for c in main)
         trm_line = ("- Against the TRM reference on the same configuration: " + ", ".join(
-            f"{c['mixer']} d={c['hidden_size']} {c['speedup_vs_trm']:.2f}x" for c in configs)
-            + " (step time of TRM / ours; > 1 means latentreason is faster). Goal (at least as fast): "
-            + verdict(all(c["speedup_vs_trm"] >= 1.0 for c in main)) + ".\n")
+            f"{c['mixer']} d={c['hidden_size']} {c['speedup_vs_trm']:.2f}x{spread(c)}" for c in configs)
+            + " (step time of TRM / ours, median over repeats; > 1 means latentreason is faster). Both do the same matmuls "
+            "(matmuls are 88-92% of a step) with the same optimizer (torch's fused AdamW, which latentreason's training loop "
+            "uses), so only the elementwise work around them can differ. Goal (at least as fast): " + verdict(met)
+            + (": the medians are below 1, but every repeat range spans 1, so the two are equally fast within this machine's "
+               "noise" if within_noise else "") + ".\n")
     else:
         trm_line = f"- TRM reference: {result['trm_note']}.\n"
 
@@ -572,7 +585,8 @@ def scaling_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str
         f"`{base['backbone']}`; reasoner hidden {base['hidden_size']}, {base['mixer']} mixer, n={base['latent_steps']}, "
         f"T={base['cycles']}, N_sup={base['supervision_steps']}. Each size is one run of the accuracy benchmark's code.\n\n"
         + provenance(result) + "\n" + table(header, table_rows) + "\n" + "\n".join(lines) + "\n\n"
-        + image(figure, img_dir, doc_dir, "scaling", "exact match vs task size")
+        + image(figure, img_dir, doc_dir, "scaling" if result["task"] == "parity" else f"scaling_{result['task']}",
+                f"{result['task']}: exact match vs task size")
     )
 
 

@@ -1,8 +1,11 @@
 """Accuracy against task size: where the recursion should pay, as the serial depth of the task grows.
 
-Running parity of 8, 12 and 16 bits (output bit i = XOR of bits 0..i): the last bit depends on every
-input bit, and the number of sequential XORs grows with the length. At each size three of the
-`accuracy` benchmark's comparators train under the same data budget on the same frozen features:
+Two series (`scaling`, `scaling_sudoku`):
+- running parity of 8, 12 and 16 bits (output bit i = XOR of bits 0..i): the last bit depends on
+  every input bit, and the number of sequential XORs grows with the length;
+- Sudoku 4x4 (6 givens) and 6x6 (20 givens): more cells and more constraints to propagate.
+At each size three of the `accuracy` benchmark's comparators train under the same data budget on
+the same frozen features:
 
     one_pass    the reasoner's blocks applied once (same parameters)
     deep_stack  the blocks stacked to the reasoner's effective depth, no weight sharing
@@ -30,6 +33,7 @@ class ScalingSettings:
         accuracy.PARITY_PRESETS["full"], comparators=("one_pass", "deep_stack", "reasoner"), time_budget_seconds=None))
     size_option: str = "length"
     sizes: tuple[int, ...] = (8, 12, 16)
+    per_size: dict[int, dict[str, Any]] = field(default_factory=dict)  # more task options for a size (e.g. Sudoku givens)
 
     def __post_init__(self) -> None:
         if not self.sizes:
@@ -48,12 +52,26 @@ PRESETS: dict[str, ScalingSettings] = {
 }
 
 
+# 4x4 and 6x6 Sudoku, the accuracy benchmark's full Sudoku budget (1024 puzzles, 12 epochs, N_sup=8) at each
+# size. About 35 minutes on one idle core.
+SUDOKU_PRESETS: dict[str, ScalingSettings] = {
+    "full": ScalingSettings(base=dataclasses.replace(accuracy.PRESETS["full"], comparators=("one_pass", "deep_stack", "reasoner"),
+                                                     time_budget_seconds=None),
+                            size_option="size", sizes=(4, 6), per_size={4: {"givens": 6}, 6: {"givens": 20}}),
+    "quick": ScalingSettings(base=dataclasses.replace(accuracy.PRESETS["quick"], comparators=("one_pass", "reasoner"),
+                                                      time_budget_seconds=None),
+                             size_option="size", sizes=(4, 6), per_size={4: {"givens": 6}, 6: {"givens": 20}}),
+    "tiny": ScalingSettings(base=dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("one_pass", "reasoner"), time_budget_seconds=None),
+                            size_option="size", sizes=(4, 6), per_size={4: {"givens": 8}, 6: {"givens": 28}}),
+}
+
+
 def run(settings: ScalingSettings) -> dict[str, Any]:
     """One accuracy run per size; return the JSON result with a row per (size, comparator)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = []
     for size in settings.sizes:
-        options = {**settings.base.task_options, settings.size_option: size}
+        options = {**settings.base.task_options, settings.size_option: size, **settings.per_size.get(size, {})}
         sized = dataclasses.replace(settings.base, task_options=options)
         log(f"scaling: {settings.base.task} {settings.size_option}={size}")
         with torch_threads(sized.threads):
@@ -61,7 +79,7 @@ def run(settings: ScalingSettings) -> dict[str, Any]:
         for comparator in result["comparators"]:
             trained = comparator["data"]
             rows.append({
-                "size": size, "name": comparator["name"], "trainable_parameters": comparator["trainable_parameters"],
+                "size": size, "task_options": options, "name": comparator["name"], "trainable_parameters": comparator["trainable_parameters"],
                 "layers_per_step": comparator["layers_per_step"], "supervision_steps": comparator["supervision_steps"],
                 "num_train": result["data"]["num_train"], "num_test": result["data"]["num_test"],
                 **{k: trained[k] for k in ("optimizer_steps", "train_seconds", "load_average", "accuracy", "exact_match",
@@ -70,7 +88,7 @@ def run(settings: ScalingSettings) -> dict[str, Any]:
     return {
         "benchmark": "scaling",
         "machine": machine_info(),
-        "settings": asdict(settings) | {"sizes": list(settings.sizes)},
+        "settings": asdict(settings) | {"sizes": list(settings.sizes), "per_size": {str(k): v for k, v in settings.per_size.items()}},
         "task": settings.base.task,
         "rows": rows,
     }

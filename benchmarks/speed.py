@@ -132,6 +132,8 @@ def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: boo
         result["trm_flops_counted"] = reference_flops
         result["trm_fraction_of_peak"] = median_ratio([reference_flops / t for t in times["trm"]], peak)
         result["speedup_vs_trm"] = median_ratio(times["trm"], times["latentreason"])  # > 1: latentreason is faster
+        ratios = [theirs / ours for theirs, ours in zip(times["trm"], times["latentreason"])]
+        result["speedup_vs_trm_range"] = [min(ratios), max(ratios)]  # per repeat: how noisy the median is
     return result
 
 
