@@ -196,6 +196,18 @@ PARITY_PRESETS: dict[str, AccuracySettings] = {
 }
 
 
+# 6x6 Sudoku, 20 givens (16 blanks): the full Sudoku budget (1024 puzzles, 12 epochs, N_sup=8), every comparator,
+# data budget only (the time budget would retrain five comparators for the reasoner's ~20 minutes each).
+# About an hour on one idle core.
+SUDOKU6_PRESETS: dict[str, AccuracySettings] = {
+    "full": dataclasses.replace(PRESETS["full"], task_options={"size": 6, "givens": 20, "num_train": 1024, "num_test": 256, "seed": 0},
+                                time_budget_seconds=None),
+    "quick": dataclasses.replace(PRESETS["quick"], task_options={"size": 6, "givens": 20, "num_train": 1024, "num_test": 256, "seed": 0},
+                                 time_budget_seconds=None),
+    "tiny": dataclasses.replace(PRESETS["tiny"], task_options={"size": 6, "givens": 28, "num_train": 16, "num_test": 8, "seed": 0},
+                                time_budget_seconds=None),
+}
+
 # 7x7 mazes (mark the shortest path): a flood fill, one cell further per step of propagation. The one-step
 # comparators and the reasoner only (the LoRA and embeddings runs cost an hour more here); data budget only.
 MAZE_PRESETS: dict[str, AccuracySettings] = {

@@ -39,9 +39,11 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     sections = [HEADER]
     for name, render in (("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
-                         ("accuracy", accuracy_section), ("accuracy_parity", accuracy_section), ("accuracy_maze", accuracy_section),
-                         ("ablation", ablation_section), ("refinement", refinement_section), ("scaling", scaling_section),
-                         ("scaling_sudoku", scaling_section)):
+                         ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
+                         ("accuracy_maze", accuracy_section), ("ablation", ablation_section), ("refinement", refinement_section),
+                         ("scaling", scaling_section)):
+        if name == "scaling" and "accuracy" in results and "accuracy_sudoku6" in results:
+            sections.append(sudoku_size_section([results["accuracy"], results["accuracy_sudoku6"]], img_dir, doc_path.parent))
         if name in results:
             sections.append(render(results[name], img_dir, doc_path.parent))
         else:
@@ -330,7 +332,10 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     if "budgets" not in result:  # a result from before the training runs were wired in
         return "## Accuracy: what the recursion buys\n\nNo trained result yet: `.venv/bin/python -m benchmarks run accuracy --quick`.\n"
     task = result["data"]["task"]
-    stem = "accuracy" if task == "sudoku" else f"accuracy_{task}"  # one plot per task
+    stem = result.get("benchmark", "accuracy")  # one plot per benchmark
+    size = result["data"]["task_options"].get("size")
+    if size is not None:
+        task = f"{task} {size}x{size}"
     settings, data, comparators = result["settings"], result["data"], result["comparators"]
     budgets = [b for b in ("data", "time") if all(b in c for c in comparators)]
     rows = []
@@ -540,6 +545,38 @@ def refinement_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> 
 
 
 # --- scaling ----------------------------------------------------------------------------------------
+def sudoku_size_section(results: list[dict[str, Any]], img_dir: Path, doc_dir: Path) -> str:
+    """Sudoku accuracy against grid size, from the accuracy benchmarks of each size (data budget)."""
+    results = sorted(results, key=lambda r: r["data"]["task_options"]["size"])
+    sizes = [r["data"]["task_options"]["size"] for r in results]
+    names = [c["name"] for c in results[0]["comparators"] if all(any(d["name"] == c["name"] for d in r["comparators"]) for r in results)]
+    exact = {name: [next(c for c in r["comparators"] if c["name"] == name)["data"] for r in results] for name in names}
+    rows = []
+    for name in names:
+        cells = [f"{run['exact_match']:.3f}" + (f" ({run['all_steps']['exact_match']:.3f} all steps)" if name in ("reasoner", "embeddings") else "")
+                 for run in exact[name]]
+        rows.append([f"`{name}`", *cells])
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for index, name in enumerate(names):
+        axis.plot(sizes, [run["exact_match"] for run in exact[name]], "o-", color=f"C{index}", label=name)
+        if name == "reasoner":
+            axis.plot(sizes, [run["all_steps"]["exact_match"] for run in exact[name]], "s--", color=f"C{index}", label="reasoner (all steps)")
+    axis.set(title="Sudoku: exact match vs grid size (data budget)", xlabel="grid side", ylabel="exact match", ylim=(0, 1.02), xticks=sizes)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    givens = ", ".join(f"{r['data']['task_options']['size']}x{r['data']['task_options']['size']}: {r['data']['task_options'].get('givens')} givens"
+                       for r in results)
+    return (
+        "## Accuracy against task size (Sudoku)\n\n"
+        f"Exact match under the data budget, from the accuracy benchmarks of each grid size ({givens}; same puzzles x epochs, "
+        "same comparators; with halting, and after all steps for the recursive ones). Commands: "
+        + ", ".join(f"`{r.get('command', '?')}`" for r in results) + ".\n\n"
+        + table(["comparator", *[f"{size}x{size}" for size in sizes]], rows) + "\n"
+        + image(figure, img_dir, doc_dir, "scaling_sudoku", "Sudoku: exact match vs grid size")
+    )
+
+
+
 def scaling_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
     rows, settings = result["rows"], result["settings"]
     base = settings["base"]

@@ -1,11 +1,10 @@
 """Accuracy against task size: where the recursion should pay, as the serial depth of the task grows.
 
-Two series (`scaling`, `scaling_sudoku`):
-- running parity of 8, 12 and 16 bits (output bit i = XOR of bits 0..i): the last bit depends on
-  every input bit, and the number of sequential XORs grows with the length;
-- Sudoku 4x4 (6 givens) and 6x6 (20 givens): more cells and more constraints to propagate.
-At each size three of the `accuracy` benchmark's comparators train under the same data budget on
-the same frozen features:
+Running parity of 8, 12 and 16 bits (output bit i = XOR of bits 0..i): the last bit depends on every
+input bit, and the number of sequential XORs grows with the length. At each size three of the
+`accuracy` benchmark's comparators train under the same data budget on the same frozen features
+(Sudoku's size series is the `accuracy` (4x4) and `accuracy_sudoku6` (6x6) benchmarks, all six
+comparators each):
 
     one_pass    the reasoner's blocks applied once (same parameters)
     deep_stack  the blocks stacked to the reasoner's effective depth, no weight sharing
@@ -49,20 +48,6 @@ PRESETS: dict[str, ScalingSettings] = {
                                                       time_budget_seconds=None), sizes=(8, 12)),
     "tiny": ScalingSettings(base=dataclasses.replace(accuracy.PARITY_PRESETS["tiny"], comparators=("one_pass", "reasoner"),
                                                      time_budget_seconds=None), sizes=(3, 4)),
-}
-
-
-# 4x4 and 6x6 Sudoku, the accuracy benchmark's full Sudoku budget (1024 puzzles, 12 epochs, N_sup=8) at each
-# size. About 35 minutes on one idle core.
-SUDOKU_PRESETS: dict[str, ScalingSettings] = {
-    "full": ScalingSettings(base=dataclasses.replace(accuracy.PRESETS["full"], comparators=("one_pass", "deep_stack", "reasoner"),
-                                                     time_budget_seconds=None),
-                            size_option="size", sizes=(4, 6), per_size={4: {"givens": 6}, 6: {"givens": 20}}),
-    "quick": ScalingSettings(base=dataclasses.replace(accuracy.PRESETS["quick"], comparators=("one_pass", "reasoner"),
-                                                      time_budget_seconds=None),
-                             size_option="size", sizes=(4, 6), per_size={4: {"givens": 6}, 6: {"givens": 20}}),
-    "tiny": ScalingSettings(base=dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("one_pass", "reasoner"), time_budget_seconds=None),
-                            size_option="size", sizes=(4, 6), per_size={4: {"givens": 8}, 6: {"givens": 28}}),
 }
 
 

@@ -199,10 +199,11 @@ def test_report_has_every_section_and_its_plots(tiny_run):
     text = doc.read_text()
     for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity", "## Ablation",
                   "## Refinement at test time: trained with N_sup=4, tested with 1..4", "## Accuracy against task size (parity)",
-                  "## Accuracy against task size (sudoku)", "## Accuracy on maze"):
+                  "## Accuracy against task size (Sudoku)", "## Accuracy on sudoku 6x6", "## Accuracy on maze"):
         assert title in text
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
-    for name in ("memory", "speed", "overhead", "accuracy", "accuracy_parity", "accuracy_maze", "refinement", "scaling", "scaling_sudoku"):
+    for name in ("memory", "speed", "overhead", "accuracy", "accuracy_sudoku6", "accuracy_parity", "accuracy_maze", "refinement", "scaling",
+                 "scaling_sudoku"):
         assert (doc.parent / "img" / f"bench_{name}.png").stat().st_size > 1000
         assert f"img/bench_{name}.png" in text
 
