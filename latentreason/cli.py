@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", metavar="FILE", help="pairs to evaluate on (JSONL, CSV or a saved dataset); default: the run's test data")
     evaluate.add_argument("--steps", type=int, metavar="K", help="refinement steps (default: the recipe's eval.steps)")
     evaluate.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="headline numbers with halting (default: the recipe's eval.halt)")
+    evaluate.add_argument("--halt-threshold", type=float, metavar="P",
+                          help="halt once the halt probability is above P (default: the adapter's reasoner.halt_threshold, 0.5 unless set)")
 
     predict = command("predict", "answer inputs with a trained run", PREDICT_HELP)
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--steps", nargs="?", const=0, type=int, metavar="K",
                          help="print the answer after each refinement step; K sets how many steps (default: the recipe's eval.steps)")
     predict.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="stop refining once the halting head says so")
+    predict.add_argument("--halt-threshold", type=float, metavar="P", help="with --halt: stop once the halt probability is above P")
     predict.add_argument("--max-new-tokens", type=int, metavar="N",
                          help="text runs only: the longest answer in tokens (latent_prefix: default 32; lm_head: default all answer slots)")
 
@@ -155,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from .training import evaluate_run
 
-    results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt)
+    results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt, halt_threshold=args.halt_threshold)
     if _is_main_process():
         print(format_results(results))
     return 0
@@ -164,7 +167,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from .training import load_run, predict
 
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, halt_threshold=args.halt_threshold)
     halt = run.recipe.eval.halt if args.halt is None else args.halt
     for prediction in predict(run, args.inputs, steps=args.steps or None, halt=halt, max_new_tokens=args.max_new_tokens):
         if args.steps is not None:
@@ -227,6 +230,16 @@ def format_results(results: dict[str, Any]) -> str:
     halting = results.get("halting")
     if halting:
         lines.append(f"halt  {halting['accuracy']:>8.4f}  {halting['exact_match']:>11.4f}   (mean steps {halting['mean_steps']:.2f})")
+    curve = results.get("halting_curve")
+    if curve:
+        from .training.evaluation import suggest_halt_threshold
+
+        lines.append("halting curve: halt when p >  accuracy  exact_match  mean steps")
+        lines += [f"{row['threshold']:>30g}  {row['accuracy']:>8.4f}  {row['exact_match']:>11.4f}  {row['mean_steps']:>10.2f}" for row in curve]
+        best = suggest_halt_threshold(results)
+        if best is not None:
+            lines.append(f"fewest steps within 1 point of all {results['steps']} steps: halt when p > {best['threshold']:g} "
+                         f"({best['mean_steps']:.2f} steps); set reasoner.halt_threshold to it, choosing on held-out data, not the test set")
     lines.append(json.dumps({k: results[k] for k in ("accuracy", "exact_match", "mean_steps")}))
     return "\n".join(lines)
 

@@ -69,6 +69,27 @@ def test_eval_command_prints_and_writes_per_step_results(custom_run: dict[str, s
     assert results["halt"] is False and results["accuracy"] == results["per_step"][-1]["accuracy"]
 
 
+def test_eval_halt_threshold_sets_the_headline_and_the_curve_covers_it(custom_run: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from latentreason.training.evaluation import suggest_halt_threshold
+
+    other = os.path.join(custom_run["root"], "other_halt.jsonl")
+    write_pairs(other, 16, seed=4)
+    assert cli.main(["eval", custom_run["run"], "--data", other, "--steps", "3", "--halt", "--halt-threshold", "0.999"]) == 0
+    printed = capsys.readouterr().out
+    with open(os.path.join(custom_run["run"], "eval_results_other_halt.json")) as handle:
+        results = json.load(handle)
+    strict = next(row for row in results["halting_curve"] if row["threshold"] == 0.999)
+    assert results["halting"] == strict  # the headline uses the threshold given
+    assert results["exact_match"] == strict["exact_match"] and results["mean_steps"] == strict["mean_steps"]
+    assert "halting curve: halt when p >" in printed
+    best = suggest_halt_threshold(results)
+    assert best is not None and best["exact_match"] >= results["all_steps"]["exact_match"] - 0.01
+    assert all(row["mean_steps"] >= best["mean_steps"] for row in results["halting_curve"]
+               if row["exact_match"] >= results["all_steps"]["exact_match"] - 0.01)
+    assert cli.main(["eval", custom_run["run"], "--data", other, "--halt-threshold", "1.5"]) == 2
+    assert "halt_threshold" in capsys.readouterr().err
+
+
 def test_predict_prints_one_answer_per_input(custom_run: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["predict", custom_run["run"], "a b c d e", "e e a"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

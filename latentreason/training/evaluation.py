@@ -127,3 +127,17 @@ def evaluate(
         "steps": steps,
         "halt": uses_halting,
     }
+
+
+def suggest_halt_threshold(results: dict[str, Any], max_drop: float = 0.01) -> dict[str, float] | None:
+    """The halting-curve row that uses the fewest steps while keeping exact match within `max_drop` of all steps.
+
+    Use it on held-out data (not the test set), then set `reasoner.halt_threshold` to its threshold.
+    None when the results have no halting curve.
+    """
+    curve = results.get("halting_curve") or []
+    target = results["all_steps"]["exact_match"] - max_drop
+    good = [row for row in curve if row["exact_match"] >= target]
+    if not good:
+        return None
+    return min(good, key=lambda row: (row["mean_steps"], -row["exact_match"]))

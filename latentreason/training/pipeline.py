@@ -232,8 +232,11 @@ class Run:
     encoder: PairEncoder | TextPairEncoder
 
 
-def load_run(run_dir: str) -> Run:
-    """Load a run folder written by `latentreason train` (or any folder with a saved reasoner and recipe.yaml)."""
+def load_run(run_dir: str, *, halt_threshold: float | None = None) -> Run:
+    """Load a run folder written by `latentreason train` (or any folder with a saved reasoner and recipe.yaml).
+
+    `halt_threshold` overrides the saved `reasoner.halt_threshold` for this session (test-time halting only).
+    """
     recipe_path = os.path.join(run_dir, recipes.RECIPE_NAME)
     if not os.path.isfile(recipe_path):
         raise FileNotFoundError(
@@ -243,6 +246,8 @@ def load_run(run_dir: str) -> Run:
     recipe = recipes.load_recipe(recipe_path)
     model = LatentReasonerModel.from_pretrained(run_dir, base_model=recipes.resolve_base(recipe.model.base))
     model.eval()
+    if halt_threshold is not None:
+        model.config = model.config.replace(halt_threshold=halt_threshold)  # validated: a probability in (0, 1)
     tokenizer = load_tokenizer(recipe)
     if model.config.output in LM_OUTPUTS:
         return Run(model, recipe, TextPairEncoder.for_model(tokenizer, model))
@@ -251,12 +256,14 @@ def load_run(run_dir: str) -> Run:
     return Run(model, recipe, encoder)
 
 
-def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | None = None, halt: bool | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | None = None, halt: bool | None = None,
+                 halt_threshold: float | None = None) -> dict[str, Any]:
     """Evaluate a run on its own test data (the task's test split or `data.eval_file`) or on `data_file`.
 
     Writes `eval_results.json` into the run folder (`eval_results_<file name>.json` for another file).
+    `halt_threshold` overrides the saved one (see `load_run`); the halting curve covers the others.
     """
-    run = load_run(run_dir)
+    run = load_run(run_dir, halt_threshold=halt_threshold)
     recipe = run.recipe
     if data_file is not None:
         pairs = load_pairs(data_file, input_column=recipe.data.input_column, output_column=recipe.data.output_column)
