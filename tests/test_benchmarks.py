@@ -95,8 +95,8 @@ def test_speed_result(tiny_run):
     for prof in result["profile"].values():
         ops = prof["top_ops"]
         assert ops and all(op["self_ms"] >= 0 and op["calls"] >= 1 for op in ops)
-        assert any(op["op"] == "aten::mm" for op in ops)  # matmuls are where a step's time goes
-        assert 0 < prof["matmul_share"] <= 1
+        assert [op["self_ms"] for op in ops] == sorted((op["self_ms"] for op in ops), reverse=True)  # the top ops, by time
+        assert 0 < prof["matmul_share"] <= 1  # the matmuls were found and timed (at tiny sizes they need not lead)
 
 
 def test_trm_width_matching():
