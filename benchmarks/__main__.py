@@ -17,12 +17,24 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import ablation, accuracy, accuracy_maze, accuracy_parity, accuracy_sudoku6, memory, overhead, refinement, scaling, speed
+from . import (
+    ablation,
+    accuracy,
+    accuracy_maze,
+    accuracy_parity,
+    accuracy_sudoku6,
+    memory,
+    overhead,
+    refinement,
+    scaling,
+    scaling_time,
+    speed,
+)
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
 
 BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy,
                                      "accuracy_parity": accuracy_parity, "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze,
-                                     "ablation": ablation, "refinement": refinement, "scaling": scaling}
+                                     "ablation": ablation, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time}
 PRESETS = ("full", "quick", "tiny")
 
 

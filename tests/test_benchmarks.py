@@ -198,7 +198,8 @@ def test_report_has_every_section_and_its_plots(tiny_run):
     _, _, doc = tiny_run
     text = doc.read_text()
     for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity", "## Ablation",
-                  "## Refinement at test time: trained with N_sup=4, tested with 1..4", "## Accuracy against task size (parity)",
+                  "## Refinement at test time: trained with N_sup=4, tested with 1..4", "## Accuracy against task size (parity, data budget)",
+                  "## Accuracy against task size (parity, data and time budgets)",
                   "## Accuracy against task size (Sudoku)", "## Accuracy on sudoku 6x6", "## Accuracy on maze"):
         assert title in text
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
@@ -273,9 +274,16 @@ def test_refinement_scores_every_test_step_and_every_halting_threshold(tiny_run)
 def test_scaling_trains_each_comparator_at_each_size(tiny_run):
     result = tiny_run[1]["scaling"]
     settings = scaling.PRESETS["tiny"]
-    assert [(r["size"], r["name"]) for r in result["rows"]] == [(size, name) for size in settings.sizes for name in settings.base.comparators]
+    assert [(r["size"], r["name"], r["budget"]) for r in result["rows"]] == [
+        (size, name, "data") for size in settings.sizes for name in settings.base.comparators]
     by = {(r["size"], r["name"]): r for r in result["rows"]}
     small, large = settings.sizes
     assert by[(small, "reasoner")]["trainable_parameters"] == by[(large, "reasoner")]["trainable_parameters"]  # same model, longer strings
-    with pytest.raises(ValueError, match="data budget only"):
+    with pytest.raises(ValueError, match="time_budget_at"):
         scaling.ScalingSettings(base=accuracy.PARITY_PRESETS["tiny"])
+    with pytest.raises(ValueError, match="must be among"):
+        dataclasses.replace(settings, time_budget_at=(99,))
+    # the time-budget variant: both budgets at its one size, the time runs capped at the reasoner's seconds
+    timed = tiny_run[1]["scaling_time"]
+    budgets = {(r["name"], r["budget"]) for r in timed["rows"]}
+    assert budgets == {(name, budget) for name in settings.base.comparators for budget in ("data", "time")}
