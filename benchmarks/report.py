@@ -57,9 +57,14 @@ HEADER = """# Benchmarks
 What the reasoner costs and what it buys, measured on this machine by `benchmarks/` (one package,
 one module per benchmark). Rebuild everything with
 
-    .venv/bin/python -m benchmarks run            # full sizes: over two hours (each accuracy run took ~55 min on a shared machine)
-    .venv/bin/python -m benchmarks run --quick    # small sizes, a smoke check of a few minutes
+    .venv/bin/python -m benchmarks run NAME ...   # full sizes, the benchmarks named (each section gives its command)
+    .venv/bin/python -m benchmarks run --quick    # every benchmark at small sizes, a smoke check of a few minutes
     .venv/bin/python -m benchmarks report         # this page and its plots, from benchmarks/results/
+
+`python -m benchmarks run` with no name runs all of them at full size: about five hours on this 2-core
+machine (memory and speed take ~3 minutes each, overhead ~5, ablation ~8, refinement ~9, scaling ~21,
+scaling_time ~25, accuracy_maze ~30, accuracy ~40, accuracy_parity ~55, accuracy_sudoku6 ~60, on one
+core each with one other job beside it).
 
 How timings are taken: candidates run interleaved (A, B, C, A, B, C, ... with the order rotating
 every repeat), and every comparison is the median over repeats of a ratio measured inside one
@@ -393,7 +398,7 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
         f"model trains with `latentreason.training.train` (AdamW lr {settings['learning_rate']}, batch {settings['batch_size']}, "
         "EMA) and is evaluated on its EMA weights. Budgets: *data*: the same "
         f"{result['budgets']['data']['examples']} examples x {result['budgets']['data']['epochs']} epochs for all (one optimizer "
-        "step per batch for the one-step models, up to N_sup for the recursive ones);" + time_text + ". *Test steps*: mean "
+        "step per batch for the one-step models, up to N_sup for the recursive ones)" + (";" + time_text if time_text else "") + ". *Test steps*: mean "
         "refinement steps used with halting: the headline accuracy of the recursive models is with halting, and the last column "
         "gives it after all N_sup steps without halting, which is how the TRM reference evaluates.\n\n"
         + provenance(result) + "\n" + table(header, rows) + "\n" + findings + "\n"
@@ -443,9 +448,11 @@ def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str], cha
     per_step = data_run["per_step"]
     first, last = per_step[0], per_step[-1]
     if last["accuracy"] > 0:
-        lines.append(f"- One refinement step at test keeps {first['accuracy'] / last['accuracy']:.0%} of the cell accuracy after "
-                     f"{last['step']} steps ({first['accuracy']:.3f} vs {last['accuracy']:.3f}; exact match {first['exact_match']:.3f} vs "
-                     f"{last['exact_match']:.3f}). The TRM paper's finding is about 7/8 (88%).")
+        kept_exact = f"{first['exact_match'] / last['exact_match']:.0%}" if last["exact_match"] else "n/a"
+        lines.append(f"- One refinement step at test keeps {first['accuracy'] / last['accuracy']:.0%} of the cell accuracy and "
+                     f"{kept_exact} of the exact match after {last['step']} steps (cells {first['accuracy']:.3f} vs "
+                     f"{last['accuracy']:.3f}, exact match {first['exact_match']:.3f} vs {last['exact_match']:.3f}). The published "
+                     "finding is about 7/8 (88%), for a model trained with N_sup=16 (see the refinement benchmark).")
     return "\n".join(lines) + "\n"
 
 
