@@ -3,8 +3,9 @@
 For every batch the reasoner runs `steps` supervision steps from a fresh carry (no gradients). After
 each step we score the prediction; with halting, a sample keeps the prediction of the first step
 whose halt probability is above `config.halt_threshold` (or of the last step). The halting curve
-gives the same for other thresholds (`HALTING_CURVE`), so a threshold can be chosen on held-out data. Scores are per sample, gathered across processes with
-`gather_for_metrics` (which drops the duplicates that pad the last batch), then summed.
+gives the same for other thresholds (`HALTING_CURVE`), so a threshold can be chosen on held-out
+data. Scores are per sample, gathered across processes with `gather_for_metrics` (which drops the
+duplicates that pad the last batch), then summed.
 
     accuracy      right cells (tokens, or sequences) / scored cells
     exact_match   samples whose every scored cell is right / samples
