@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks run                  # every benchmark, full sizes (over two hours on this 2-core machine)
     .venv/bin/python -m benchmarks run speed --quick    # one benchmark, small sizes (a smoke check)
+    .venv/bin/python -m benchmarks run accuracy_maze --reuse  # train only what its result lacks
     .venv/bin/python -m benchmarks report               # rebuild docs/benchmarks.md and its plots from the JSON results
 
 Results go to `benchmarks/results/<preset>/<name>.json`; `run` rebuilds the report afterwards.
@@ -10,6 +11,8 @@ Results go to `benchmarks/results/<preset>/<name>.json`; `run` rebuilds the repo
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import os
 import sys
 import time
@@ -38,8 +41,12 @@ BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead
 PRESETS = ("full", "quick", "tiny")
 
 
-def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, Any]]:
-    """Run the named benchmarks at a preset ("full", "quick" or "tiny") and write their JSON results."""
+def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DIR, reuse: bool = False) -> dict[str, dict[str, Any]]:
+    """Run the named benchmarks at a preset ("full", "quick" or "tiny") and write their JSON results.
+
+    `reuse`: benchmarks that can (the accuracy family: their `run` takes `previous`) keep the runs of
+    their existing result that had the same settings and train only what is missing.
+    """
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}.")
@@ -50,7 +57,12 @@ def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DI
     for name in names:
         start = time.perf_counter()
         log(f"{name}: start ({preset})")
-        result = BENCHMARKS[name].run(BENCHMARKS[name].PRESETS[preset])
+        module, settings = BENCHMARKS[name], BENCHMARKS[name].PRESETS[preset]
+        existing = results_dir / preset / f"{name}.json"
+        if reuse and "previous" in inspect.signature(module.run).parameters and existing.exists():
+            result = module.run(settings, previous=json.loads(existing.read_text(encoding="utf-8")))
+        else:
+            result = module.run(settings)
         result["benchmark"] = name  # one module may serve several benchmarks (accuracy, accuracy_parity)
         result["preset"] = preset
         result["command"] = command_line([name], preset == "quick") + (" --preset tiny" if preset == "tiny" else "")
@@ -70,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--preset", choices=PRESETS, help="sizes by name (--quick is --preset quick; tiny is for tests)")
     run_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
     run_parser.add_argument("--no-report", action="store_true", help="do not rebuild docs/benchmarks.md")
+    run_parser.add_argument("--reuse", action="store_true",
+                            help="accuracy benchmarks: keep the runs of the existing result trained with the same settings, "
+                                 "train only what is missing (new comparators, a new time budget)")
     report_parser = commands.add_parser("report", help="rebuild docs/benchmarks.md and docs/img/bench_*.png from the results")
     report_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
     args = parser.parse_args(argv)
@@ -78,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         preset = args.preset or ("quick" if args.quick else "full")
-        run_benchmarks(args.names or list(BENCHMARKS), preset, args.results)
+        run_benchmarks(args.names or list(BENCHMARKS), preset, args.results, reuse=args.reuse)
         if args.no_report:
             return 0
     path = report.write_report(args.results, DOC_PATH, IMG_DIR)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import tempfile
 import time
@@ -182,12 +183,11 @@ PRESETS: dict[str, AccuracySettings] = {
 # The attention mixer: in a measured check the recursive reasoner with the mlp mixer stayed at chance on
 # parity (0.55 of bits after 1536 steps) while with attention it reached 1.00 exact after 2 refinement steps.
 PARITY_PRESETS: dict[str, AccuracySettings] = {
-    # 6 epochs of 2000 strings = 1536 optimizer steps for the reasoner. The data budget only: with the time
-    # budget (time_budget_seconds="reasoner") it takes about 45 minutes on one idle core, more than this
-    # machine could give it so far. About 15 minutes on one idle core.
+    # 6 epochs of 2000 strings = 1536 optimizer steps for the reasoner; the time budget gives every comparator the
+    # reasoner's seconds. About an hour on one idle core (`--reuse` keeps the data-budget runs of an earlier result).
     "full": AccuracySettings(
         task="parity", task_options={"length": 8, "num_train": 2000, "num_test": 256, "seed": 0}, mixer="attention",
-        supervision_steps=8, epochs=6, time_budget_seconds=None,
+        supervision_steps=8, epochs=6, time_budget_seconds="reasoner",
     ),
     "quick": AccuracySettings(task="parity", task_options={"length": 8, "num_train": 512, "num_test": 128, "seed": 0},
                               mixer="attention", epochs=1),
@@ -197,24 +197,23 @@ PARITY_PRESETS: dict[str, AccuracySettings] = {
 
 
 # 6x6 Sudoku, 20 givens (16 blanks): the full Sudoku budget (1024 puzzles, 12 epochs, N_sup=8), every comparator,
-# data budget only (the time budget would retrain five comparators for the reasoner's ~20 minutes each).
-# About an hour on one idle core.
+# both budgets. About 1.5 hours on one idle core (`--reuse` keeps the data-budget runs of an earlier result).
 SUDOKU6_PRESETS: dict[str, AccuracySettings] = {
-    "full": dataclasses.replace(PRESETS["full"], task_options={"size": 6, "givens": 20, "num_train": 1024, "num_test": 256, "seed": 0},
-                                time_budget_seconds=None),
+    "full": dataclasses.replace(PRESETS["full"], task_options={"size": 6, "givens": 20, "num_train": 1024, "num_test": 256, "seed": 0}),
     "quick": dataclasses.replace(PRESETS["quick"], task_options={"size": 6, "givens": 20, "num_train": 1024, "num_test": 256, "seed": 0},
                                  time_budget_seconds=None),
     "tiny": dataclasses.replace(PRESETS["tiny"], task_options={"size": 6, "givens": 28, "num_train": 16, "num_test": 8, "seed": 0},
                                 time_budget_seconds=None),
 }
 
-# 7x7 mazes (mark the shortest path): a flood fill, one cell further per step of propagation. The one-step
-# comparators and the reasoner only (the LoRA and embeddings runs cost an hour more here); data budget only.
+# 7x7 mazes (mark the shortest path): a flood fill, one cell further per step of propagation. Every comparator,
+# both budgets.
 MAZE_PRESETS: dict[str, AccuracySettings] = {
-    # 8 epochs of 1000 mazes = 960 optimizer steps for the reasoner. About 30 minutes on one idle core.
+    # 8 epochs of 1000 mazes = 960 optimizer steps for the reasoner. About 1.5 hours on one idle core
+    # (`--reuse` keeps the data-budget runs of an earlier result).
     "full": AccuracySettings(
         task="maze", task_options={"size": 7, "num_train": 1000, "num_test": 128, "seed": 0}, mixer="mlp",
-        supervision_steps=8, epochs=8, time_budget_seconds=None, comparators=("linear", "one_pass", "deep_stack", "reasoner"),
+        supervision_steps=8, epochs=8, time_budget_seconds="reasoner",
     ),
     "quick": AccuracySettings(task="maze", task_options={"size": 5, "num_train": 256, "num_test": 64, "seed": 0}, epochs=1,
                               time_budget_seconds=None, comparators=("linear", "one_pass", "reasoner")),
@@ -345,30 +344,65 @@ def warm_up(settings: AccuracySettings, data: PreparedData, pad_token_id: int) -
                        pad_token_id, max_steps=1)
 
 
-def run(settings: AccuracySettings) -> dict[str, Any]:
-    """Train and evaluate every comparator under the data budget (and the time budget); return the JSON result."""
+def run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and evaluate every comparator under the data budget (and the time budget); return the JSON result.
+
+    `previous`: an earlier result of this benchmark. Runs it holds for the same settings (all but
+    `comparators` and `time_budget_seconds`) are reused instead of trained again (see `reusable_runs`).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with torch_threads(settings.threads):
-        return _run(settings)
+        return _run(settings, previous)
 
 
-def _run(settings: AccuracySettings) -> dict[str, Any]:
+def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as JSON stores them, less the two that choose which runs happen rather than how each trains."""
+    plain = json.loads(json.dumps(settings))
+    return {key: value for key, value in plain.items() if key not in ("comparators", "time_budget_seconds")}
+
+
+def reusable_runs(settings: AccuracySettings, previous: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The comparator entries of `previous` that were trained exactly as `settings` would train them, by name.
+
+    A result of other settings (another task size, epochs, learning rate, ...) gives nothing. An entry's
+    time-budget run is kept only where its budget equals the one this run will use (checked in `_run`).
+    """
+    if not previous or comparable_settings(previous.get("settings", {})) != comparable_settings(asdict(settings)):
+        return {}
+    when = previous.get("machine", {}).get("date", "an earlier run")
+    return {entry["name"]: entry | {"reused_from": when} for entry in previous.get("comparators", []) if entry.get("name") in settings.comparators}
+
+
+def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     recipe, data, pad_token_id = load_data(settings)
     plain_train, plain_eval = torch_format(data.train), torch_format(data.eval)
     cached: tuple[Any, Any] | None = None
-    warm_up(settings, data, pad_token_id)
+    warmed_up = False
+
+    def sets_for(model: LatentReasonerModel) -> tuple[Any, Any]:
+        """The (train, eval) sets `model` reads: token ids where its backbone trains, else cached features
+        (the backbone runs once per example, for all comparators that read it); warms up before the first training."""
+        nonlocal cached, warmed_up
+        if not warmed_up:
+            warm_up(settings, data, pad_token_id)
+            warmed_up = True
+        if model.backbone_trains:
+            return plain_train, plain_eval
+        if cached is None:
+            start = time.perf_counter()
+            cached = (torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe)))
+            log(f"accuracy: features cached in {time.perf_counter() - start:.1f} s")
+        return cached
+
+    reused = reusable_runs(settings, previous)
     order = settings.comparators
     comparators: dict[str, dict[str, Any]] = {}
     for name in order:
+        if name in reused:
+            comparators[name] = reused[name]
+            log(f"accuracy: {name}: data budget reused from {reused[name]['reused_from']}")
+            continue
         model = build(name, settings, data)
-        if model.backbone_trains:
-            train_set, eval_set = plain_train, plain_eval
-        else:
-            if cached is None:  # the backbone runs once per example, for all comparators that read it
-                start = time.perf_counter()
-                cached = (torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe)))
-                log(f"accuracy: features cached in {time.perf_counter() - start:.1f} s")
-            train_set, eval_set = cached
         entry = {
             "name": name,
             "trainable_parameters": trainable_parameters(model),
@@ -377,27 +411,32 @@ def _run(settings: AccuracySettings) -> dict[str, Any]:
             "supervision_steps": model.config.max_supervision_steps,
         }
         log(f"accuracy: {name} ({entry['trainable_parameters']:,d} parameters), data budget")
-        entry["data"] = train_and_evaluate(model, settings, train_set, eval_set, pad_token_id)
-        comparators[name] = entry | {"sets": (train_set, eval_set)}
+        entry["data"] = train_and_evaluate(model, settings, *sets_for(model), pad_token_id)
+        comparators[name] = entry
         log(f"accuracy: {name}: accuracy {entry['data']['accuracy']:.3f}, exact {entry['data']['exact_match']:.3f}, "
             f"{entry['data']['optimizer_steps']} steps in {entry['data']['train_seconds']:.0f} s")
 
     budget_seconds = settings.time_budget_seconds
     if budget_seconds == "reasoner":
         budget_seconds = comparators["reasoner"]["data"]["train_seconds"]
-    if budget_seconds is not None:
-        for name in order:
-            entry = comparators[name]
-            rate = entry["data"]["optimizer_steps"] / max(entry["data"]["train_seconds"], 1e-6)
-            steps = max(1, round(rate * budget_seconds))
-            # The same run again (the reasoner's own, with a budget matching it), or a data-budget run that
-            # already took within `REUSE_TOLERANCE` of the time budget: reuse it rather than train again.
-            if steps == entry["data"]["optimizer_steps"] or abs(entry["data"]["train_seconds"] - budget_seconds) <= REUSE_TOLERANCE * budget_seconds:
-                entry["time"] = dict(entry["data"], estimated_steps=steps, reused_data_run=True)
-                continue
-            log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
-            model = build(name, settings, data)
-            entry["time"] = train_and_evaluate(model, settings, *entry["sets"], pad_token_id, max_steps=steps) | {"estimated_steps": steps}
+    previous_budget = ((previous or {}).get("budgets") or {}).get("time") or {}
+    for name in order:
+        entry = comparators[name]
+        if budget_seconds is None:
+            entry.pop("time", None)
+            continue
+        if "time" in entry and "reused_from" in entry and previous_budget.get("seconds") == budget_seconds:
+            continue  # trained for this very budget before
+        rate = entry["data"]["optimizer_steps"] / max(entry["data"]["train_seconds"], 1e-6)
+        steps = max(1, round(rate * budget_seconds))
+        # The same run again (the reasoner's own, with a budget matching it), or a data-budget run that
+        # already took within `REUSE_TOLERANCE` of the time budget: reuse it rather than train again.
+        if steps == entry["data"]["optimizer_steps"] or abs(entry["data"]["train_seconds"] - budget_seconds) <= REUSE_TOLERANCE * budget_seconds:
+            entry["time"] = dict(entry["data"], estimated_steps=steps, reused_data_run=True)
+            continue
+        log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
+        model = build(name, settings, data)
+        entry["time"] = train_and_evaluate(model, settings, *sets_for(model), pad_token_id, max_steps=steps) | {"estimated_steps": steps}
 
     data_summary = {
         "task": settings.task, "task_options": dict(settings.task_options), "output_kind": data.output_kind,
@@ -413,5 +452,5 @@ def _run(settings: AccuracySettings) -> dict[str, Any]:
             "time": {"seconds": budget_seconds, "method": "steps = (optimizer steps / s of the comparator's own data-budget run) "
                      "x seconds"} if budget_seconds is not None else None,
         },
-        "comparators": [{k: v for k, v in comparators[name].items() if k != "sets"} for name in settings.comparators],
+        "comparators": [comparators[name] for name in settings.comparators],
     }

@@ -30,6 +30,11 @@ CarryInit = Literal["fixed", "learned"]
 LM_OUTPUTS = ("lm_head", "latent_prefix")
 
 
+def probability_to_logit(probability: float) -> float:
+    """The logit whose sigmoid is `probability` (0.5 -> 0): halt thresholds are set as probabilities, compared as logits."""
+    return math.log(probability / (1.0 - probability))
+
+
 @dataclass
 class ReasonerConfig:
     """Configuration of a TRM-style latent reasoner attached to a frozen Hugging Face backbone.
@@ -158,7 +163,7 @@ class ReasonerConfig:
     @property
     def halt_logit_threshold(self) -> float:
         """`halt_threshold` as a logit: a sample halts at test time once its halt logit is above it (0.5 -> 0)."""
-        return math.log(self.halt_threshold / (1.0 - self.halt_threshold))
+        return probability_to_logit(self.halt_threshold)
 
     @property
     def gradient_reaches_initial_carry(self) -> bool:

@@ -240,6 +240,35 @@ def test_time_budget_matching_the_reasoner_gives_every_comparator_its_seconds():
         accuracy.AccuracySettings(time_budget_seconds="fast")
 
 
+def test_reuse_keeps_the_runs_of_the_same_settings_and_trains_only_the_missing_ones(tiny_run, tmp_path):
+    """`run --reuse`: an earlier result's runs stand where the settings match; a new comparator trains."""
+    settings = dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("linear", "reasoner"), time_budget_seconds="reasoner")
+    first = json.loads(json.dumps(accuracy.run(settings)))
+    more = dataclasses.replace(settings, comparators=("linear", "one_pass", "reasoner"))
+    second = accuracy.run(more, previous=first)
+    before = {c["name"]: c for c in first["comparators"]}
+    after = {c["name"]: c for c in second["comparators"]}
+    assert list(after) == ["linear", "one_pass", "reasoner"]
+    for name in ("linear", "reasoner"):  # not retrained: the very same runs (a retrain would take other seconds)
+        assert after[name]["data"] == before[name]["data"] and after[name]["time"] == before[name]["time"]
+        assert after[name]["reused_from"] == first["machine"]["date"]
+    assert "reused_from" not in after["one_pass"] and after["one_pass"]["data"]["optimizer_steps"] > 0
+    assert second["budgets"]["time"]["seconds"] == first["budgets"]["time"]["seconds"]  # the reused reasoner's seconds
+    # Other settings (here: more epochs) reuse nothing, and no budget turns a reused time run off.
+    assert accuracy.reusable_runs(dataclasses.replace(settings, epochs=2), first) == {}
+    assert accuracy.reusable_runs(settings, None) == {}
+    data_only = accuracy.run(dataclasses.replace(settings, time_budget_seconds=None), previous=first)
+    assert all("time" not in c for c in data_only["comparators"]) and data_only["budgets"]["time"] is None
+    # The command line: `--reuse` hands the existing result to the benchmark; nothing is trained again.
+    results_dir = tmp_path / "results"
+    (results_dir / "tiny").mkdir(parents=True)
+    (results_dir / "tiny" / "accuracy_maze.json").write_text((tiny_run[0] / "tiny" / "accuracy_maze.json").read_text())
+    rerun = run_benchmarks(["accuracy_maze"], "tiny", results_dir, reuse=True)["accuracy_maze"]
+    original = tiny_run[1]["accuracy_maze"]
+    assert [c["data"] for c in rerun["comparators"]] == [c["data"] for c in original["comparators"]]
+    assert all("reused_from" in c for c in rerun["comparators"])
+
+
 def test_ablation_changes_one_knob_per_variant(tiny_run):
     result = tiny_run[1]["ablation"]
     rows = {r["name"]: r for r in result["variants"]}

@@ -74,6 +74,21 @@ def generate_kwargs(output: str) -> dict:
     return {"steps": STEPS, **({"max_new_tokens": 4} if output == "latent_prefix" else {})}
 
 
+def overfit(model, batch: dict[str, torch.Tensor], max_steps: int, lr: float) -> list[float]:
+    """AdamW on one batch until every prediction is exactly right (stopping before that step's update); the losses."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(max_steps):
+        out = model(**batch)
+        losses.append(out.loss.item())
+        if bool(out.exact.all()):
+            break
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return losses
+
+
 @functools.cache
 def trained(arch: str, output: str):
     """A tiny model overfit on PAIRS, with its losses and the LM's weights from before training.
@@ -84,16 +99,7 @@ def trained(arch: str, output: str):
     lm_before = {name: tensor.clone() for name, tensor in causal_lm(model.backbone).state_dict().items()}
     encoder = TextPairEncoder.for_model(word_tokenizer(), model)
     batch = encoder(PAIRS)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(600):
-        out = model(**batch)
-        losses.append(out.loss.item())
-        if bool(out.exact.all()):
-            break
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    losses = overfit(model, batch, max_steps=600, lr=1e-2)
     model.eval()
     return model, encoder, losses, lm_before
 
@@ -382,16 +388,7 @@ def test_smollm2_both_paths_overfit_and_generate_the_answers(output):
     pairs = [{"input": "seven two five", "output": "two five seven"}, {"input": "nine one four", "output": "one four nine"},
              {"input": "six three eight", "output": "three six eight"}, {"input": "four zero two", "output": "zero two four"}]
     batch = encoder(pairs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(80):
-        out = model(**batch)
-        losses.append(out.loss.item())
-        if bool(out.exact.all()):
-            break
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    losses = overfit(model, batch, max_steps=80, lr=3e-3)
     assert losses[-1] < 0.3 * losses[0], losses
     assert all(torch.equal(before[name], tensor) for name, tensor in lm.state_dict().items())
     model.eval()

@@ -13,7 +13,6 @@ duplicates that pad the last batch), then summed.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..config import probability_to_logit
 from ..outputs import IGNORE_INDEX
 
 # Halt probabilities at which `evaluate` also scores halting: exact match against mean steps used.
@@ -103,7 +103,7 @@ def evaluate(
 
     def halting_at(probability: float) -> dict[str, float]:
         """Each sample keeps the prediction of the first step whose halt probability is above `probability`, or the last."""
-        above = halt_logits > math.log(probability / (1 - probability))
+        above = halt_logits > probability_to_logit(probability)
         above[:, -1] = True
         step = above.float().argmax(1, keepdim=True)  # the first step above the threshold
         return {
