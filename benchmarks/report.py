@@ -382,6 +382,13 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     axes[1].grid(axis="y", alpha=0.3)
 
     findings = accuracy_findings(comparators, budgets, chance=1 / max(len(data["labels"]), 1))
+    reused = {}  # date of the earlier result -> comparators whose runs were kept from it (`run --reuse`)
+    for c in comparators:
+        if "reused_from" in c:
+            reused.setdefault(c["reused_from"], []).append(f"`{c['name']}`")
+    reuse_text = "".join(
+        f"\nKept from the result of {when} with the same settings (`run NAME --reuse`): the runs of {', '.join(names)}; the time "
+        "budget's runs too where that budget was the same. The rest was trained in this run.\n" for when, names in reused.items())
     options = ", ".join(f"{k}={v}" for k, v in data["task_options"].items())
     time_budget = result["budgets"].get("time")
     time_text = (f" *time*: the same {time_budget['seconds']:.0f} s of training for each; the trainer has no time limit, so each "
@@ -401,7 +408,7 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
         "step per batch for the one-step models, up to N_sup for the recursive ones)" + (";" + time_text if time_text else "") + ". *Test steps*: mean "
         "refinement steps used with halting: the headline accuracy of the recursive models is with halting, and the last column "
         "gives it after all N_sup steps without halting, which is how the TRM reference evaluates.\n\n"
-        + provenance(result) + "\n" + table(header, rows) + "\n" + findings + "\n"
+        + provenance(result) + reuse_text + "\n" + table(header, rows) + "\n" + findings + "\n"
         + image(figure, img_dir, doc_dir, stem, f"{task}: accuracy vs refinement step and per comparator")
     )
 

@@ -267,6 +267,10 @@ def test_reuse_keeps_the_runs_of_the_same_settings_and_trains_only_the_missing_o
     original = tiny_run[1]["accuracy_maze"]
     assert [c["data"] for c in rerun["comparators"]] == [c["data"] for c in original["comparators"]]
     assert all("reused_from" in c for c in rerun["comparators"])
+    (tmp_path / "img").mkdir()
+    section = report.accuracy_section(second, tmp_path / "img", tmp_path)
+    assert f"Kept from the result of {first['machine']['date']}" in section and "the runs of `linear`, `reasoner`;" in section
+    assert "Kept from" not in report.accuracy_section(first, tmp_path / "img", tmp_path)
 
 
 def test_ablation_changes_one_knob_per_variant(tiny_run):
