@@ -366,6 +366,8 @@ def reusable_runs(settings: AccuracySettings, previous: dict[str, Any] | None) -
 
     A result of other settings (another task size, epochs, learning rate, ...) gives nothing. An entry's
     time-budget run is kept only where its budget equals the one this run will use (checked in `_run`).
+    The time budget's step counts come from each run's own steps per second: mixing runs measured at
+    different machine loads skews them (a run slowed 2x by another job would get half the steps).
     """
     if not previous or comparable_settings(previous.get("settings", {})) != comparable_settings(asdict(settings)):
         return {}
