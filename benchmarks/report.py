@@ -560,35 +560,39 @@ def refinement_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> 
 
 # --- scaling ----------------------------------------------------------------------------------------
 def sudoku_size_section(results: list[dict[str, Any]], img_dir: Path, doc_dir: Path) -> str:
-    """Sudoku accuracy against grid size, from the accuracy benchmarks of each size (data budget)."""
+    """Sudoku accuracy against grid size, from the accuracy benchmarks of each size (each budget that all of them ran)."""
     results = sorted(results, key=lambda r: r["data"]["task_options"]["size"])
     sizes = [r["data"]["task_options"]["size"] for r in results]
     names = [c["name"] for c in results[0]["comparators"] if all(any(d["name"] == c["name"] for d in r["comparators"]) for r in results)]
-    exact = {name: [next(c for c in r["comparators"] if c["name"] == name)["data"] for r in results] for name in names}
+    budgets = [b for b in ("data", "time") if all(b in c for r in results for c in r["comparators"])]
+
+    def runs(name: str, budget: str) -> list[dict[str, Any]]:
+        return [next(c for c in r["comparators"] if c["name"] == name)[budget] for r in results]
+
     rows = []
-    for name in names:
-        cells = [f"{run['exact_match']:.3f}" + (f" ({run['all_steps']['exact_match']:.3f} all steps)" if name in ("reasoner", "embeddings") else "")
-                 for run in exact[name]]
-        rows.append([f"`{name}`", *cells])
+    for budget in budgets:
+        for name in names:
+            cells = [f"{run['exact_match']:.3f}" + (f" ({run['all_steps']['exact_match']:.3f} all steps)" if name in ("reasoner", "embeddings") else "")
+                     for run in runs(name, budget)]
+            rows.append([f"`{name}`", budget, *cells])
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     for index, name in enumerate(names):
-        axis.plot(sizes, [run["exact_match"] for run in exact[name]], "o-", color=f"C{index}", label=name)
-        if name == "reasoner":
-            axis.plot(sizes, [run["all_steps"]["exact_match"] for run in exact[name]], "s--", color=f"C{index}", label="reasoner (all steps)")
-    axis.set(title="Sudoku: exact match vs grid size (data budget)", xlabel="grid side", ylabel="exact match", ylim=(0, 1.02), xticks=sizes)
-    axis.legend(fontsize=7)
+        for budget, style in zip(budgets, ("-", ":"), strict=False):
+            axis.plot(sizes, [run["exact_match"] for run in runs(name, budget)], "o" + style, color=f"C{index}", label=f"{name} ({budget})")
+    which = " and ".join(budgets)
+    axis.set(title=f"Sudoku: exact match vs grid size ({which} budget)", xlabel="grid side", ylabel="exact match", ylim=(0, 1.02), xticks=sizes)
+    axis.legend(fontsize=6, ncol=2)
     axis.grid(alpha=0.3)
     givens = ", ".join(f"{r['data']['task_options']['size']}x{r['data']['task_options']['size']}: {r['data']['task_options'].get('givens')} givens"
                        for r in results)
     return (
         "## Accuracy against task size (Sudoku)\n\n"
-        f"Exact match under the data budget, from the accuracy benchmarks of each grid size ({givens}; same puzzles x epochs, "
+        f"Exact match under the {which} budget, from the accuracy benchmarks of each grid size ({givens}; same puzzles x epochs, "
         "same comparators; with halting, and after all steps for the recursive ones). Commands: "
         + ", ".join(f"`{r.get('command', '?')}`" for r in results) + ".\n\n"
-        + table(["comparator", *[f"{size}x{size}" for size in sizes]], rows) + "\n"
+        + table(["comparator", "budget", *[f"{size}x{size}" for size in sizes]], rows) + "\n"
         + image(figure, img_dir, doc_dir, "scaling_sudoku", "Sudoku: exact match vs grid size")
     )
-
 
 
 def scaling_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
