@@ -16,12 +16,16 @@ Each is trained under two budgets, both reported:
     data   the same examples x epochs for all. A one-step comparator does one optimizer step per
            batch; the reasoner does up to N_sup (deep supervision), so it gets more optimizer steps.
     time   the same wall-clock seconds of training for all (`time_budget_seconds`). The training
-           loop has no time limit, so each comparator's step count is estimated from its own
-           data-budget run (optimizer steps per second, which includes the loop's fixed start-up
-           cost) and it is retrained for that many steps; on a shared machine the rate, and so the
-           budget, is approximate (the seconds actually spent are recorded next to it). A data-budget
-           run that already took within 15% of the time budget is reused for it. With
-           `time_budget_seconds="reasoner"` the budget is the reasoner's own data-budget seconds.
+           loop has no time limit (its learning-rate schedule needs the step count up front), so
+           the seconds become steps: just before the time-budget runs, each comparator's seconds
+           per optimizer step are measured under the machine's present load (`seconds_per_step`:
+           two short trainings, their difference cancels the start-up cost), and it trains for
+           budget / that many steps. Measuring every rate within the same few minutes keeps the
+           budget fair when the machine's load drifts over the hour a benchmark takes (rates read
+           off data-budget runs an hour apart were off by up to 4x here). The seconds each run
+           then actually took are recorded next to the budget. A data-budget run whose step count
+           is within 15% of the budget's is reused for it. With `time_budget_seconds="reasoner"`
+           the budget is the reasoner's data-budget steps at its measured seconds per step.
 
 The data comes from a built-in task (`latentreason.tasks`) through the same functions the
 `latentreason train` pipeline uses (`prepare_data`, `with_features`); the frozen backbone's
@@ -57,9 +61,13 @@ from latentreason.training.pipeline import PreparedData, load_tokenizer, prepare
 
 from .harness import load_average, log, machine_info, torch_threads
 
-# A data-budget run that took within this fraction of the time budget stands for the time budget too
+# A data-budget run whose step count is within this fraction of the time budget's stands for the time budget too
 # (retraining for a few percent more or fewer steps changes nothing but the machine's load).
 REUSE_TOLERANCE = 0.15
+# The time budget's seconds per step: measured over at least this many optimizer steps, aiming at this many seconds.
+CALIBRATION_STEPS = 8
+TIME_BUDGET_METHOD = ("steps = budget seconds / the comparator's seconds per optimizer step, measured just before its "
+                      "time-budget run (two short trainings, their difference cancels the start-up cost)")
 COMPARATORS = ("linear", "one_pass", "deep_stack", "lora_linear", "embeddings", "reasoner")
 BUDGETS = ("data", "time")
 
@@ -142,6 +150,7 @@ class AccuracySettings:
     # The time budget: training seconds per comparator; "reasoner": the seconds the reasoner's own
     # data-budget run took (every comparator gets the reasoner's wall-clock); None: data budget only.
     time_budget_seconds: float | Literal["reasoner"] | None = 30.0
+    calibration_seconds: float = 10.0  # how long each comparator's seconds-per-step measurement aims to train (the time budget)
     eval_batch_size: int = 256
     # One thread: at these sizes a step is hundreds of small ops, and on a shared, oversubscribed machine
     # every multi-threaded op waits for a descheduled worker (measured: 8 one_pass steps 1.5 s on 1 thread,
@@ -175,7 +184,7 @@ PRESETS: dict[str, AccuracySettings] = {
     "tiny": AccuracySettings(
         task_options={"size": 4, "givens": 8, "num_train": 16, "num_test": 8, "seed": 0}, hidden_size=16, num_heads=2,
         latent_steps=1, cycles=2, supervision_steps=3, lora_rank=2, epochs=1, batch_size=8, warmup_steps=1, eval_batch_size=8,
-        time_budget_seconds=1.0,
+        time_budget_seconds=1.0, calibration_seconds=0.2,
     ),
 }
 
@@ -334,6 +343,29 @@ def train_and_evaluate(model: LatentReasonerModel, settings: AccuracySettings, t
     }
 
 
+def timed_training(model: LatentReasonerModel, settings: AccuracySettings, train_set: Any, pad_token_id: int, steps: int) -> float:
+    """Seconds `train` takes for `steps` optimizer steps of `model` (start-up included), nothing evaluated."""
+    with tempfile.TemporaryDirectory(prefix="bench_rate_") as output_dir:
+        start = time.perf_counter()
+        train(model, train_set, training_config(settings, output_dir, steps), collate_fn=functools.partial(collate, pad_token_id=pad_token_id))
+        return time.perf_counter() - start
+
+
+def seconds_per_step(name: str, settings: AccuracySettings, data: PreparedData, train_set: Any, pad_token_id: int) -> float:
+    """Seconds per optimizer step of comparator `name`, under the machine's load now.
+
+    Two trainings of fresh models: `CALIBRATION_STEPS` steps, then as many more as fill about
+    `settings.calibration_seconds`; the difference of their times over the difference of their steps
+    cancels the loop's start-up cost (if a burst of load makes it non-positive, the longer run's
+    plain average stands in).
+    """
+    short = timed_training(build(name, settings, data), settings, train_set, pad_token_id, CALIBRATION_STEPS)
+    more = max(CALIBRATION_STEPS, min(round(settings.calibration_seconds * CALIBRATION_STEPS / short), 50 * CALIBRATION_STEPS))
+    long = timed_training(build(name, settings, data), settings, train_set, pad_token_id, CALIBRATION_STEPS + more)
+    marginal = (long - short) / more
+    return marginal if marginal > 0 else long / (CALIBRATION_STEPS + more)
+
+
 def warm_up(settings: AccuracySettings, data: PreparedData, pad_token_id: int) -> None:
     """One untimed optimizer step and evaluation: the first `train` call of a process pays seconds of
     one-time costs (lazy imports, allocator and kernel set-up) that would otherwise land on the first
@@ -356,9 +388,9 @@ def run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> d
 
 
 def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings as JSON stores them, less the two that choose which runs happen rather than how each trains."""
+    """Settings as JSON stores them, less those that choose which runs happen (or how the budget is timed), not how each trains."""
     plain = json.loads(json.dumps(settings))
-    return {key: value for key, value in plain.items() if key not in ("comparators", "time_budget_seconds")}
+    return {key: value for key, value in plain.items() if key not in ("comparators", "time_budget_seconds", "calibration_seconds")}
 
 
 def reusable_runs(settings: AccuracySettings, previous: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -418,27 +450,49 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
         log(f"accuracy: {name}: accuracy {entry['data']['accuracy']:.3f}, exact {entry['data']['exact_match']:.3f}, "
             f"{entry['data']['optimizer_steps']} steps in {entry['data']['train_seconds']:.0f} s")
 
-    budget_seconds = settings.time_budget_seconds
-    if budget_seconds == "reasoner":
-        budget_seconds = comparators["reasoner"]["data"]["train_seconds"]
-    previous_budget = ((previous or {}).get("budgets") or {}).get("time") or {}
-    for name in order:
-        entry = comparators[name]
+    budget_seconds: float | None = None
+    rates: dict[str, float] = {}  # seconds per optimizer step, measured for the time budget
+    previous_time = ((previous or {}).get("budgets") or {}).get("time") or {}
+    if settings.time_budget_seconds is not None:
+        # Runs kept from an earlier result of the same budget need no retraining; the rest are timed now.
+        keep_time = previous_time.get("method") == TIME_BUDGET_METHOD and (
+            settings.time_budget_seconds == "reasoner" or previous_time.get("seconds") == settings.time_budget_seconds)
+        to_train = [name for name in order if not (keep_time and "reused_from" in comparators[name] and "time" in comparators[name])]
+        by_reasoner = settings.time_budget_seconds == "reasoner"
+        to_time = [name for name in to_train if not (by_reasoner and name == "reasoner")]  # its time run is its data run
+        if by_reasoner and "reasoner" in to_train:
+            to_time.insert(0, "reasoner")  # the budget is its steps at its present speed
+        if keep_time:  # the rates the kept runs were timed with
+            rates.update({name: rate for name, rate in previous_time.get("seconds_per_step", {}).items() if name in order})
+        for name in to_time:
+            rates[name] = seconds_per_step(name, settings, data, sets_for(build(name, settings, data))[0], pad_token_id)
+            log(f"accuracy: {name}: {rates[name] * 1000:.1f} ms per optimizer step now")
+        if not by_reasoner:
+            budget_seconds = float(settings.time_budget_seconds)
+        elif "reasoner" in rates:
+            budget_seconds = comparators["reasoner"]["data"]["optimizer_steps"] * rates["reasoner"]
+        else:
+            budget_seconds = previous_time["seconds"]  # every run it was measured against is kept
+        for name in order:
+            entry = comparators[name]
+            if name not in to_train:
+                continue  # trained for this very budget before
+            if name == "reasoner" and settings.time_budget_seconds == "reasoner":
+                entry["time"] = dict(entry["data"], estimated_steps=entry["data"]["optimizer_steps"], reused_data_run=True)
+                continue
+            steps = max(1, round(budget_seconds / rates[name]))
+            calibration = {"estimated_steps": steps, "seconds_per_step": rates[name]}
+            # A data-budget run of about the budget's step count stands for it: retraining for a few percent
+            # more or fewer steps changes nothing but the machine's load.
+            if abs(steps - entry["data"]["optimizer_steps"]) <= REUSE_TOLERANCE * steps:
+                entry["time"] = dict(entry["data"], **calibration, reused_data_run=True)
+                continue
+            log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
+            model = build(name, settings, data)
+            entry["time"] = train_and_evaluate(model, settings, *sets_for(model), pad_token_id, max_steps=steps) | calibration
+    for entry in comparators.values():
         if budget_seconds is None:
             entry.pop("time", None)
-            continue
-        if "time" in entry and "reused_from" in entry and previous_budget.get("seconds") == budget_seconds:
-            continue  # trained for this very budget before
-        rate = entry["data"]["optimizer_steps"] / max(entry["data"]["train_seconds"], 1e-6)
-        steps = max(1, round(rate * budget_seconds))
-        # The same run again (the reasoner's own, with a budget matching it), or a data-budget run that
-        # already took within `REUSE_TOLERANCE` of the time budget: reuse it rather than train again.
-        if steps == entry["data"]["optimizer_steps"] or abs(entry["data"]["train_seconds"] - budget_seconds) <= REUSE_TOLERANCE * budget_seconds:
-            entry["time"] = dict(entry["data"], estimated_steps=steps, reused_data_run=True)
-            continue
-        log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
-        model = build(name, settings, data)
-        entry["time"] = train_and_evaluate(model, settings, *sets_for(model), pad_token_id, max_steps=steps) | {"estimated_steps": steps}
 
     data_summary = {
         "task": settings.task, "task_options": dict(settings.task_options), "output_kind": data.output_kind,
@@ -451,8 +505,8 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
         "data": data_summary,
         "budgets": {
             "data": {"epochs": settings.epochs, "examples": len(data.train), "batch_size": settings.batch_size},
-            "time": {"seconds": budget_seconds, "method": "steps = (optimizer steps / s of the comparator's own data-budget run) "
-                     "x seconds"} if budget_seconds is not None else None,
+            "time": {"seconds": budget_seconds, "method": TIME_BUDGET_METHOD,
+                     "seconds_per_step": dict(rates)} if budget_seconds is not None else None,
         },
         "comparators": [comparators[name] for name in settings.comparators],
     }

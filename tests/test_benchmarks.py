@@ -161,10 +161,14 @@ def test_accuracy_run_trains_and_evaluates_every_comparator_under_both_budgets(t
             assert batches <= entry["data"]["optimizer_steps"] <= batches * settings.supervision_steps
         else:
             assert entry["data"]["optimizer_steps"] == batches
-        if entry["time"].get("reused_data_run"):  # its data-budget run took about the time budget: reused
+        # The budget's steps: the seconds over the comparator's seconds per step, measured just before.
+        rate = result["budgets"]["time"]["seconds_per_step"][name]
+        assert rate > 0 and entry["time"]["seconds_per_step"] == rate
+        assert entry["time"]["estimated_steps"] == max(1, round(settings.time_budget_seconds / rate)) or \
+            abs(entry["time"]["estimated_steps"] - settings.time_budget_seconds / rate) <= 1
+        if entry["time"].get("reused_data_run"):  # its data-budget run had about the budget's steps: reused
             assert entry["time"]["optimizer_steps"] == entry["data"]["optimizer_steps"]
-            assert abs(entry["data"]["train_seconds"] - settings.time_budget_seconds) <= accuracy.REUSE_TOLERANCE * settings.time_budget_seconds \
-                or entry["time"]["estimated_steps"] == entry["data"]["optimizer_steps"]
+            assert abs(entry["time"]["estimated_steps"] - entry["data"]["optimizer_steps"]) <= accuracy.REUSE_TOLERANCE * entry["time"]["estimated_steps"]
         else:
             assert entry["time"]["optimizer_steps"] == entry["time"]["estimated_steps"] >= 1  # the loop stops at max_steps
     # the reasoner's last refinement step is its all-steps number; its headline with halting uses no more steps
@@ -228,12 +232,13 @@ def test_time_budget_matching_the_reasoner_gives_every_comparator_its_seconds():
     settings = dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("linear", "reasoner"), time_budget_seconds="reasoner")
     result = accuracy.run(settings)
     by_name = {c["name"]: c for c in result["comparators"]}
-    reasoner_seconds = by_name["reasoner"]["data"]["train_seconds"]
-    assert result["budgets"]["time"]["seconds"] == reasoner_seconds
+    rates = result["budgets"]["time"]["seconds_per_step"]
+    assert set(rates) == {"linear", "reasoner"}
+    # The budget: the reasoner's data-budget steps at the seconds per step it takes now.
+    budget = result["budgets"]["time"]["seconds"]
+    assert budget == pytest.approx(by_name["reasoner"]["data"]["optimizer_steps"] * rates["reasoner"], rel=1e-3, abs=0.01)
     assert by_name["reasoner"]["time"]["optimizer_steps"] == by_name["reasoner"]["data"]["optimizer_steps"]  # its own run, reused
-    linear = by_name["linear"]
-    rate = linear["data"]["optimizer_steps"] / max(linear["data"]["train_seconds"], 1e-6)
-    assert linear["time"]["estimated_steps"] == max(1, round(rate * reasoner_seconds))
+    assert abs(by_name["linear"]["time"]["estimated_steps"] - budget / rates["linear"]) <= 1
     with pytest.raises(ValueError, match="needs the \"reasoner\" comparator"):
         accuracy.AccuracySettings(comparators=("linear",), time_budget_seconds="reasoner")
     with pytest.raises(ValueError, match="time_budget_seconds"):
@@ -254,6 +259,8 @@ def test_reuse_keeps_the_runs_of_the_same_settings_and_trains_only_the_missing_o
         assert after[name]["reused_from"] == first["machine"]["date"]
     assert "reused_from" not in after["one_pass"] and after["one_pass"]["data"]["optimizer_steps"] > 0
     assert second["budgets"]["time"]["seconds"] == first["budgets"]["time"]["seconds"]  # the reused reasoner's seconds
+    rates = second["budgets"]["time"]["seconds_per_step"]
+    assert {k: rates[k] for k in ("linear", "reasoner")} == first["budgets"]["time"]["seconds_per_step"] and rates["one_pass"] > 0
     # Other settings (here: more epochs) reuse nothing, and no budget turns a reused time run off.
     assert accuracy.reusable_runs(dataclasses.replace(settings, epochs=2), first) == {}
     assert accuracy.reusable_runs(settings, None) == {}
