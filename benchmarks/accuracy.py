@@ -403,8 +403,8 @@ def reusable_runs(settings: AccuracySettings, previous: dict[str, Any] | None) -
     """
     if not previous or comparable_settings(previous.get("settings", {})) != comparable_settings(asdict(settings)):
         return {}
-    when = previous.get("machine", {}).get("date", "an earlier run")
-    return {entry["name"]: entry | {"reused_from": when} for entry in previous.get("comparators", []) if entry.get("name") in settings.comparators}
+    when = previous.get("machine", {}).get("date", "an earlier run")  # an entry kept already keeps its first date
+    return {entry["name"]: {"reused_from": when} | entry for entry in previous.get("comparators", []) if entry.get("name") in settings.comparators}
 
 
 def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -258,6 +258,11 @@ def test_reuse_keeps_the_runs_of_the_same_settings_and_trains_only_the_missing_o
         assert after[name]["data"] == before[name]["data"] and after[name]["time"] == before[name]["time"]
         assert after[name]["reused_from"] == first["machine"]["date"]
     assert "reused_from" not in after["one_pass"] and after["one_pass"]["data"]["optimizer_steps"] > 0
+    # Reused again, an entry keeps the date it was measured, not that of the result it was last copied from.
+    third = accuracy.run(more, previous=json.loads(json.dumps(second | {"machine": second["machine"] | {"date": "later"}})))
+    assert {c["name"]: c["reused_from"] for c in third["comparators"]} == {"linear": first["machine"]["date"], "one_pass": "later",
+                                                                          "reasoner": first["machine"]["date"]}
+    assert [c["data"] for c in third["comparators"]] == [c["data"] for c in second["comparators"]]
     assert second["budgets"]["time"]["seconds"] == first["budgets"]["time"]["seconds"]  # the reused reasoner's seconds
     rates = second["budgets"]["time"]["seconds_per_step"]
     assert {k: rates[k] for k in ("linear", "reasoner")} == first["budgets"]["time"]["seconds_per_step"] and rates["one_pass"] > 0
