@@ -22,6 +22,7 @@ from typing import Any
 
 from . import (
     ablation,
+    ablation_maze,
     accuracy,
     accuracy_maze,
     accuracy_parity,
@@ -37,7 +38,8 @@ from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_re
 
 BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy,
                                      "accuracy_parity": accuracy_parity, "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze,
-                                     "ablation": ablation, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time}
+                                     "ablation": ablation, "ablation_maze": ablation_maze, "refinement": refinement, "scaling": scaling,
+                                     "scaling_time": scaling_time}
 PRESETS = ("full", "quick", "tiny")
 
 

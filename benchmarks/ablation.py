@@ -12,6 +12,7 @@ features, so the culprit shows as the variant that closes the gap:
     depth_1_n_sup_1 both: per step, the nearest a reasoner gets to the one-pass head
     no_ema          the raw weights evaluated instead of the EMA
     no_halting      no early stopping of samples in training
+    lr_low, lr_high the learning rate / 3 and x 3
     one_pass        the one-pass head (same blocks, applied once), for reference
 
 Every variant is built by `benchmarks.accuracy.build` and trained by `latentreason.training.train`
@@ -40,6 +41,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
     "depth_1_n_sup_1": ("reasoner", {"cycles": 1, "latent_steps": 1, "supervision_steps": 1}, {}, "T=1, n=1 and N_sup=1"),
     "no_ema": ("reasoner", {}, {"ema": False}, "raw weights instead of the EMA"),
     "no_halting": ("reasoner", {}, {"halting": False}, "no early stopping of samples in training"),
+    "lr_low": ("reasoner", {"learning_rate": 3e-4}, {}, "learning rate 3e-4 (the benchmarks' 1e-3 / 3)"),
+    "lr_high": ("reasoner", {"learning_rate": 3e-3}, {}, "learning rate 3e-3 (the benchmarks' 1e-3 x 3)"),
     "one_pass": ("one_pass", {}, {}, "the reasoner's blocks applied once (reference)"),
 }
 
@@ -68,6 +71,16 @@ PRESETS: dict[str, AblationSettings] = {
     "quick": AblationSettings(base=dataclasses.replace(accuracy.PRESETS["quick"], time_budget_seconds=None), steps=(64,)),
     "tiny": AblationSettings(base=dataclasses.replace(accuracy.PRESETS["tiny"], time_budget_seconds=None), steps=(2,),
                              variants=("reasoner", "n_sup_1", "no_ema", "one_pass")),
+}
+
+
+# 7x7 mazes, where the reasoner loses to the deep stack and to the one-pass head given the same time: the
+# accuracy_maze reasoner's 960 optimizer steps for every variant. About 30 minutes on one idle core.
+MAZE_PRESETS: dict[str, AblationSettings] = {
+    "full": AblationSettings(base=dataclasses.replace(accuracy.MAZE_PRESETS["full"], time_budget_seconds=None), steps=(960,),
+                             variants=("reasoner", "n_sup_1", "depth_1", "no_ema", "no_halting", "lr_low", "lr_high", "one_pass")),
+    "quick": AblationSettings(base=accuracy.MAZE_PRESETS["quick"], steps=(64,), variants=("reasoner", "no_halting", "lr_high", "one_pass")),
+    "tiny": AblationSettings(base=accuracy.MAZE_PRESETS["tiny"], steps=(2,), variants=("reasoner", "lr_high", "one_pass")),
 }
 
 

@@ -204,7 +204,8 @@ def test_report_has_every_section_and_its_plots(tiny_run):
     for title in ("## Memory", "## Speed", "## Overhead", "## Accuracy on sudoku", "## Accuracy on parity", "## Ablation",
                   "## Refinement at test time: trained with N_sup=4, tested with 1..4", "## Accuracy against task size (parity, data budget)",
                   "## Accuracy against task size (parity, data and time budgets)",
-                  "## Accuracy against task size (Sudoku)", "## Accuracy on sudoku 6x6", "## Accuracy on maze"):
+                  "## Accuracy against task size (Sudoku)", "## Accuracy on sudoku 6x6", "## Accuracy on maze",
+                  "## Ablation: what limits the reasoner on maze"):
         assert title in text
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
     for name in ("memory", "speed", "overhead", "accuracy", "accuracy_sudoku6", "accuracy_parity", "accuracy_maze", "refinement", "scaling",
@@ -298,6 +299,9 @@ def test_ablation_changes_one_knob_per_variant(tiny_run):
     assert rows["n_sup_1"]["examples_seen"] == settings.steps[0] * settings.base.batch_size  # a new batch every step
     assert rows["n_sup_1"]["training_changes"] == {"supervision_steps": 1}
     assert len(rows["reasoner"]["per_step"]) == n_sup and len(rows["one_pass"]["per_step"]) == 1
+    maze = {r["name"]: r for r in tiny_run[1]["ablation_maze"]["variants"]}
+    assert list(maze) == list(ablation.MAZE_PRESETS["tiny"].variants) and tiny_run[1]["ablation_maze"]["data"]["task"] == "maze"
+    assert maze["lr_high"]["settings_changes"] == {"learning_rate": 3e-3} and maze["lr_high"]["optimizer_steps"] == 2
     with pytest.raises(ValueError, match="Unknown ablation variant"):
         ablation.AblationSettings(variants=("reasoner", "nope"))
 
