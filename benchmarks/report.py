@@ -63,9 +63,10 @@ one module per benchmark). Rebuild everything with
     .venv/bin/python -m benchmarks report         # this page and its plots, from benchmarks/results/
 
 `python -m benchmarks run` with no name runs all of them at full size: about five hours on this 2-core
-machine (memory and speed take ~3 minutes each, overhead ~5, ablation ~8, refinement ~9, scaling ~21,
-scaling_time ~25, accuracy_maze ~30, accuracy ~40, accuracy_parity ~55, accuracy_sudoku6 ~60, on one
-core each with one other job beside it).
+machine (memory, speed and overhead take a few minutes each, ablation ~8, refinement ~9, accuracy ~15,
+scaling ~21, scaling_time ~25, ablation_maze ~27, accuracy_maze ~32, accuracy_parity ~45, accuracy_sudoku6
+~70, on one core each with one other job beside it). `run NAME --reuse` keeps the runs of an existing
+result with the same settings and trains only what it lacks (a new comparator, the time budget).
 
 How timings are taken: candidates run interleaved (A, B, C, A, B, C, ... with the order rotating
 every repeat), and every comparison is the median over repeats of a ratio measured inside one
