@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--no-report", action="store_true", help="do not rebuild docs/benchmarks.md")
     run_parser.add_argument("--reuse", action="store_true",
                             help="accuracy benchmarks: keep the runs of the existing result trained with the same settings, "
-                                 "train only what is missing (new comparators, a new time budget). The time budget turns each "
-                                 "comparator's steps per second into steps, so reuse only runs measured at a similar machine load")
+                                 "train only what is missing (new comparators, a new time budget)")
     report_parser = commands.add_parser("report", help="rebuild docs/benchmarks.md and docs/img/bench_*.png from the results")
     report_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
     args = parser.parse_args(argv)

@@ -64,7 +64,7 @@ from .harness import load_average, log, machine_info, torch_threads
 # A data-budget run whose step count is within this fraction of the time budget's stands for the time budget too
 # (retraining for a few percent more or fewer steps changes nothing but the machine's load).
 REUSE_TOLERANCE = 0.15
-# The time budget's seconds per step: measured over at least this many optimizer steps, aiming at this many seconds.
+# The time budget's seconds per step: the shorter of its two timed trainings takes this many optimizer steps.
 CALIBRATION_STEPS = 8
 TIME_BUDGET_METHOD = ("steps = budget seconds / the comparator's seconds per optimizer step, measured just before its "
                       "time-budget run (two short trainings, their difference cancels the start-up cost)")
@@ -147,8 +147,8 @@ class AccuracySettings:
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 10
-    # The time budget: training seconds per comparator; "reasoner": the seconds the reasoner's own
-    # data-budget run took (every comparator gets the reasoner's wall-clock); None: data budget only.
+    # The time budget: training seconds per comparator; "reasoner": the reasoner's data-budget steps at its
+    # seconds per step measured now (every comparator gets the reasoner's wall-clock); None: data budget only.
     time_budget_seconds: float | Literal["reasoner"] | None = 30.0
     calibration_seconds: float = 10.0  # how long each comparator's seconds-per-step measurement aims to train (the time budget)
     eval_batch_size: int = 256
@@ -351,15 +351,16 @@ def timed_training(model: LatentReasonerModel, settings: AccuracySettings, train
         return time.perf_counter() - start
 
 
-def seconds_per_step(name: str, settings: AccuracySettings, data: PreparedData, train_set: Any, pad_token_id: int) -> float:
+def seconds_per_step(name: str, settings: AccuracySettings, data: PreparedData, train_set: Any, pad_token_id: int,
+                     first_model: LatentReasonerModel | None = None) -> float:
     """Seconds per optimizer step of comparator `name`, under the machine's load now.
 
     Two trainings of fresh models: `CALIBRATION_STEPS` steps, then as many more as fill about
     `settings.calibration_seconds`; the difference of their times over the difference of their steps
     cancels the loop's start-up cost (if a burst of load makes it non-positive, the longer run's
-    plain average stands in).
+    plain average stands in). `first_model`: a fresh build of `name` for the first training, if one is at hand.
     """
-    short = timed_training(build(name, settings, data), settings, train_set, pad_token_id, CALIBRATION_STEPS)
+    short = timed_training(first_model or build(name, settings, data), settings, train_set, pad_token_id, CALIBRATION_STEPS)
     more = max(CALIBRATION_STEPS, min(round(settings.calibration_seconds * CALIBRATION_STEPS / short), 50 * CALIBRATION_STEPS))
     long = timed_training(build(name, settings, data), settings, train_set, pad_token_id, CALIBRATION_STEPS + more)
     marginal = (long - short) / more
@@ -379,8 +380,8 @@ def warm_up(settings: AccuracySettings, data: PreparedData, pad_token_id: int) -
 def run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate every comparator under the data budget (and the time budget); return the JSON result.
 
-    `previous`: an earlier result of this benchmark. Runs it holds for the same settings (all but
-    `comparators` and `time_budget_seconds`) are reused instead of trained again (see `reusable_runs`).
+    `previous`: an earlier result of this benchmark. Runs it holds for the same settings (all those that
+    shape a training, see `comparable_settings`) are reused instead of trained again (see `reusable_runs`).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with torch_threads(settings.threads):
@@ -398,8 +399,8 @@ def reusable_runs(settings: AccuracySettings, previous: dict[str, Any] | None) -
 
     A result of other settings (another task size, epochs, learning rate, ...) gives nothing. An entry's
     time-budget run is kept only where its budget equals the one this run will use (checked in `_run`).
-    The time budget's step counts come from each run's own steps per second: mixing runs measured at
-    different machine loads skews them (a run slowed 2x by another job would get half the steps).
+    Kept data-budget runs are safe to mix with new ones: the time budget's rates are measured afresh
+    for every comparator it trains, not read off those runs.
     """
     if not previous or comparable_settings(previous.get("settings", {})) != comparable_settings(asdict(settings)):
         return {}
@@ -459,13 +460,11 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
             settings.time_budget_seconds == "reasoner" or previous_time.get("seconds") == settings.time_budget_seconds)
         to_train = [name for name in order if not (keep_time and "reused_from" in comparators[name] and "time" in comparators[name])]
         by_reasoner = settings.time_budget_seconds == "reasoner"
-        to_time = [name for name in to_train if not (by_reasoner and name == "reasoner")]  # its time run is its data run
-        if by_reasoner and "reasoner" in to_train:
-            to_time.insert(0, "reasoner")  # the budget is its steps at its present speed
         if keep_time:  # the rates the kept runs were timed with
             rates.update({name: rate for name, rate in previous_time.get("seconds_per_step", {}).items() if name in order})
-        for name in to_time:
-            rates[name] = seconds_per_step(name, settings, data, sets_for(build(name, settings, data))[0], pad_token_id)
+        for name in to_train:  # the reasoner's too under `by_reasoner`: the budget is its steps at its present speed
+            model = build(name, settings, data)
+            rates[name] = seconds_per_step(name, settings, data, sets_for(model)[0], pad_token_id, first_model=model)
             log(f"accuracy: {name}: {rates[name] * 1000:.1f} ms per optimizer step now")
         if not by_reasoner:
             budget_seconds = float(settings.time_budget_seconds)
@@ -477,7 +476,7 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
             entry = comparators[name]
             if name not in to_train:
                 continue  # trained for this very budget before
-            if name == "reasoner" and settings.time_budget_seconds == "reasoner":
+            if name == "reasoner" and by_reasoner:  # its time run is its data run
                 entry["time"] = dict(entry["data"], estimated_steps=entry["data"]["optimizer_steps"], reused_data_run=True)
                 continue
             steps = max(1, round(budget_seconds / rates[name]))
@@ -490,8 +489,8 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
             log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
             model = build(name, settings, data)
             entry["time"] = train_and_evaluate(model, settings, *sets_for(model), pad_token_id, max_steps=steps) | calibration
-    for entry in comparators.values():
-        if budget_seconds is None:
+    if budget_seconds is None:  # no time budget: none of a kept entry's either
+        for entry in comparators.values():
             entry.pop("time", None)
 
     data_summary = {

@@ -393,13 +393,10 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
         "budget's runs too where that budget was the same. The rest was trained in this run.\n" for when, names in reused.items())
     options = ", ".join(f"{k}={v}" for k, v in data["task_options"].items())
     time_budget = result["budgets"].get("time")
-    calibrated = bool(time_budget) and "seconds_per_step" in time_budget
     time_text = (f" *time*: the same {time_budget['seconds']:.0f} s of training for each; the trainer has no time limit, so each "
-                 + ("comparator's step count is that budget over its seconds per optimizer step, measured for all of them within a few "
-                    "minutes just before the time-budget runs (so a drift in the machine's load over the hour does not tilt the budget)"
-                    if calibrated else "comparator's step count is its optimizer steps per second in its own data-budget run (start-up "
-                    "cost included) times that budget")
-                 + "; the seconds each run then actually took are in the table (on a shared machine they drift)"
+                 "comparator's step count is that budget over its seconds per optimizer step, measured for all of them within a few "
+                 "minutes just before the time-budget runs (so a drift in the machine's load over the hour does not tilt the budget); "
+                 "the seconds each run then actually took are in the table (on a shared machine they drift)"
                  if time_budget else "")
     return (
         f"## Accuracy on {task}: what the recursion buys\n\n"
