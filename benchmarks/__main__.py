@@ -31,6 +31,7 @@ from . import (
     overhead,
     refinement,
     scaling,
+    scaling_maze,
     scaling_time,
     speed,
 )
@@ -39,7 +40,7 @@ from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_re
 BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy,
                                      "accuracy_parity": accuracy_parity, "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze,
                                      "ablation": ablation, "ablation_maze": ablation_maze, "refinement": refinement, "scaling": scaling,
-                                     "scaling_time": scaling_time}
+                                     "scaling_time": scaling_time, "scaling_maze": scaling_maze}
 PRESETS = ("full", "quick", "tiny")
 
 

@@ -42,7 +42,8 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
                          ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
                          ("accuracy_maze", accuracy_section), ("ablation", ablation_section), ("ablation_maze", ablation_section),
                          ("refinement", refinement_section),
-                         ("scaling", scaling_section), ("scaling_time", scaling_section)):
+                         ("scaling", scaling_section), ("scaling_time", scaling_section),
+                         ("scaling_maze", scaling_section)):
         if name == "scaling" and "accuracy" in results and "accuracy_sudoku6" in results:
             sections.append(sudoku_size_section([results["accuracy"], results["accuracy_sudoku6"]], img_dir, doc_path.parent))
         if name in results:

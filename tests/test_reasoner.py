@@ -54,7 +54,7 @@ def attention(block, h: torch.Tensor, mask: torch.Tensor, config) -> torch.Tenso
 
 def sequence_mlp(block, h: torch.Tensor, mask: torch.Tensor, config) -> torch.Tensor:
     B, L, d = h.shape
-    full = torch.zeros(B, block.mix.max_length, d)
+    full = torch.zeros(B, block.mix.max_length, d, dtype=h.dtype)
     full[:, :L] = h * mask[..., None]
     mixed = swiglu(full.transpose(1, 2), block.mix.mlp.gate_up.weight, block.mix.mlp.down.weight)  # (B, d, max_length)
     return mixed.transpose(1, 2)[:, :L]
@@ -82,7 +82,7 @@ def reference_step(reasoner: Reasoner, x, answer, latent, mask):
                 answer, latent = answer.detach(), latent.detach()
             latent = reference_net(reasoner, x + answer + latent, mask)
         answer = reference_net(reasoner, answer + latent, mask)
-    weights = mask[..., None].float()
+    weights = mask[..., None].to(answer.dtype)
     pooled = (answer * weights).sum(1) / weights.sum(1)
     halt = pooled @ reasoner.halt_head.weight[0] + reasoner.halt_head.bias[0]
     return answer, latent, halt
@@ -140,10 +140,12 @@ def test_recursion_matches_reference_loop(mixer: str, grad_mode: str) -> None:
 @pytest.mark.parametrize("mixer", MIXERS)
 @pytest.mark.parametrize("grad_mode", MODES)
 def test_gradients_match_reference_loop(mixer: str, grad_mode: str) -> None:
-    reasoner = make_reasoner(mixer, grad_mode)
+    # float64: the library's hand-written backward (RMSNorm) and the reference's autograd then agree to
+    # rounding, so a tight tolerance can catch a real error rather than float32 noise through the recursion.
+    reasoner = make_reasoner(mixer, grad_mode).double()
     x, mask = inputs()
-    x.requires_grad_(True)
-    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)) * mask[..., None]
+    x = x.double().requires_grad_(True)
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * mask[..., None]
     start = reasoner(x.detach(), None, mask).carry  # a non-trivial carry from a previous step
 
     out = reasoner(x, start, mask)
@@ -153,7 +155,7 @@ def test_gradients_match_reference_loop(mixer: str, grad_mode: str) -> None:
     for got_grad, expected_grad in zip(got, expected):
         assert (got_grad is None) == (expected_grad is None)
         if got_grad is not None:
-            torch.testing.assert_close(got_grad, expected_grad, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got_grad, expected_grad, rtol=1e-9, atol=1e-10)
 
 
 def test_grad_modes_differ_in_their_gradients() -> None:
@@ -259,3 +261,29 @@ def test_masked_mean_ignores_padding() -> None:
     h = torch.tensor([[[1.0], [3.0], [100.0]]])
     torch.testing.assert_close(masked_mean(h, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0]]))
     torch.testing.assert_close(masked_mean(h, None), torch.tensor([[104.0 / 3]]))
+
+
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)])
+def test_rms_norm_backward_matches_autograd(needs: tuple[bool, bool]) -> None:
+    """The hand-written RMSNorm backward: torch's gradcheck (float64), and the same gradients as autograd."""
+    from latentreason.reasoner import RMSNorm, _RMSNormFunction
+
+    torch.manual_seed(0)
+    h64 = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    w64 = torch.rand(8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda h, w: _RMSNormFunction.apply(h, w, 1e-5), (h64, w64))
+
+    norm = RMSNorm(8, 1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    norm.weight.requires_grad_(needs[1])
+    h = torch.randn(3, 5, 8, requires_grad=needs[0])
+    y = norm(h)
+    assert y.grad_fn is not None and "RMSNormFunction" in type(y.grad_fn).__name__  # the fused path ran
+    expected = rms_norm(h, norm.weight, 1e-5)
+    torch.testing.assert_close(y, expected)
+    upstream = torch.randn_like(y)
+    inputs = [t for t, need in zip((h, norm.weight), needs) if need]
+    torch.testing.assert_close(torch.autograd.grad(y, inputs, upstream), torch.autograd.grad(expected, inputs, upstream))
+    with torch.no_grad():  # without gradients the norm takes torch's fused kernel: same values
+        torch.testing.assert_close(norm(h), y.detach())
