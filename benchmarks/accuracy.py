@@ -224,7 +224,7 @@ MAZE_PRESETS: dict[str, AccuracySettings] = {
         task="maze", task_options={"size": 7, "num_train": 1000, "num_test": 128, "seed": 0}, mixer="mlp",
         supervision_steps=8, epochs=8, time_budget_seconds="reasoner",
     ),
-    "quick": AccuracySettings(task="maze", task_options={"size": 5, "num_train": 256, "num_test": 64, "seed": 0}, epochs=1,
+    "quick": AccuracySettings(task="maze", task_options={"size": 7, "num_train": 256, "num_test": 64, "seed": 0}, epochs=1,
                               time_budget_seconds=None, comparators=("linear", "one_pass", "reasoner")),
     "tiny": dataclasses.replace(PRESETS["tiny"], task="maze", task_options={"size": 5, "num_train": 16, "num_test": 8, "seed": 0},
                                 time_budget_seconds=None, comparators=("linear", "one_pass", "reasoner")),

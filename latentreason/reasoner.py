@@ -100,11 +100,55 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled() and (
-            h.requires_grad or self.weight.requires_grad
-        ):
+        if fused_path(h):
             return _RMSNormFunction.apply(h, self.weight, self.eps)
-        return F.rms_norm(h, (h.shape[-1],), self.weight, self.eps)  # fused kernels on GPU; fastest without grad
+        return F.rms_norm(h, (h.shape[-1],), self.weight, self.eps)  # fused kernels on GPU
+
+
+def fused_path(h: torch.Tensor) -> bool:
+    """True where the hand-written backwards below pay: CPU tensors in full precision (GPUs have fused kernels).
+
+    They also run without gradients (the first T-1 cycles), so a step computes the same values, to the
+    bit, whether or not autograd records it (`refine` under no_grad equals a training forward).
+    """
+    return h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64)
+
+
+class _GatedSiLUFunction(torch.autograd.Function):
+    """`silu(gate) * up` from the fused projection `gate_up` = [gate | up] (last dim), with a hand-written backward.
+
+    Autograd's backward recomputes the sigmoid (an exp per element) and concatenates the two halves'
+    gradients; this keeps the sigmoid from the forward and writes both halves into one buffer.
+    With s = sigmoid(gate), silu = gate * s:  d/d up = g * silu;  d/d gate = g * up * (s + silu - silu * s).
+    """
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        sigmoid = torch.sigmoid(gate)
+        ctx.save_for_backward(gate_up, sigmoid)
+        return (gate * sigmoid).mul_(up)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        gate_up, sigmoid = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_gate_up = torch.empty_like(gate_up)
+        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        silu = torch.mul(gate, sigmoid, out=grad_up)
+        derivative = torch.addcmul(sigmoid, silu, sigmoid, value=-1).add_(silu)  # silu'(gate)
+        grad_up.mul_(grad)
+        torch.mul(derivative.mul_(up), grad, out=grad_gate)
+        return grad_gate_up
+
+
+def gated_silu(gate_up: torch.Tensor) -> torch.Tensor:
+    """`silu(gate) * up` for `gate_up` = [gate | up] (last dim)."""
+    if fused_path(gate_up):
+        return _GatedSiLUFunction.apply(gate_up)
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
 
 
 class SwiGLU(nn.Module):
@@ -117,8 +161,7 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(inner, size, bias=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(h).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(gated_silu(self.gate_up(h)))
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,8 +222,7 @@ class SequenceMLP(nn.Module):
             h = h * context.padding[..., None]  # padded positions contribute nothing
         h = h.transpose(1, 2)  # (B, d, L): mix along the sequence
         gate_up = self.mlp.gate_up.weight  # (2*inner, max_length)
-        gate, up = F.linear(h, gate_up[:, :L]).chunk(2, dim=-1)
-        y = F.linear(F.silu(gate) * up, self.mlp.down.weight[:L])  # (B, d, L)
+        y = F.linear(gated_silu(F.linear(h, gate_up[:, :L])), self.mlp.down.weight[:L])  # (B, d, L)
         return y.transpose(1, 2)
 
 

@@ -121,17 +121,18 @@ def grads_of(reasoner: Reasoner, x: torch.Tensor, answer: torch.Tensor, halt: to
 @pytest.mark.parametrize("mixer", MIXERS)
 @pytest.mark.parametrize("grad_mode", MODES)
 def test_recursion_matches_reference_loop(mixer: str, grad_mode: str) -> None:
-    reasoner = make_reasoner(mixer, grad_mode)
+    reasoner = make_reasoner(mixer, grad_mode).double()  # float64, as in the gradient test below
     x, mask = inputs()
+    x = x.double()
     real = mask.bool()
     carry = reasoner.initial_carry(x)
     reference_answer, reference_latent = carry.answer, carry.latent
     for _ in range(3):  # three supervision steps, chained through the carry
         out = reasoner(x, carry, mask)
         reference_answer, reference_latent, reference_halt = reference_step(reasoner, x, reference_answer, reference_latent, mask)
-        torch.testing.assert_close(out.answer[real], reference_answer[real])
-        torch.testing.assert_close(out.halt_logits, reference_halt)
-        torch.testing.assert_close(out.carry.latent[real], reference_latent[real])
+        torch.testing.assert_close(out.answer[real], reference_answer[real], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(out.halt_logits, reference_halt, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(out.carry.latent[real], reference_latent[real], rtol=1e-9, atol=1e-10)
         assert not out.carry.answer.requires_grad and not out.carry.latent.requires_grad
         carry = out.carry
         reference_answer, reference_latent = reference_answer.detach(), reference_latent.detach()
@@ -285,5 +286,22 @@ def test_rms_norm_backward_matches_autograd(needs: tuple[bool, bool]) -> None:
     upstream = torch.randn_like(y)
     inputs = [t for t, need in zip((h, norm.weight), needs) if need]
     torch.testing.assert_close(torch.autograd.grad(y, inputs, upstream), torch.autograd.grad(expected, inputs, upstream))
-    with torch.no_grad():  # without gradients the norm takes torch's fused kernel: same values
-        torch.testing.assert_close(norm(h), y.detach())
+    with torch.no_grad():  # the same values, to the bit, without gradients
+        assert torch.equal(norm(h), y.detach())
+
+
+def test_gated_silu_backward_matches_autograd() -> None:
+    """The hand-written SwiGLU gating: torch's gradcheck (float64), and autograd's values and gradients in float32."""
+    from latentreason.reasoner import _GatedSiLUFunction, gated_silu
+
+    torch.manual_seed(0)
+    assert torch.autograd.gradcheck(_GatedSiLUFunction.apply, (torch.randn(3, 4, 10, dtype=torch.float64, requires_grad=True),))
+    gate_up = torch.randn(3, 4, 10, requires_grad=True)
+    y = gated_silu(gate_up)
+    assert "GatedSiLUFunction" in type(y.grad_fn).__name__  # the fused path ran
+    expected = F.silu(gate_up[..., :5]) * gate_up[..., 5:]
+    torch.testing.assert_close(y, expected)
+    upstream = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, gate_up, upstream)[0], torch.autograd.grad(expected, gate_up, upstream)[0])
+    with torch.no_grad():  # the same values, to the bit, without gradients
+        assert torch.equal(gated_silu(gate_up), y.detach())
