@@ -48,6 +48,8 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
             sections.append(sudoku_size_section([results["accuracy"], results["accuracy_sudoku6"]], img_dir, doc_path.parent))
         if name in results:
             sections.append(render(results[name], img_dir, doc_path.parent))
+            if name == "scaling_maze" and "accuracy_maze" in results:
+                sections[-1] += repeat_note(results["scaling_maze"], results["accuracy_maze"])
         else:
             sections.append(f"## {name.capitalize()}\n\nNot run yet: `.venv/bin/python -m benchmarks run {name}`.\n")
     doc_path.write_text("\n".join(sections), encoding="utf-8")
@@ -571,6 +573,34 @@ def refinement_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> 
 
 
 # --- scaling ----------------------------------------------------------------------------------------
+def repeat_note(scaling_result: dict[str, Any], accuracy_result: dict[str, Any]) -> str:
+    """Where a size of a scaling run repeats an accuracy run's settings: both runs side by side, per comparator.
+
+    Two runs of the same seeded settings show how far a figure moves between runs of the same code.
+    """
+    base, options = scaling_result["settings"]["base"], accuracy_result["data"]["task_options"]
+    size = options.get(scaling_result["settings"]["size_option"])
+    same = {k: v for k, v in base.items() if k not in ("comparators", "time_budget_seconds", "calibration_seconds")}
+    if same != {k: v for k, v in accuracy_result["settings"].items() if k in same}:
+        return ""
+    lines, moved = [], []
+    for row in scaling_result["rows"]:
+        other = next((c["data"] for c in accuracy_result["comparators"] if c["name"] == row["name"]), None)
+        if row["size"] != size or row["budget"] != "data" or other is None:
+            continue
+        lines.append(f"`{row['name']}` {row['exact_match']:.3f} here ({row['optimizer_steps']} optimizer steps), "
+                     f"{other['exact_match']:.3f} there ({other['optimizer_steps']})")
+        if row["exact_match"] != other["exact_match"] or row["optimizer_steps"] != other["optimizer_steps"]:
+            moved.append(f"`{row['name']}`")
+    if not lines:
+        return ""
+    verdict = ("every comparator repeats to the digit" if not moved else
+               f"{', '.join(moved)} moved between two runs of the same seeded settings: read {'its' if len(moved) == 1 else 'their'} "
+               "figures on this task as one draw from that spread")
+    return (f"\nThe {size}x{size} data-budget runs repeat those of `accuracy_maze` (same settings and seed, "
+            f"{accuracy_result['machine']['date']}); exact match: " + "; ".join(lines) + f". So {verdict}.\n")
+
+
 def sudoku_size_section(results: list[dict[str, Any]], img_dir: Path, doc_dir: Path) -> str:
     """Sudoku accuracy against grid size, from the accuracy benchmarks of each size (each budget that all of them ran)."""
     results = sorted(results, key=lambda r: r["data"]["task_options"]["size"])

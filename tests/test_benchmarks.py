@@ -205,11 +205,14 @@ def test_report_has_every_section_and_its_plots(tiny_run):
                   "## Refinement at test time: trained with N_sup=4, tested with 1..4", "## Accuracy against task size (parity, data budget)",
                   "## Accuracy against task size (parity, data and time budgets)",
                   "## Accuracy against task size (Sudoku)", "## Accuracy on sudoku 6x6", "## Accuracy on maze",
-                  "## Ablation: what limits the reasoner on maze"):
+                  "## Ablation: what limits the reasoner on maze", "## Accuracy against task size (maze, data budget)"):
         assert title in text
+    # scaling_maze's 5x5 runs repeat accuracy_maze's (same tiny settings): the report sets them side by side
+    assert "data-budget runs repeat those of `accuracy_maze`" in text
+    assert "`one_pass`" in text.split("repeat those of `accuracy_maze`")[1].split("\n")[0]
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
     for name in ("memory", "speed", "overhead", "accuracy", "accuracy_sudoku6", "accuracy_parity", "accuracy_maze", "refinement", "scaling",
-                 "scaling_sudoku"):
+                 "scaling_sudoku", "scaling_maze"):
         assert (doc.parent / "img" / f"bench_{name}.png").stat().st_size > 1000
         assert f"img/bench_{name}.png" in text
 
