@@ -1,6 +1,6 @@
 """Command line: `python -m benchmarks run [NAME ...] [--quick]` and `python -m benchmarks report`.
 
-    .venv/bin/python -m benchmarks run                  # every benchmark, full sizes (over two hours on this 2-core machine)
+    .venv/bin/python -m benchmarks run                  # every benchmark, full sizes (about six hours on this 2-core machine)
     .venv/bin/python -m benchmarks run speed --quick    # one benchmark, small sizes (a smoke check)
     .venv/bin/python -m benchmarks run accuracy_maze --reuse  # train only what its result lacks
     .venv/bin/python -m benchmarks report               # rebuild docs/benchmarks.md and its plots from the JSON results
