@@ -19,6 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from latentreason import ReasonerConfig
+from latentreason import reasoner as reasoner_module
 
 from . import trm_reference
 from .harness import (
@@ -98,13 +99,29 @@ def profile_step(step: ReasonerStep, top: int) -> dict[str, Any]:
     return {"top_ops": top_ops, "matmul_share": matmul / total, "total_ms": round(total / 1000, 1)}
 
 
+def without_fused_ops(step: ReasonerStep) -> None:
+    """One step with torch's autograd for RMSNorm and the SwiGLU gate instead of latentreason's hand-written backwards."""
+    reasoner_module.FUSED_CPU_OPS = False
+    try:
+        step()
+    finally:
+        reasoner_module.FUSED_CPU_OPS = True
+
+
+def ratio_range(theirs: list[float], ours: list[float]) -> list[float]:
+    """The smallest and largest per-repeat ratio theirs / ours: how noisy their median is."""
+    ratios = [a / b for a, b in zip(theirs, ours)]
+    return [min(ratios), max(ratios)]
+
+
 def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: bool) -> dict[str, Any]:
     """Time one configuration against the matmul limit (and the reference), interleaved."""
     config = reasoner_config(settings, hidden, mixer)
     step = ReasonerStep(config, settings.batch, settings.length, settings.num_labels)
     flops = training_step_flops(config, settings.batch, settings.length, settings.num_labels)["total"]
     matmul, matmul_work = matmul_flops(settings.matmul_size)
-    candidates = {"matmul": matmul, "latentreason": step}
+    unfused = ReasonerStep(config, settings.batch, settings.length, settings.num_labels)
+    candidates = {"matmul": matmul, "latentreason": step, "unfused": lambda: without_fused_ops(unfused)}
     if use_reference:
         reference = trm_reference.reference_step(config, settings.reference_expansion, settings.batch, settings.length,
                                                  settings.num_labels)
@@ -125,6 +142,9 @@ def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: boo
         "latentreason": summary(times["latentreason"]),
         "latentreason_gflops": flops / statistics.median(times["latentreason"]) / 1e9,
         "fraction_of_peak": median_ratio([flops / t for t in times["latentreason"]], peak),
+        # > 1: the hand-written RMSNorm and SwiGLU-gate backwards make the step faster than torch's autograd of the same ops
+        "speedup_vs_unfused": median_ratio(times["unfused"], times["latentreason"]),
+        "speedup_vs_unfused_range": ratio_range(times["unfused"], times["latentreason"]),
         "load_average": [load_before, load_average()],
     }
     if use_reference:
@@ -132,8 +152,7 @@ def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: boo
         result["trm_flops_counted"] = reference_flops
         result["trm_fraction_of_peak"] = median_ratio([reference_flops / t for t in times["trm"]], peak)
         result["speedup_vs_trm"] = median_ratio(times["trm"], times["latentreason"])  # > 1: latentreason is faster
-        ratios = [theirs / ours for theirs, ours in zip(times["trm"], times["latentreason"])]
-        result["speedup_vs_trm_range"] = [min(ratios), max(ratios)]  # per repeat: how noisy the median is
+        result["speedup_vs_trm_range"] = ratio_range(times["trm"], times["latentreason"])  # per repeat: how noisy the median is
     return result
 
 

@@ -118,9 +118,22 @@ def grads_of(reasoner: Reasoner, x: torch.Tensor, answer: torch.Tensor, halt: to
     return torch.autograd.grad(loss, [x, *parameters], allow_unused=True)
 
 
+@pytest.fixture(params=["fused", "torch"])
+def cpu_ops(request, monkeypatch) -> str:
+    """Both paths of the norm and the SwiGLU gate: latentreason's hand-written backwards (forced on at any
+    size) and torch's autograd of the same ops."""
+    import latentreason.reasoner as reasoner_module
+
+    if request.param == "fused":
+        monkeypatch.setattr(reasoner_module, "FUSED_MIN_ELEMENTS", 0)
+    else:
+        monkeypatch.setattr(reasoner_module, "FUSED_CPU_OPS", False)
+    return request.param
+
+
 @pytest.mark.parametrize("mixer", MIXERS)
 @pytest.mark.parametrize("grad_mode", MODES)
-def test_recursion_matches_reference_loop(mixer: str, grad_mode: str) -> None:
+def test_recursion_matches_reference_loop(mixer: str, grad_mode: str, cpu_ops: str) -> None:
     reasoner = make_reasoner(mixer, grad_mode).double()  # float64, as in the gradient test below
     x, mask = inputs()
     x = x.double()
@@ -140,7 +153,7 @@ def test_recursion_matches_reference_loop(mixer: str, grad_mode: str) -> None:
 
 @pytest.mark.parametrize("mixer", MIXERS)
 @pytest.mark.parametrize("grad_mode", MODES)
-def test_gradients_match_reference_loop(mixer: str, grad_mode: str) -> None:
+def test_gradients_match_reference_loop(mixer: str, grad_mode: str, cpu_ops: str) -> None:
     # float64: the library's hand-written backward (RMSNorm) and the reference's autograd then agree to
     # rounding, so a tight tolerance can catch a real error rather than float32 noise through the recursion.
     reasoner = make_reasoner(mixer, grad_mode).double()
@@ -274,11 +287,11 @@ def test_rms_norm_backward_matches_autograd(needs: tuple[bool, bool]) -> None:
     w64 = torch.rand(8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda h, w: _RMSNormFunction.apply(h, w, 1e-5), (h64, w64))
 
-    norm = RMSNorm(8, 1e-5)
+    norm = RMSNorm(64, 1e-5)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
     norm.weight.requires_grad_(needs[1])
-    h = torch.randn(3, 5, 8, requires_grad=needs[0])
+    h = torch.randn(4, 128, 64, requires_grad=needs[0])  # FUSED_MIN_ELEMENTS: large enough for the fused path
     y = norm(h)
     assert y.grad_fn is not None and "RMSNormFunction" in type(y.grad_fn).__name__  # the fused path ran
     expected = rms_norm(h, norm.weight, 1e-5)
@@ -296,10 +309,13 @@ def test_gated_silu_backward_matches_autograd() -> None:
 
     torch.manual_seed(0)
     assert torch.autograd.gradcheck(_GatedSiLUFunction.apply, (torch.randn(3, 4, 10, dtype=torch.float64, requires_grad=True),))
-    gate_up = torch.randn(3, 4, 10, requires_grad=True)
+    gate_up = torch.randn(4, 64, 128, requires_grad=True)  # FUSED_MIN_ELEMENTS: large enough for the fused path
     y = gated_silu(gate_up)
     assert "GatedSiLUFunction" in type(y.grad_fn).__name__  # the fused path ran
-    expected = F.silu(gate_up[..., :5]) * gate_up[..., 5:]
+    expected = F.silu(gate_up[..., :64]) * gate_up[..., 64:]
+    small = torch.randn(3, 4, 10, requires_grad=True)  # below the threshold: torch's ops, the same values
+    assert "GatedSiLUFunction" not in type(gated_silu(small).grad_fn).__name__
+    torch.testing.assert_close(gated_silu(small), F.silu(small[..., :5]) * small[..., 5:])
     torch.testing.assert_close(y, expected)
     upstream = torch.randn_like(y)
     torch.testing.assert_close(torch.autograd.grad(y, gate_up, upstream)[0], torch.autograd.grad(expected, gate_up, upstream)[0])
