@@ -339,3 +339,54 @@ def test_scaling_trains_each_comparator_at_each_size(tiny_run):
     timed = tiny_run[1]["scaling_time"]
     budgets = {(r["name"], r["budget"]) for r in timed["rows"]}
     assert budgets == {(name, budget) for name in settings.base.comparators for budget in ("data", "time")}
+
+
+def test_within_noise_is_two_binomial_standard_errors():
+    # 0.5 vs 0.6 on 100 examples: standard error of the difference sqrt((.25 + .24) / 100) = 0.07, two of them 0.14
+    assert report.within_noise(0.5, 0.6, 100)
+    assert not report.within_noise(0.5, 0.7, 100)
+    assert not report.within_noise(0.5, 0.6, 1000)  # more test examples: the same gap is real
+    assert report.within_noise(0.0, 0.0, 128) and not report.within_noise(0.0, 0.1, 128)
+
+
+def _variant(name, exact, examples_seen, supervision_steps=None, steps=4):
+    per_step = [{"step": k + 1, "accuracy": 0.9, "exact_match": exact[k] if isinstance(exact, list) else exact} for k in range(steps)]
+    return {"name": name, "what": name, "optimizer_steps": 100, "examples_seen": examples_seen, "train_seconds": 1.0,
+            "per_step": per_step, "all_steps": per_step[-1],
+            "training_changes": {} if supervision_steps is None else {"supervision_steps": supervision_steps}}
+
+
+def test_ablation_reads_each_variant_at_its_own_n_sup_and_names_the_noise(tmp_path):
+    result = {"data": {"task": "maze", "task_options": {"size": 7}, "num_test": 100}, "command": "x", "elapsed_s": 1,
+              "machine": {"cpu": "c", "cores": 2, "torch_threads": 1, "torch": "t", "date": "d", "load_average": 1.0},
+              "settings": {"base": {"supervision_steps": 4}},
+              "variants": [_variant("reasoner", 0.40, 1600),
+                           # trained with one step: good at step 1, drifts when run for four
+                           _variant("n_sup_1", [0.70, 0.30, 0.10, 0.05], 6400, supervision_steps=1),
+                           _variant("no_ema", 0.45, 1600),
+                           _variant("one_pass", 0.80, 6400, steps=1)]}
+    text = report.ablation_section(result, tmp_path / "img", tmp_path)
+    assert "1 for `n_sup_1`, `one_pass`" in text
+    assert "close at least half of the exact-match gap: `n_sup_1` (0.700)" in text  # read at step 1, not at step 4 (0.05)
+    assert "of the reasoner's exact match: `no_ema` (0.450)" in text  # 0.05 on 100 examples is noise
+    assert "The runs that see the most examples (`one_pass`, `n_sup_1`: ~6,400 against ~1,600" in text
+    result["variants"][1]["per_step"][0]["exact_match"] = 0.45  # now no variant closes half the gap, nor do the big-data runs lead alone
+    text = report.ablation_section(result, tmp_path / "img", tmp_path)
+    assert "No single change closes half of the exact-match gap." in text and "see the most examples" not in text
+
+
+def test_accuracy_findings_call_a_gap_inside_the_noise_a_lead_not_a_win():
+    def run(exact, accuracy=0.9):
+        return {"exact_match": exact, "accuracy": accuracy, "mean_steps": 1.0,
+                "per_step": [{"step": 1, "accuracy": accuracy, "exact_match": exact}]}
+
+    comparators = [{"name": "one_pass", "data": run(0.055)}, {"name": "reasoner", "data": run(0.062)}]
+    text = report.accuracy_findings(comparators, ["data"], chance=1 / 3, num_test=128)
+    assert "the reasoner leads, within sampling noise: under two standard errors on 128 test examples" in text
+    assert "wins" not in text
+    comparators[0]["data"] = run(0.30)
+    text = report.accuracy_findings(comparators, ["data"], chance=1 / 3, num_test=128)
+    assert "**the reasoner does not win**" in text
+    comparators[0]["data"] = run(0.0)
+    comparators[1]["data"] = run(0.5)
+    assert "the reasoner wins" in report.accuracy_findings(comparators, ["data"], chance=1 / 3, num_test=128)
