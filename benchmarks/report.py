@@ -244,19 +244,34 @@ def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
 
     goal = result["goal"]
     main = [c for c in configs if c["hidden_size"] == goal["hidden_size"]]
+    per_mixer = ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}% "
+                          f"{verdict(c['fraction_of_peak'] >= goal['fraction_of_peak'])}" for c in main)
     goal_line = (f"- Goal: at least {100 * goal['fraction_of_peak']:.0f}% of the matmul limit at hidden {goal['hidden_size']}: "
-                 f"{verdict(goal['met'])} (" + ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}%" for c in main) + ").\n")
+                 f"{per_mixer}.\n")
     bound = ", ".join(f"{mixer} {100 * prof['matmul_share']:.0f}%" for mixer, prof in result["profile"].items())
+    if result["trm_available"]:
+        reference_limit = (" The TRM reference, the same step written independently, reaches " + ", ".join(
+            f"{c['mixer']} {100 * c['trm_fraction_of_peak']:.0f}%" for c in main)
+            + " in the same run: the ceiling is the configuration's arithmetic on this CPU, not this library's code.")
+    else:
+        reference_limit = ""
     goal_line += (f"- {'What limits it' if goal['met'] else 'Why'}: in the profile, matmuls and attention kernels take only {bound} of a step's time; the rest is "
                   "elementwise work (RMSNorm forward and backward, rotary, SwiGLU gating, residual adds, AdamW) that runs at memory "
-                  "bandwidth, not at matmul speed. The achievable fraction is at most that share (times the matmuls' own "
-                  "efficiency at these shapes). On CPU, latentreason writes the backward of RMSNorm and of the SwiGLU gate by hand "
-                  "(`latentreason/reasoner.py`: about half the memory passes of autograd's, and no second exp for the sigmoid); "
-                  "what could raise it further: fused rotary and residual-add kernels in C++, and larger batches, which "
-                  "make the matmuls bigger relative to the per-op overhead. Tried and dropped: `torch.compile` of the shared net "
+                  "bandwidth, not at matmul speed. The achievable fraction is at most that share times the matmuls' own "
+                  "efficiency at these shapes (a batch of 8 x 81 positions gives matmuls of 648 rows, and the mlp mixer's "
+                  "sequence mixing multiplies over only 81 positions: thinner than the 2048-square limit)."
+                  + reference_limit + " On CPU, latentreason writes the backward of RMSNorm and of the SwiGLU gate by hand "
+                  "(`latentreason/reasoner.py`: about half the memory passes of autograd's, and no second exp for the sigmoid). "
+                  "Tried and dropped: `torch.compile` of the shared net "
                   "(inductor on this CPU) gave no gain (0.95x at the quick sizes, after 65 s of compiling); torch's fused AdamW "
-                  "took the optimizer step from 55 ms to 11 ms at hidden 512 and is what the training loop uses. The TRM reference "
-                  "has the same structure and the same limit.\n")
+                  "took the optimizer step from 55 ms to 11 ms at hidden 512 and is what the training loop uses.\n")
+    large = result.get("large_batch", [])
+    if large:
+        goal_line += (f"- What larger batches buy: the same configurations at batch {large[0]['batch']} "
+                      f"({large[0]['batch'] * settings['length']} rows per matmul), in the same run: " + ", ".join(
+                          f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}% "
+                          f"{verdict(c['fraction_of_peak'] >= goal['fraction_of_peak'])}" for c in large)
+                      + " of the limit (a recipe sets it as `training.batch_size`).\n")
     def spread(c: dict[str, Any], key: str = "speedup_vs_trm_range") -> str:
         low, high = c.get(key, (None, None))
         return f" (repeats {low:.2f}-{high:.2f})" if low is not None else ""
@@ -274,8 +289,11 @@ def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
             noise = (": the medians are at or above 1, but a repeat range spans 1, so the margin is within this machine's noise"
                      if spans_one else "")
         else:
-            noise = ": the medians are below 1, but every repeat range spans 1, so the two are equally fast within this machine's noise" if all(
-                c.get("speedup_vs_trm_range", (2, 0))[0] <= 1.0 <= c.get("speedup_vs_trm_range", (2, 0))[1] for c in main) else ""
+            slower = ", ".join(f"{c['mixer']} {c['speedup_vs_trm']:.3f}x" for c in main if c["speedup_vs_trm"] < 1.0)
+            noise = (f": not every median reaches 1 ({slower}), but every repeat range spans 1, so the two are equally fast "
+                     "within this machine's noise" if all(
+                         c.get("speedup_vs_trm_range", (2, 0))[0] <= 1.0 <= c.get("speedup_vs_trm_range", (2, 0))[1] for c in main)
+                     else "")
         trm_line = ("- Against the TRM reference on the same configuration: " + ", ".join(
             f"{c['mixer']} d={c['hidden_size']} {c['speedup_vs_trm']:.2f}x{spread(c)}" for c in configs)
             + " (step time of TRM / ours, median over repeats; > 1 means latentreason is faster). Both do the same matmuls "
@@ -547,6 +565,10 @@ def ablation_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
             lines.append(f"- {noise_note(num_test).capitalize()} of the reasoner's exact match: "
                          + ", ".join(f"`{name}` ({trained[name]['exact_match']:.3f})" for name in level)
                          + ". These changes make no difference this run can show.")
+        worse = [name for name in changed if name not in level and trained[name]["exact_match"] < ours["exact_match"]]
+        if worse:
+            lines.append("- Worse than the reasoner beyond that noise: " + ", ".join(
+                f"`{name}` ({trained[name]['exact_match']:.3f})" for name in worse) + ".")
         most = max(r["examples_seen"] for r in rows)
         top = sorted((r for r in rows if r["examples_seen"] == most), key=lambda r: -trained[r["name"]]["exact_match"])
         rest = [trained[r["name"]]["exact_match"] for r in rows if r["examples_seen"] < most]

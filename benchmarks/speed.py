@@ -45,6 +45,7 @@ class SpeedSettings:
     hidden_sizes: tuple[int, ...] = (128, 256, 512)  # attention-mixer sweep; the mlp mixer runs at the largest
     mixers: tuple[str, ...] = ("attention", "mlp")
     batch: int = 8
+    large_batch: int = 32  # the largest-hidden configs again at this batch, ours only: what bigger matmuls buy
     length: int = 81  # a 9x9 grid
     num_layers: int = 2
     head_size: int = 64  # num_heads = hidden / head_size (TRM: 512 / 8)
@@ -59,8 +60,8 @@ class SpeedSettings:
 
 PRESETS: dict[str, SpeedSettings] = {
     "full": SpeedSettings(),
-    "quick": SpeedSettings(hidden_sizes=(512,), batch=4, latent_steps=2, cycles=2, repeats=3),
-    "tiny": SpeedSettings(hidden_sizes=(32,), batch=2, length=9, head_size=16, latent_steps=1, cycles=2, repeats=2,
+    "quick": SpeedSettings(hidden_sizes=(512,), batch=4, large_batch=8, latent_steps=2, cycles=2, repeats=3),
+    "tiny": SpeedSettings(hidden_sizes=(32,), batch=2, large_batch=4, length=9, head_size=16, latent_steps=1, cycles=2, repeats=2,
                           matmul_size=128, top_ops=5),
 }
 
@@ -114,16 +115,21 @@ def ratio_range(theirs: list[float], ours: list[float]) -> list[float]:
     return [min(ratios), max(ratios)]
 
 
-def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: bool) -> dict[str, Any]:
-    """Time one configuration against the matmul limit (and the reference), interleaved."""
+def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: bool, batch: int | None = None,
+            compare: bool = True) -> dict[str, Any]:
+    """Time one configuration against the matmul limit (and, with `compare`, the unfused step and the reference), interleaved."""
+    batch = settings.batch if batch is None else batch
     config = reasoner_config(settings, hidden, mixer)
-    step = ReasonerStep(config, settings.batch, settings.length, settings.num_labels)
-    flops = training_step_flops(config, settings.batch, settings.length, settings.num_labels)["total"]
+    step = ReasonerStep(config, batch, settings.length, settings.num_labels)
+    flops = training_step_flops(config, batch, settings.length, settings.num_labels)["total"]
     matmul, matmul_work = matmul_flops(settings.matmul_size)
-    unfused = ReasonerStep(config, settings.batch, settings.length, settings.num_labels)
-    candidates = {"matmul": matmul, "latentreason": step, "unfused": lambda: without_fused_ops(unfused)}
+    candidates = {"matmul": matmul, "latentreason": step}
+    if compare:
+        unfused = ReasonerStep(config, batch, settings.length, settings.num_labels)
+        candidates["unfused"] = lambda: without_fused_ops(unfused)
+    use_reference = use_reference and compare
     if use_reference:
-        reference = trm_reference.reference_step(config, settings.reference_expansion, settings.batch, settings.length,
+        reference = trm_reference.reference_step(config, settings.reference_expansion, batch, settings.length,
                                                  settings.num_labels)
         reference_flops = counted_flops(reference)
         candidates["trm"] = reference
@@ -133,6 +139,7 @@ def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: boo
     result: dict[str, Any] = {
         "mixer": mixer,
         "hidden_size": hidden,
+        "batch": batch,
         "num_heads": config.num_heads,
         "swiglu_width": round(config.expansion * hidden * 2 / 3),
         "effective_depth": config.effective_depth,
@@ -142,11 +149,12 @@ def measure(settings: SpeedSettings, hidden: int, mixer: str, use_reference: boo
         "latentreason": summary(times["latentreason"]),
         "latentreason_gflops": flops / statistics.median(times["latentreason"]) / 1e9,
         "fraction_of_peak": median_ratio([flops / t for t in times["latentreason"]], peak),
-        # > 1: the hand-written RMSNorm and SwiGLU-gate backwards make the step faster than torch's autograd of the same ops
-        "speedup_vs_unfused": median_ratio(times["unfused"], times["latentreason"]),
-        "speedup_vs_unfused_range": ratio_range(times["unfused"], times["latentreason"]),
         "load_average": [load_before, load_average()],
     }
+    if compare:
+        # > 1: the hand-written RMSNorm and SwiGLU-gate backwards make the step faster than torch's autograd of the same ops
+        result["speedup_vs_unfused"] = median_ratio(times["unfused"], times["latentreason"])
+        result["speedup_vs_unfused_range"] = ratio_range(times["unfused"], times["latentreason"])
     if use_reference:
         result["trm"] = summary(times["trm"])
         result["trm_flops_counted"] = reference_flops
@@ -166,6 +174,11 @@ def run(settings: SpeedSettings) -> dict[str, Any]:
     for hidden, mixer in points:
         log(f"speed: {mixer} mixer, hidden {hidden}")
         configs.append(measure(settings, hidden, mixer, use_reference))
+    large_batch = []
+    if settings.large_batch != settings.batch:
+        for mixer in settings.mixers:
+            log(f"speed: {mixer} mixer, hidden {largest}, batch {settings.large_batch}")
+            large_batch.append(measure(settings, largest, mixer, use_reference, batch=settings.large_batch, compare=False))
     log("speed: profiling one step")
     profiles = {
         mixer: profile_step(ReasonerStep(reasoner_config(settings, largest, mixer), settings.batch, settings.length,
@@ -178,6 +191,7 @@ def run(settings: SpeedSettings) -> dict[str, Any]:
         "machine": machine_info(),
         "settings": asdict(settings),
         "configs": configs,
+        "large_batch": large_batch,  # the goal's configs at a larger batch, ours only
         "profile": profiles,
         "trm_available": use_reference,
         "trm_note": "" if use_reference else f"TRM reference not available: {trm_reference.unavailable_reason()}",

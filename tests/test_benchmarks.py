@@ -364,11 +364,13 @@ def test_ablation_reads_each_variant_at_its_own_n_sup_and_names_the_noise(tmp_pa
                            # trained with one step: good at step 1, drifts when run for four
                            _variant("n_sup_1", [0.70, 0.30, 0.10, 0.05], 6400, supervision_steps=1),
                            _variant("no_ema", 0.45, 1600),
+                           _variant("lr_low", 0.20, 1600),
                            _variant("one_pass", 0.80, 6400, steps=1)]}
     text = report.ablation_section(result, tmp_path / "img", tmp_path)
     assert "1 for `n_sup_1`, `one_pass`" in text
     assert "close at least half of the exact-match gap: `n_sup_1` (0.700)" in text  # read at step 1, not at step 4 (0.05)
     assert "of the reasoner's exact match: `no_ema` (0.450)" in text  # 0.05 on 100 examples is noise
+    assert "Worse than the reasoner beyond that noise: `lr_low` (0.200)." in text
     assert "The runs that see the most examples (`one_pass`, `n_sup_1`: ~6,400 against ~1,600" in text
     result["variants"][1]["per_step"][0]["exact_match"] = 0.45  # now no variant closes half the gap, nor do the big-data runs lead alone
     text = report.ablation_section(result, tmp_path / "img", tmp_path)
