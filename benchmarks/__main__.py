@@ -1,6 +1,6 @@
 """Command line: `python -m benchmarks run [NAME ...] [--quick]` and `python -m benchmarks report`.
 
-    .venv/bin/python -m benchmarks run                  # every benchmark, full sizes (about six hours on this 2-core machine)
+    .venv/bin/python -m benchmarks run                  # every benchmark, full sizes (about seven hours on this 2-core machine)
     .venv/bin/python -m benchmarks run speed --quick    # one benchmark, small sizes (a smoke check)
     .venv/bin/python -m benchmarks run accuracy_maze --reuse  # train only what its result lacks
     .venv/bin/python -m benchmarks report               # rebuild docs/benchmarks.md and its plots from the JSON results
@@ -26,6 +26,7 @@ from . import (
     accuracy,
     accuracy_maze,
     accuracy_parity,
+    accuracy_sort,
     accuracy_sudoku6,
     memory,
     overhead,
@@ -39,7 +40,7 @@ from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_re
 
 BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy,
                                      "accuracy_parity": accuracy_parity, "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze,
-                                     "ablation": ablation, "ablation_maze": ablation_maze, "refinement": refinement, "scaling": scaling,
+                                     "accuracy_sort": accuracy_sort, "ablation": ablation, "ablation_maze": ablation_maze, "refinement": refinement, "scaling": scaling,
                                      "scaling_time": scaling_time, "scaling_maze": scaling_maze}
 PRESETS = ("full", "quick", "tiny")
 

@@ -231,6 +231,24 @@ MAZE_PRESETS: dict[str, AccuracySettings] = {
 }
 
 
+# Sorting 6 number words (0..49): the control. Ranking is one round of parallel comparisons for attention, so
+# depth should not help here, and a one-pass head is expected to match or beat the recursion. The attention mixer
+# (as recipes/sort_words.yaml), every comparator, both budgets.
+SORT_PRESETS: dict[str, AccuracySettings] = {
+    # 16 epochs of 2000 lists = about 2000 optimizer steps for the reasoner (N_sup=4 per batch); at 4 epochs no
+    # comparator sorted a whole list under the data budget. About 40 minutes on one idle core.
+    "full": AccuracySettings(
+        task="sort_words", task_options={"length": 6, "max_value": 49, "num_train": 2000, "num_test": 256, "seed": 0},
+        mixer="attention", supervision_steps=4, epochs=16, time_budget_seconds="reasoner",
+    ),
+    "quick": AccuracySettings(task="sort_words", task_options={"length": 6, "max_value": 49, "num_train": 512, "num_test": 64, "seed": 0},
+                              mixer="attention", supervision_steps=4, epochs=1, time_budget_seconds=None,
+                              comparators=("linear", "one_pass", "reasoner")),
+    "tiny": dataclasses.replace(PRESETS["tiny"], task="sort_words", task_options={"length": 3, "max_value": 9, "num_train": 16, "num_test": 8, "seed": 0},
+                                mixer="attention", time_budget_seconds=None, comparators=("linear", "one_pass", "reasoner")),
+}
+
+
 # --- data -----------------------------------------------------------------------------------------
 def recipe_for(settings: AccuracySettings) -> Recipe:
     """The recipe whose data functions the benchmark reuses (task, backbone, feature cache)."""

@@ -41,7 +41,7 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     sections = [HEADER]
     for name, render in (("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
                          ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
-                         ("accuracy_maze", accuracy_section), ("ablation", ablation_section), ("ablation_maze", ablation_section),
+                         ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section), ("ablation", ablation_section), ("ablation_maze", ablation_section),
                          ("refinement", refinement_section),
                          ("scaling", scaling_section), ("scaling_time", scaling_section),
                          ("scaling_maze", scaling_section)):
@@ -66,10 +66,10 @@ one module per benchmark). Rebuild everything with
     .venv/bin/python -m benchmarks run --quick    # every benchmark at small sizes, a smoke check of a few minutes
     .venv/bin/python -m benchmarks report         # this page and its plots, from benchmarks/results/
 
-`python -m benchmarks run` with no name runs all of them at full size: about six hours on this 2-core
+`python -m benchmarks run` with no name runs all of them at full size: about seven hours on this 2-core
 machine (memory, speed and overhead take a few minutes each, ablation ~8, refinement ~9, accuracy ~15,
-scaling ~21, scaling_time ~25, ablation_maze ~27, accuracy_maze ~32, accuracy_parity ~45, scaling_maze ~60,
-accuracy_sudoku6 ~70, on one core each with one other job beside it). `run NAME --reuse` keeps the runs of an existing
+scaling ~21, scaling_time ~25, ablation_maze ~27, accuracy_maze ~32, accuracy_sort ~40, accuracy_parity ~45,
+scaling_maze ~60, accuracy_sudoku6 ~70, on one core each with one other job beside it). `run NAME --reuse` keeps the runs of an existing
 result with the same settings and trains only what it lacks (a new comparator, the time budget).
 
 How timings are taken: candidates run interleaved (A, B, C, A, B, C, ... with the order rotating
@@ -447,8 +447,13 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
                  "minutes just before the time-budget runs (so a drift in the machine's load over the hour does not tilt the budget); "
                  "the seconds each run then actually took are in the table (on a shared machine they drift)"
                  if time_budget else "")
+    control = data["task"] == "sort_words"
+    title = f"## Accuracy on {task}: a control (depth should not help)" if control else f"## Accuracy on {task}: what the recursion buys"
+    control_text = ("A control, not a test of depth: ranking a list is one round of parallel comparisons for attention, so a "
+                    "one-pass head is expected to match or beat the recursion here; the reasoner winning by a wide margin would "
+                    "point at something other than depth (more optimizer steps, say). " if control else "")
     return (
-        f"## Accuracy on {task}: what the recursion buys\n\n"
+        f"{title}\n\n" + control_text +
         f"Task `{data['task']}` ({options}): {data['num_train']} training and {data['num_test']} test examples of up to "
         f"{data['max_length']} tokens, output `{data['output_kind']}` over labels {data['labels']}. Backbone "
         f"`{settings['backbone']}`, frozen; its features are cached once and shared by every comparator except `lora_linear` "
@@ -465,6 +470,16 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     )
 
 
+def below_linear(comparator: dict[str, Any], linear: dict[str, Any] | None, budgets: list[str], chance: float) -> str:
+    """", below even the linear head (...)" where the linear head learned something under those budgets, else ""."""
+    if linear is None or comparator is linear:
+        return ""
+    learned = [b for b in budgets if linear[b]["accuracy"] >= chance + 0.03]
+    if not learned:
+        return ""
+    return ", below even the linear head (" + ", ".join(f"{linear[b]['accuracy']:.3f}" for b in learned) + ")"
+
+
 def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str], chance: float, num_test: int) -> str:
     """Plain sentences: does the reasoner win under each budget, what does one test step keep, who learned nothing."""
     by_name = {c["name"]: c for c in comparators}
@@ -476,8 +491,8 @@ def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str], cha
         if at_chance:
             scores = ", ".join(f"{c[b]['accuracy']:.3f}" for b in at_chance)
             lines.append(f"- `{c['name']}` is at chance (cell accuracy {scores} "
-                         f"vs {chance:.3f} for a uniform guess) under the {' and '.join(at_chance)} budget: it learned nothing there, "
-                         "not even to copy the givens that a linear head copies.")
+                         f"vs {chance:.3f} for a uniform guess) under the {' and '.join(at_chance)} budget: it learned nothing there"
+                         + below_linear(c, by_name.get("linear"), at_chance, chance) + ".")
     for budget in budgets:
         ours = by_name["reasoner"][budget]
         others = [c for c in comparators if c["name"] != "reasoner"]

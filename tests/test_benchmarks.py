@@ -205,13 +205,14 @@ def test_report_has_every_section_and_its_plots(tiny_run):
                   "## Refinement at test time: trained with N_sup=4, tested with 1..4", "## Accuracy against task size (parity, data budget)",
                   "## Accuracy against task size (parity, data and time budgets)",
                   "## Accuracy against task size (Sudoku)", "## Accuracy on sudoku 6x6", "## Accuracy on maze",
+                  "## Accuracy on sort_words: a control (depth should not help)",
                   "## Ablation: what limits the reasoner on maze", "## Accuracy against task size (maze, data budget)"):
         assert title in text
     # scaling_maze's 5x5 runs repeat accuracy_maze's (same tiny settings): the report sets them side by side
     assert "data-budget runs repeat those of `accuracy_maze`" in text
     assert "`one_pass`" in text.split("repeat those of `accuracy_maze`")[1].split("\n")[0]
     assert "Command: `.venv/bin/python -m benchmarks run memory --preset tiny`" in text
-    for name in ("memory", "speed", "overhead", "accuracy", "accuracy_sudoku6", "accuracy_parity", "accuracy_maze", "refinement", "scaling",
+    for name in ("memory", "speed", "overhead", "accuracy", "accuracy_sudoku6", "accuracy_parity", "accuracy_maze", "accuracy_sort", "refinement", "scaling",
                  "scaling_sudoku", "scaling_maze"):
         assert (doc.parent / "img" / f"bench_{name}.png").stat().st_size > 1000
         assert f"img/bench_{name}.png" in text
@@ -392,3 +393,18 @@ def test_accuracy_findings_call_a_gap_inside_the_noise_a_lead_not_a_win():
     comparators[0]["data"] = run(0.0)
     comparators[1]["data"] = run(0.5)
     assert "the reasoner wins" in report.accuracy_findings(comparators, ["data"], chance=1 / 3, num_test=128)
+
+
+def test_accuracy_findings_name_who_sits_at_chance_and_compare_with_the_linear_head():
+    def run(accuracy):
+        return {"exact_match": 0.0, "accuracy": accuracy, "mean_steps": 1.0,
+                "per_step": [{"step": 1, "accuracy": accuracy, "exact_match": 0.0}]}
+
+    comparators = [{"name": "linear", "data": run(0.40)}, {"name": "reasoner", "data": run(0.10)}]
+    text = report.accuracy_findings(comparators, ["data"], chance=0.1, num_test=128)
+    assert "`reasoner` is at chance (cell accuracy 0.100 vs 0.100" in text
+    assert "learned nothing there, below even the linear head (0.400)." in text
+    assert "`linear` is at chance" not in text
+    comparators[0]["data"] = run(0.11)  # the linear head at chance too: no comparison with it
+    text = report.accuracy_findings(comparators, ["data"], chance=0.1, num_test=128)
+    assert "`linear` is at chance" in text and "below even" not in text
