@@ -31,6 +31,7 @@ from . import (
     memory,
     overhead,
     refinement,
+    rounding,
     scaling,
     scaling_maze,
     scaling_time,
@@ -38,10 +39,12 @@ from . import (
 )
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
 
-BENCHMARKS: dict[str, ModuleType] = {"memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy,
-                                     "accuracy_parity": accuracy_parity, "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze,
-                                     "accuracy_sort": accuracy_sort, "ablation": ablation, "ablation_maze": ablation_maze, "refinement": refinement, "scaling": scaling,
-                                     "scaling_time": scaling_time, "scaling_maze": scaling_maze}
+BENCHMARKS: dict[str, ModuleType] = {
+    "memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy, "accuracy_parity": accuracy_parity,
+    "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze, "accuracy_sort": accuracy_sort, "ablation": ablation,
+    "ablation_maze": ablation_maze, "rounding": rounding, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time,
+    "scaling_maze": scaling_maze,
+}
 PRESETS = ("full", "quick", "tiny")
 
 

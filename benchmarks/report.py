@@ -41,7 +41,7 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     sections = [HEADER]
     for name, render in (("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
                          ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
-                         ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section), ("ablation", ablation_section), ("ablation_maze", ablation_section),
+                         ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section), ("ablation", ablation_section), ("ablation_maze", ablation_section), ("rounding", rounding_section),
                          ("refinement", refinement_section),
                          ("scaling", scaling_section), ("scaling_time", scaling_section),
                          ("scaling_maze", scaling_section)):
@@ -541,6 +541,62 @@ def at_trained_steps(row: dict[str, Any], supervision_steps: int) -> dict[str, A
     """A variant's test scores after as many refinement steps as it was trained with (its N_sup)."""
     steps = row.get("training_changes", {}).get("supervision_steps", supervision_steps)
     return row["per_step"][min(steps, len(row["per_step"])) - 1]
+
+
+ROUNDING_METRICS = ("accuracy", "exact_match", "mean_steps", "optimizer_steps", "all_steps_exact_match")
+
+
+def rounding_summary(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per comparator: does the repeat match the first run exactly, and how far `autograd` moves each metric."""
+    by_name: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in result["rows"]:
+        by_name.setdefault(row["name"], {})[row["variant"]] = row
+    out = {}
+    for name, runs in by_name.items():
+        first, repeat, other = runs["fused"], runs["fused again"], runs["autograd"]
+        out[name] = {"repeats_exactly": all(first[k] == repeat[k] for k in ROUNDING_METRICS),
+                     "moves": {k: other[k] - first[k] for k in ROUNDING_METRICS}}
+    return out
+
+
+def rounding_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    data = result["data"]
+    options = ", ".join(f"{k}={v}" for k, v in data["task_options"].items())
+    rows = [[f"`{r['name']}`", r["variant"], r["optimizer_steps"], f"{r['accuracy']:.4f}", f"{r['exact_match']:.3f}",
+             f"{r['mean_steps']:.2f}", f"{r['all_steps_exact_match']:.3f}"] for r in result["rows"]]
+    header = ["comparator", "run", "optimizer steps", "cell accuracy", "exact match (halting)", "mean test steps", "exact match, all steps"]
+    lines = []
+    for name, s in rounding_summary(result).items():
+        moves = s["moves"]
+        repeat = "repeats exactly in the same process" if s["repeats_exactly"] else "**does not repeat** in the same process"
+        if all(v == 0 for v in moves.values()):
+            lines.append(f"- `{name}`: {repeat}, and the other rounding changes none of its figures.")
+        else:
+            lines.append(f"- `{name}`: {repeat}, but the other rounding moves it: exact match {moves['exact_match']:+.3f} with halting, "
+                         f"{moves['all_steps_exact_match']:+.3f} after all steps, {moves['optimizer_steps']:+d} optimizer steps, "
+                         f"mean test steps {moves['mean_steps']:+.2f}.")
+    summaries = rounding_summary(result)
+    moved = [name for name, s in summaries.items() if any(v != 0 for v in s["moves"].values())]
+    if moved:
+        firsts = {r["name"]: r for r in result["rows"] if r["variant"] == "fused"}
+        largest = max(moved, key=lambda m: abs(summaries[m]["moves"]["all_steps_exact_match"]))
+        p = firsts[largest]["all_steps_exact_match"]
+        gap = summaries[largest]["moves"]["all_steps_exact_match"]
+        two_se = 2 * math.sqrt(2 * p * (1 - p) / max(data["num_test"], 1))
+        lines.append(f"- So a single run of {', '.join(f'`{m}`' for m in moved)} is exact for its code but one draw from a spread that any "
+                     "change of rounding (another torch, CPU or kernel) samples again. The largest move here, "
+                     f"{abs(gap):.3f} of `{largest}`'s exact match after all steps, is "
+                     f"{'within' if abs(gap) <= two_se else 'beyond'} two standard errors of test-set sampling noise "
+                     f"({two_se:.3f} on {data['num_test']} examples), the yardstick the other sections use for a tie.")
+    return (
+        "## Rounding: how much one training run says\n\n"
+        f"Task `{data['task']}` ({options}), the accuracy benchmark's data budget. Each comparator trains three times on the same "
+        "cached features: *fused* (latentreason's hand-written RMSNorm and SwiGLU-gate backwards on CPU, the default), "
+        "*autograd* (torch's autograd for them: the same mathematics, other floating-point rounding) and *fused again* (the first "
+        "run repeated in the same process). A repeat that matches says training is deterministic; a change under *autograd* "
+        "says how far rounding alone moves a run.\n\n"
+        + provenance(result) + "\n" + table(header, rows) + "\n" + "\n".join(lines) + "\n"
+    )
 
 
 def ablation_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:

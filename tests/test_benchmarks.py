@@ -206,6 +206,7 @@ def test_report_has_every_section_and_its_plots(tiny_run):
                   "## Accuracy against task size (parity, data and time budgets)",
                   "## Accuracy against task size (Sudoku)", "## Accuracy on sudoku 6x6", "## Accuracy on maze",
                   "## Accuracy on sort_words: a control (depth should not help)",
+                  "## Rounding: how much one training run says",
                   "## Ablation: what limits the reasoner on maze", "## Accuracy against task size (maze, data budget)"):
         assert title in text
     # scaling_maze's 5x5 runs repeat accuracy_maze's (same tiny settings): the report sets them side by side
@@ -408,3 +409,29 @@ def test_accuracy_findings_name_who_sits_at_chance_and_compare_with_the_linear_h
     comparators[0]["data"] = run(0.11)  # the linear head at chance too: no comparison with it
     text = report.accuracy_findings(comparators, ["data"], chance=0.1, num_test=128)
     assert "`linear` is at chance" in text and "below even" not in text
+
+
+def test_rounding_section_tells_a_deterministic_run_from_one_that_rounding_moves(tmp_path):
+    def row(name, variant, exact, steps):
+        return {"name": name, "variant": variant, "optimizer_steps": steps, "accuracy": 0.9, "exact_match": exact,
+                "mean_steps": 1.0, "all_steps_exact_match": exact, "train_seconds": 1.0, "load_average": 1.0}
+
+    result = {"machine": {"cpu": "cpu", "cores": 2, "torch_threads": 1, "torch": "2", "date": "today"}, "command": "c",
+              "data": {"task": "maze", "task_options": {"size": 7}, "num_test": 128},
+              "rows": [row("one_pass", v, 0.32, 120) for v in ("fused", "autograd", "fused again")]
+              + [row("reasoner", "fused", 0.43, 947), row("reasoner", "autograd", 0.57, 958), row("reasoner", "fused again", 0.43, 947)]}
+    text = report.rounding_section(result, tmp_path, tmp_path)
+    assert "- `one_pass`: repeats exactly in the same process, and the other rounding changes none of its figures." in text
+    assert "- `reasoner`: repeats exactly in the same process, but the other rounding moves it: exact match +0.140" in text
+    assert "+11 optimizer steps" in text
+    assert "The largest move here, 0.140 of `reasoner`'s exact match after all steps, is beyond two standard errors" in text
+    result["rows"][-1] = row("reasoner", "fused again", 0.44, 947)
+    assert "`reasoner`: **does not repeat** in the same process" in report.rounding_section(result, tmp_path, tmp_path)
+
+
+def test_rounding_benchmark_restores_the_fused_ops_switch(tiny_run):
+    from latentreason import reasoner as reasoner_module
+
+    assert reasoner_module.FUSED_CPU_OPS is True
+    runs = {(r["name"], r["variant"]) for r in tiny_run[1]["rounding"]["rows"]}
+    assert runs == {(n, v) for n in ("one_pass", "reasoner") for v in ("fused", "autograd", "fused again")}

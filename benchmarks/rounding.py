@@ -1,0 +1,92 @@
+"""Rounding: how much one training run of each comparator says, when only floating-point rounding changes.
+
+Two runs of the same seeded settings of the maze reasoner gave different exact matches (and different
+optimizer step counts: halting ends some batches early) while the one-pass head and the deep stack
+repeated to the digit. This benchmark separates the two possible causes:
+
+    fused          latentreason's hand-written RMSNorm / SwiGLU-gate backwards on CPU (the default)
+    autograd       the same model with torch's autograd for them: the same mathematics, other rounding
+    fused again    the first run repeated in the same process: is training deterministic?
+
+Each comparator (from `benchmarks.accuracy`) trains three times on the same cached features. If the
+repeat matches and `autograd` differs, a run's figures are exact for its code but move with any change
+of rounding (another torch, another CPU, another kernel): read them as one draw from that spread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from latentreason import reasoner as reasoner_module
+from latentreason.training.pipeline import torch_format, with_features
+
+from . import accuracy
+from .harness import log, machine_info, torch_threads
+
+# name -> whether latentreason's hand-written CPU backwards are used (`latentreason.reasoner.FUSED_CPU_OPS`)
+VARIANTS: dict[str, bool] = {"fused": True, "autograd": False, "fused again": True}
+METRICS = ("accuracy", "exact_match", "mean_steps", "optimizer_steps", "all_steps_exact_match")
+
+
+@dataclass(frozen=True)
+class RoundingSettings:
+    """The accuracy benchmark's settings and the comparators to train three times each."""
+
+    base: accuracy.AccuracySettings = field(default_factory=lambda: accuracy.MAZE_PRESETS["quick"])
+    comparators: tuple[str, ...] = ("one_pass", "deep_stack", "reasoner")
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.comparators) - set(accuracy.COMPARATORS))
+        if unknown:
+            raise ValueError(f"Unknown comparator(s) {unknown} in RoundingSettings.comparators; choose from {accuracy.COMPARATORS}.")
+
+
+PRESETS: dict[str, RoundingSettings] = {
+    # The accuracy_maze data budget (7x7, 1000 mazes x 8 epochs). About 15 minutes on one idle core.
+    "full": RoundingSettings(base=dataclasses.replace(accuracy.MAZE_PRESETS["full"], time_budget_seconds=None)),
+    "quick": RoundingSettings(base=accuracy.MAZE_PRESETS["quick"], comparators=("one_pass", "reasoner")),
+    "tiny": RoundingSettings(base=accuracy.MAZE_PRESETS["tiny"], comparators=("one_pass", "reasoner")),
+}
+
+
+def run(settings: RoundingSettings) -> dict[str, Any]:
+    """Train every comparator under each variant; return the JSON result."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with torch_threads(settings.threads):
+        return _run(settings)
+
+
+def _run(settings: RoundingSettings) -> dict[str, Any]:
+    recipe, data, pad_token_id = accuracy.load_data(settings.base)
+    cached: tuple[Any, Any] | None = None
+    rows = []
+    default = reasoner_module.FUSED_CPU_OPS
+    try:
+        for name in settings.comparators:
+            for variant, fused in VARIANTS.items():
+                reasoner_module.FUSED_CPU_OPS = fused
+                model = accuracy.build(name, settings.base, data)
+                if cached is None:  # the same frozen features for every run
+                    cached = (torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe)))
+                result = accuracy.train_and_evaluate(model, settings.base, *cached, pad_token_id)
+                row = {"name": name, "variant": variant, **{k: result[k] for k in METRICS if k in result},
+                       "all_steps_exact_match": result["all_steps"]["exact_match"], "train_seconds": result["train_seconds"],
+                       "load_average": result["load_average"]}
+                rows.append(row)
+                log(f"rounding: {name}, {variant}: exact {row['exact_match']:.3f} (all steps {row['all_steps_exact_match']:.3f}), "
+                    f"{row['optimizer_steps']} optimizer steps")
+    finally:
+        reasoner_module.FUSED_CPU_OPS = default
+    return {
+        "benchmark": "rounding",
+        "machine": machine_info(),
+        "settings": asdict(settings) | {"comparators": list(settings.comparators)},
+        "data": {"task": settings.base.task, "task_options": dict(settings.base.task_options), "num_train": len(data.train),
+                 "num_test": len(data.eval)},
+        "rows": rows,
+    }
+
