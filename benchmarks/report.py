@@ -68,7 +68,7 @@ one module per benchmark). Rebuild everything with
 
 `python -m benchmarks run` with no name runs all of them at full size: about seven hours on this 2-core
 machine (memory, speed and overhead take a few minutes each, ablation ~8, refinement ~9, accuracy ~15,
-scaling ~21, scaling_time ~25, ablation_maze ~27, accuracy_maze ~32, accuracy_sort ~40, accuracy_parity ~45,
+rounding ~17, scaling ~21, scaling_time ~25, ablation_maze ~27, accuracy_maze ~32, accuracy_sort ~40, accuracy_parity ~45,
 scaling_maze ~60, accuracy_sudoku6 ~70, on one core each with one other job beside it). `run NAME --reuse` keeps the runs of an existing
 result with the same settings and trains only what it lacks (a new comparator, the time budget).
 
@@ -724,7 +724,7 @@ def refinement_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> 
 def repeat_note(scaling_result: dict[str, Any], accuracy_result: dict[str, Any]) -> str:
     """Where a size of a scaling run repeats an accuracy run's settings: both runs side by side, per comparator.
 
-    Two runs of the same seeded settings show how far a figure moves between runs of the same code.
+    Two runs of the same seeded settings, made at different times, show how far a figure moves between runs.
     """
     base, options = scaling_result["settings"]["base"], accuracy_result["data"]["task_options"]
     size = options.get(scaling_result["settings"]["size_option"])
@@ -743,8 +743,9 @@ def repeat_note(scaling_result: dict[str, Any], accuracy_result: dict[str, Any])
     if not lines:
         return ""
     verdict = ("every comparator repeats to the digit" if not moved else
-               f"{', '.join(moved)} moved between two runs of the same seeded settings: read {'its' if len(moved) == 1 else 'their'} "
-               "figures on this task as one draw from that spread")
+               f"{', '.join(moved)} moved between two runs of the same seeded settings (made at different times, so perhaps "
+               "with other code or rounding; the Rounding section measures how far rounding alone moves a run): read "
+               f"{'its' if len(moved) == 1 else 'their'} figures on this task as one draw from that spread")
     return (f"\nThe {size}x{size} data-budget runs repeat those of `accuracy_maze` (same settings and seed, "
             f"{accuracy_result['machine']['date']}); exact match: " + "; ".join(lines) + f". So {verdict}.\n")
 
