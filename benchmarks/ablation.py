@@ -23,7 +23,6 @@ the named knob.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 from latentreason.training.pipeline import torch_format, with_features
 
 from . import accuracy
-from .harness import log, machine_info, torch_threads
+from .harness import log, machine_info, training_run
 
 # name -> (comparator, changes to AccuracySettings, changes to TrainingConfig, what it tests)
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
@@ -86,8 +85,7 @@ MAZE_PRESETS: dict[str, AblationSettings] = {
 
 def run(settings: AblationSettings) -> dict[str, Any]:
     """Train every variant for each step count; return the JSON result."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with torch_threads(settings.threads):
+    with training_run(settings.threads):
         return _run(settings)
 
 

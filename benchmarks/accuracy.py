@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,7 +58,7 @@ from latentreason.recipe import Recipe, resolve_base
 from latentreason.training import TrainingConfig, evaluate, train
 from latentreason.training.pipeline import PreparedData, load_tokenizer, prepare_data, torch_format, with_features
 
-from .harness import load_average, log, machine_info, torch_threads
+from .harness import load_average, log, machine_info, training_run
 
 # A data-budget run whose step count is within this fraction of the time budget's stands for the time budget too
 # (retraining for a few percent more or fewer steps changes nothing but the machine's load).
@@ -401,8 +400,7 @@ def run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> d
     `previous`: an earlier result of this benchmark. Runs it holds for the same settings (all those that
     shape a training, see `comparable_settings`) are reused instead of trained again (see `reusable_runs`).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with torch_threads(settings.threads):
+    with training_run(settings.threads):
         return _run(settings, previous)
 
 

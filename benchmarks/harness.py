@@ -53,6 +53,14 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def training_run(threads: int | None) -> Iterator[None]:
+    """The block as a benchmark's training runs it: offline (no Hub calls) and on `threads` torch threads."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with torch_threads(threads):
+        yield
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, threads, torch version, CPU model and load: stamped on every result."""
     cpu = platform.processor() or platform.machine()

@@ -16,7 +16,6 @@ of rounding (another torch, another CPU, another kernel): read them as one draw 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ from latentreason import reasoner as reasoner_module
 from latentreason.training.pipeline import torch_format, with_features
 
 from . import accuracy
-from .harness import log, machine_info, torch_threads
+from .harness import log, machine_info, training_run
 
 # name -> whether latentreason's hand-written CPU backwards are used (`latentreason.reasoner.FUSED_CPU_OPS`)
 VARIANTS: dict[str, bool] = {"fused": True, "autograd": False, "fused again": True}
@@ -55,8 +54,7 @@ PRESETS: dict[str, RoundingSettings] = {
 
 def run(settings: RoundingSettings) -> dict[str, Any]:
     """Train every comparator under each variant; return the JSON result."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with torch_threads(settings.threads):
+    with training_run(settings.threads):
         return _run(settings)
 
 
