@@ -27,8 +27,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from latentreason.training.pipeline import torch_format, with_features
-
 from . import accuracy
 from .harness import log, machine_info, training_run
 
@@ -99,7 +97,7 @@ def _run(settings: AblationSettings) -> dict[str, Any]:
         for steps in settings.steps:
             model = accuracy.build(comparator, variant_settings, data)
             if cached is None:  # the same frozen features for every variant
-                cached = (torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe)))
+                cached = accuracy.feature_sets(model, data, recipe)
             start = time.perf_counter()
             result = accuracy.train_and_evaluate(model, variant_settings, *cached, pad_token_id, max_steps=steps,
                                                  training_changes=training_changes)

@@ -265,6 +265,11 @@ def load_data(settings: AccuracySettings) -> tuple[Recipe, PreparedData, int]:
     return recipe, prepare_data(recipe, tokenizer), tokenizer.pad_token_id
 
 
+def feature_sets(model: LatentReasonerModel, data: PreparedData, recipe: Recipe) -> tuple[Any, Any]:
+    """The (train, eval) sets with `model`'s frozen backbone features cached in them (the backbone runs once per example)."""
+    return torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe))
+
+
 # --- the comparators ------------------------------------------------------------------------------
 def reasoner_config(settings: AccuracySettings, data: PreparedData | None = None, **changes: Any) -> ReasonerConfig:
     """The shared `ReasonerConfig`, sized for the data (labels, max length) when given."""
@@ -441,7 +446,7 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
             return plain_train, plain_eval
         if cached is None:
             start = time.perf_counter()
-            cached = (torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe)))
+            cached = feature_sets(model, data, recipe)
             log(f"accuracy: features cached in {time.perf_counter() - start:.1f} s")
         return cached
 

@@ -41,7 +41,8 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     sections = [HEADER]
     for name, render in (("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
                          ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
-                         ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section), ("ablation", ablation_section), ("ablation_maze", ablation_section), ("rounding", rounding_section),
+                         ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section),
+                         ("ablation", ablation_section), ("ablation_maze", ablation_section), ("rounding", rounding_section),
                          ("refinement", refinement_section),
                          ("scaling", scaling_section), ("scaling_time", scaling_section),
                          ("scaling_maze", scaling_section)):
@@ -124,15 +125,19 @@ def verdict(met: bool) -> str:
     return "**met**" if met else "**missed**"
 
 
-def within_noise(ours: float, theirs: float, num_test: int) -> bool:
-    """Whether two exact-match rates on the same `num_test` examples differ by less than two standard errors.
+def two_standard_errors(ours: float, theirs: float, num_test: int) -> float:
+    """Two standard errors of the difference of two exact-match rates on the same `num_test` examples.
 
     Each rate is a fraction of independent test examples (binomial), so its standard error is sqrt(p(1-p)/n);
-    the difference of two has the root of the summed variances. Two standard errors: a gap this small
-    appears about one time in twenty between two runs of equal skill.
+    the difference of two has the root of the summed variances. A gap under two standard errors appears
+    about one time in twenty between two runs of equal skill.
     """
-    spread = math.sqrt((ours * (1 - ours) + theirs * (1 - theirs)) / max(num_test, 1))
-    return abs(ours - theirs) <= 2 * spread
+    return 2 * math.sqrt((ours * (1 - ours) + theirs * (1 - theirs)) / max(num_test, 1))
+
+
+def within_noise(ours: float, theirs: float, num_test: int) -> bool:
+    """Whether two exact-match rates on the same `num_test` examples differ by less than two standard errors."""
+    return abs(ours - theirs) <= two_standard_errors(ours, theirs, num_test)
 
 
 def noise_note(num_test: int) -> str:
@@ -244,10 +249,12 @@ def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
 
     goal = result["goal"]
     main = [c for c in configs if c["hidden_size"] == goal["hidden_size"]]
-    per_mixer = ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}% "
-                          f"{verdict(c['fraction_of_peak'] >= goal['fraction_of_peak'])}" for c in main)
+    def fractions(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}% {verdict(c['fraction_of_peak'] >= goal['fraction_of_peak'])}"
+                         for c in rows)
+
     goal_line = (f"- Goal: at least {100 * goal['fraction_of_peak']:.0f}% of the matmul limit at hidden {goal['hidden_size']}: "
-                 f"{per_mixer}.\n")
+                 f"{fractions(main)}.\n")
     bound = ", ".join(f"{mixer} {100 * prof['matmul_share']:.0f}%" for mixer, prof in result["profile"].items())
     if result["trm_available"]:
         reference_limit = (" The TRM reference, the same step written independently, reaches " + ", ".join(
@@ -268,9 +275,7 @@ def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
     large = result.get("large_batch", [])
     if large:
         goal_line += (f"- What larger batches buy: the same configurations at batch {large[0]['batch']} "
-                      f"({large[0]['batch'] * settings['length']} rows per matmul), in the same run: " + ", ".join(
-                          f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}% "
-                          f"{verdict(c['fraction_of_peak'] >= goal['fraction_of_peak'])}" for c in large)
+                      f"({large[0]['batch'] * settings['length']} rows per matmul), in the same run: " + fractions(large)
                       + " of the limit (a recipe sets it as `training.batch_size`).\n")
     def spread(c: dict[str, Any], key: str = "speedup_vs_trm_range") -> str:
         low, high = c.get(key, (None, None))
@@ -470,11 +475,16 @@ def accuracy_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     )
 
 
+def at_chance(accuracy: float, chance: float) -> bool:
+    """Whether a cell accuracy is within 3 points of a uniform guess: nothing learned."""
+    return accuracy < chance + 0.03
+
+
 def below_linear(comparator: dict[str, Any], linear: dict[str, Any] | None, budgets: list[str], chance: float) -> str:
     """", below even the linear head (...)" where the linear head learned something under those budgets, else ""."""
     if linear is None or comparator is linear:
         return ""
-    learned = [b for b in budgets if linear[b]["accuracy"] >= chance + 0.03]
+    learned = [b for b in budgets if not at_chance(linear[b]["accuracy"], chance)]
     if not learned:
         return ""
     return ", below even the linear head (" + ", ".join(f"{linear[b]['accuracy']:.3f}" for b in learned) + ")"
@@ -487,12 +497,12 @@ def accuracy_findings(comparators: list[dict[str, Any]], budgets: list[str], cha
         return ""
     lines = []
     for c in comparators:
-        at_chance = [b for b in budgets if c[b]["accuracy"] < chance + 0.03]
-        if at_chance:
-            scores = ", ".join(f"{c[b]['accuracy']:.3f}" for b in at_chance)
+        unlearned = [b for b in budgets if at_chance(c[b]["accuracy"], chance)]
+        if unlearned:
+            scores = ", ".join(f"{c[b]['accuracy']:.3f}" for b in unlearned)
             lines.append(f"- `{c['name']}` is at chance (cell accuracy {scores} "
-                         f"vs {chance:.3f} for a uniform guess) under the {' and '.join(at_chance)} budget: it learned nothing there"
-                         + below_linear(c, by_name.get("linear"), at_chance, chance) + ".")
+                         f"vs {chance:.3f} for a uniform guess) under the {' and '.join(unlearned)} budget: it learned nothing there"
+                         + below_linear(c, by_name.get("linear"), unlearned, chance) + ".")
     for budget in budgets:
         ours = by_name["reasoner"][budget]
         others = [c for c in comparators if c["name"] != "reasoner"]
@@ -565,29 +575,28 @@ def rounding_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> st
     rows = [[f"`{r['name']}`", r["variant"], r["optimizer_steps"], f"{r['accuracy']:.4f}", f"{r['exact_match']:.3f}",
              f"{r['mean_steps']:.2f}", f"{r['all_steps_exact_match']:.3f}"] for r in result["rows"]]
     header = ["comparator", "run", "optimizer steps", "cell accuracy", "exact match (halting)", "mean test steps", "exact match, all steps"]
+    summaries = rounding_summary(result)
+    moved = [name for name, s in summaries.items() if any(v != 0 for v in s["moves"].values())]
     lines = []
-    for name, s in rounding_summary(result).items():
+    for name, s in summaries.items():
         moves = s["moves"]
         repeat = "repeats exactly in the same process" if s["repeats_exactly"] else "**does not repeat** in the same process"
-        if all(v == 0 for v in moves.values()):
+        if name not in moved:
             lines.append(f"- `{name}`: {repeat}, and the other rounding changes none of its figures.")
         else:
             lines.append(f"- `{name}`: {repeat}, but the other rounding moves it: exact match {moves['exact_match']:+.3f} with halting, "
                          f"{moves['all_steps_exact_match']:+.3f} after all steps, {moves['optimizer_steps']:+d} optimizer steps, "
                          f"mean test steps {moves['mean_steps']:+.2f}.")
-    summaries = rounding_summary(result)
-    moved = [name for name, s in summaries.items() if any(v != 0 for v in s["moves"].values())]
     if moved:
-        firsts = {r["name"]: r for r in result["rows"] if r["variant"] == "fused"}
+        runs = {(r["name"], r["variant"]): r["all_steps_exact_match"] for r in result["rows"]}
         largest = max(moved, key=lambda m: abs(summaries[m]["moves"]["all_steps_exact_match"]))
-        p = firsts[largest]["all_steps_exact_match"]
         gap = summaries[largest]["moves"]["all_steps_exact_match"]
-        two_se = 2 * math.sqrt(2 * p * (1 - p) / max(data["num_test"], 1))
+        band = two_standard_errors(runs[largest, "fused"], runs[largest, "autograd"], data["num_test"])
         lines.append(f"- So a single run of {', '.join(f'`{m}`' for m in moved)} is exact for its code but one draw from a spread that any "
                      "change of rounding (another torch, CPU or kernel) samples again. The largest move here, "
                      f"{abs(gap):.3f} of `{largest}`'s exact match after all steps, is "
-                     f"{'within' if abs(gap) <= two_se else 'beyond'} two standard errors of test-set sampling noise "
-                     f"({two_se:.3f} on {data['num_test']} examples), the yardstick the other sections use for a tie.")
+                     f"{'within' if abs(gap) <= band else 'beyond'} two standard errors of test-set sampling noise "
+                     f"({band:.3f} on {data['num_test']} examples), the yardstick the other sections use for a tie.")
     return (
         "## Rounding: how much one training run says\n\n"
         f"Task `{data['task']}` ({options}), the accuracy benchmark's data budget. Each comparator trains three times on the same "

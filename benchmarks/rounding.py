@@ -20,14 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from latentreason import reasoner as reasoner_module
-from latentreason.training.pipeline import torch_format, with_features
 
 from . import accuracy
 from .harness import log, machine_info, training_run
 
 # name -> whether latentreason's hand-written CPU backwards are used (`latentreason.reasoner.FUSED_CPU_OPS`)
 VARIANTS: dict[str, bool] = {"fused": True, "autograd": False, "fused again": True}
-METRICS = ("accuracy", "exact_match", "mean_steps", "optimizer_steps", "all_steps_exact_match")
 
 
 @dataclass(frozen=True)
@@ -69,11 +67,11 @@ def _run(settings: RoundingSettings) -> dict[str, Any]:
                 reasoner_module.FUSED_CPU_OPS = fused
                 model = accuracy.build(name, settings.base, data)
                 if cached is None:  # the same frozen features for every run
-                    cached = (torch_format(with_features(model, data.train, recipe)), torch_format(with_features(model, data.eval, recipe)))
+                    cached = accuracy.feature_sets(model, data, recipe)
                 result = accuracy.train_and_evaluate(model, settings.base, *cached, pad_token_id)
-                row = {"name": name, "variant": variant, **{k: result[k] for k in METRICS if k in result},
-                       "all_steps_exact_match": result["all_steps"]["exact_match"], "train_seconds": result["train_seconds"],
-                       "load_average": result["load_average"]}
+                row = {"name": name, "variant": variant,
+                       **{k: result[k] for k in ("accuracy", "exact_match", "mean_steps", "optimizer_steps", "train_seconds", "load_average")},
+                       "all_steps_exact_match": result["all_steps"]["exact_match"]}
                 rows.append(row)
                 log(f"rounding: {name}, {variant}: exact {row['exact_match']:.3f} (all steps {row['all_steps_exact_match']:.3f}), "
                     f"{row['optimizer_steps']} optimizer steps")
