@@ -36,6 +36,7 @@ from . import (
     scaling_maze,
     scaling_time,
     speed,
+    trm_parity,
 )
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
 
@@ -43,7 +44,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy, "accuracy_parity": accuracy_parity,
     "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze, "accuracy_sort": accuracy_sort, "ablation": ablation,
     "ablation_maze": ablation_maze, "rounding": rounding, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time,
-    "scaling_maze": scaling_maze,
+    "scaling_maze": scaling_maze, "trm_parity": trm_parity,
 }
 PRESETS = ("full", "quick", "tiny")
 

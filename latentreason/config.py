@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 Mixer = Literal["attention", "mlp"]
+MlpNorm = Literal["sequence", "channel"]
+HaltRead = Literal["mean", "first"]
 GradMode = Literal["last_cycle", "one_step", "full"]
 OutputPath = Literal["token_classification", "sequence_classification", "lm_head", "latent_prefix"]
 CarryInit = Literal["fixed", "learned"]
@@ -53,6 +55,7 @@ class ReasonerConfig:
     expansion: float = field(default=4.0, metadata={"help": "SwiGLU hidden width as a multiple of `hidden_size`."})
     mixer: Mixer = field(default="attention", metadata={"help": "How positions talk: `attention` (non-causal, rotary positions, padding mask; any length) or `mlp` (an MLP across the sequence, TRM's choice for small fixed grids; needs `max_length`)."})
     max_length: int | None = field(default=None, metadata={"help": "Longest input sequence in tokens. Required by the `mlp` mixer (its weights span the sequence); optional otherwise. Longer inputs raise an error, never a silent truncation."})
+    mlp_norm: MlpNorm = field(default="sequence", metadata={"help": "Axis of the RMSNorm after the mlp mixer's token mixing: `sequence` (TRM's reference: each channel normalised over the positions) or `channel` (each position normalised over its channels, as after attention; what latentreason ran before this option existed). Adapters saved without this key load as `channel`, the network they were trained as."})
     norm_eps: float = field(default=1e-5, metadata={"help": "Epsilon of the RMSNorms."})
     rope_theta: float = field(default=10000.0, metadata={"help": "Base of the rotary position frequencies (attention mixer)."})
 
@@ -66,6 +69,7 @@ class ReasonerConfig:
     # --- halting ---------------------------------------------------------------------------------
     halting: bool = field(default=True, metadata={"help": "Learn a halting head (ACT): at test time a sample may stop refining once its halt logit is > 0."})
     halt_exploration: float = field(default=0.1, metadata={"help": "Training only: probability that a sample is forced to run a random minimum number of steps before it may halt (TRM's exploration)."})
+    halt_read: HaltRead = field(default="mean", metadata={"help": "What the halting head reads: `mean` (the answer latent averaged over real positions) or `first` (the first position's answer latent, as TRM's reference reads its puzzle-embedding position; what `convert-trm` sets)."})
     halt_loss_weight: float = field(default=0.5, metadata={"help": "Weight of the halting BCE loss (target: the sample's prediction is exactly right)."})
     halt_threshold: float = field(default=0.5, metadata={"help": "At test time a sample halts once its halt probability (sigmoid of the halt logit) exceeds this. Raise it (e.g. 0.99) when halting stops too early on new data: the halting head is trained on examples the model has seen, where its predictions are right more often; pick it on held-out data from the `halting_curve` that evaluation reports."})
 
@@ -192,6 +196,9 @@ class ReasonerConfig:
                 f"Unknown ReasonerConfig keys: {unknown}. Known keys: {sorted(known)}. "
                 "Was this config written by a newer latentreason?"
             )
+        if values.get("mixer") == "mlp" and "mlp_norm" not in values:
+            # Written before `mlp_norm` existed: those mlp-mixer reasoners normalised per position.
+            values = {**values, "mlp_norm": "channel"}
         return cls(**values)
 
     def to_json_string(self) -> str:

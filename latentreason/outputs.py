@@ -16,12 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import ReasonerConfig
-
-IGNORE_INDEX = -100
+from .losses import IGNORE_INDEX, LossKind, cross_entropy
 
 OUTPUT_HEADS: dict[str, type[OutputHead]] = {}
 
@@ -61,7 +59,8 @@ class OutputHead(nn.Module):
     def check_labels(self, labels: torch.Tensor, input_ids_shape: tuple[int, ...]) -> None:
         raise NotImplementedError
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, kind: LossKind = "softmax") -> torch.Tensor:
+        """The task loss, `kind` = `softmax` or `stablemax` cross-entropy (`training.loss`)."""
         raise NotImplementedError
 
     def exact(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -75,8 +74,8 @@ class PerTokenHead(OutputHead):
     Shared by token classification and the LM paths (each answer slot or answer token is one position).
     """
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, kind: LossKind = "softmax") -> torch.Tensor:
+        return cross_entropy(logits.flatten(0, 1), labels.flatten(), kind)
 
     def exact(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         right = (logits.argmax(-1) == labels) | (labels == IGNORE_INDEX)
@@ -123,8 +122,8 @@ class SequenceClassificationHead(OutputHead):
             )
         _check_label_range(labels, self.config.num_labels)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, kind: LossKind = "softmax") -> torch.Tensor:
+        return cross_entropy(logits, labels, kind)
 
     def exact(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return logits.argmax(-1) == labels

@@ -245,18 +245,47 @@ class Context:
     sin: torch.Tensor | None = None
 
 
+class SequenceRMSNorm(nn.Module):
+    """RMSNorm over the positions, one channel at a time (TRM's norm after its mlp mixer).
+
+    The reference transposes to (B, d, L), adds the mixer's output and normalises the last axis
+    before transposing back, so each channel is scaled by its RMS over the sequence. Padded
+    positions are zeroed and left out of the mean. The learned scale is per channel (init 1).
+    """
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        if padding is None:
+            mean_square = h.square().mean(1, keepdim=True)  # (B, 1, d)
+        else:
+            h = h * padding[..., None]
+            mean_square = h.square().sum(1, keepdim=True) / padding.sum(1).clamp(min=1)[:, None, None]
+        return h * torch.rsqrt(mean_square + self.eps) * self.weight
+
+
 class Block(nn.Module):
-    """Post-norm block: h = norm(h + mix(h)); h = norm(h + swiglu(h))."""
+    """Post-norm block: h = norm(h + mix(h)); h = norm(h + swiglu(h)).
+
+    After the mlp mixer the first norm runs over the sequence axis (`mlp_norm="sequence"`, TRM's
+    reference) or over channels (`"channel"`); after attention it is always over channels.
+    """
 
     def __init__(self, config: ReasonerConfig) -> None:
         super().__init__()
         self.mix = Attention(config) if config.mixer == "attention" else SequenceMLP(config)
-        self.mix_norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.sequence_norm = config.mixer == "mlp" and config.mlp_norm == "sequence"
+        norm = SequenceRMSNorm if self.sequence_norm else RMSNorm
+        self.mix_norm = norm(config.hidden_size, config.norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.expansion)
         self.mlp_norm = RMSNorm(config.hidden_size, config.norm_eps)
 
     def forward(self, h: torch.Tensor, context: Context) -> torch.Tensor:
-        h = self.mix_norm(h + self.mix(h, context))
+        mixed = h + self.mix(h, context)
+        h = self.mix_norm(mixed, context.padding) if self.sequence_norm else self.mix_norm(mixed)
         return self.mlp_norm(h + self.mlp(h))
 
 
@@ -396,7 +425,8 @@ class Reasoner(nn.Module):
             latent = self.net(x + answer + latent, context)
             answer = self.net(answer + latent, context)
 
-        halt_logits = self.halt_head(masked_mean(answer, mask)).squeeze(-1)  # (B,)
+        summary = answer[:, 0] if self.config.halt_read == "first" else masked_mean(answer, mask)
+        halt_logits = self.halt_head(summary).squeeze(-1)  # (B,)
         return ReasonerOutput(answer=answer, halt_logits=halt_logits, carry=Carry(answer.detach(), latent.detach()))
 
 

@@ -161,3 +161,13 @@ def test_answer_slot_defaults(output: str, slots: int | None, expected: int) -> 
 def test_every_field_has_help() -> None:
     for field in dataclasses.fields(ReasonerConfig):
         assert field.metadata.get("help"), f"{field.name} has no help text"
+
+
+def test_configs_saved_before_mlp_norm_keep_the_network_they_trained() -> None:
+    """An mlp-mixer config without `mlp_norm` (written before it existed) loads as the per-channel norm it ran."""
+    values = reasoner_config(mixer="mlp", max_length=8).to_dict()
+    assert values.pop("mlp_norm") == "sequence"  # new configs: TRM's norm over the positions
+    assert ReasonerConfig.from_dict(values).mlp_norm == "channel"
+    attention = reasoner_config().to_dict()
+    del attention["mlp_norm"]
+    assert ReasonerConfig.from_dict(attention).mlp_norm == "sequence"  # irrelevant without the mlp mixer; the default

@@ -60,11 +60,24 @@ def sequence_mlp(block, h: torch.Tensor, mask: torch.Tensor, config) -> torch.Te
     return mixed.transpose(1, 2)[:, :L]
 
 
+def sequence_rms_norm(h: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """TRM's norm after the mlp mixer, sample by sample: each channel over the real positions; padding stays 0."""
+    rows = []
+    for sample, real in zip(h, mask.bool()):
+        channels = sample[real].T  # (d, real positions)
+        normed = (channels * torch.rsqrt(channels.pow(2).mean(-1, keepdim=True) + eps)).T * weight
+        rows.append(torch.zeros_like(sample).index_put((real.nonzero()[:, 0],), normed))
+    return torch.stack(rows)
+
+
 def reference_net(reasoner: Reasoner, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     config = reasoner.config
     mix = attention if config.mixer == "attention" else sequence_mlp
     for block in reasoner.net.blocks:
-        h = rms_norm(h + mix(block, h, mask, config), block.mix_norm.weight, config.norm_eps)
+        if config.mixer == "mlp" and config.mlp_norm == "sequence":
+            h = sequence_rms_norm(h + mix(block, h, mask, config), mask, block.mix_norm.weight, config.norm_eps)
+        else:
+            h = rms_norm(h + mix(block, h, mask, config), block.mix_norm.weight, config.norm_eps)
         h = rms_norm(h + swiglu(h, block.mlp.gate_up.weight, block.mlp.down.weight), block.mlp_norm.weight, config.norm_eps)
     return h
 
@@ -83,7 +96,7 @@ def reference_step(reasoner: Reasoner, x, answer, latent, mask):
             latent = reference_net(reasoner, x + answer + latent, mask)
         answer = reference_net(reasoner, answer + latent, mask)
     weights = mask[..., None].to(answer.dtype)
-    pooled = (answer * weights).sum(1) / weights.sum(1)
+    pooled = answer[:, 0] if config.halt_read == "first" else (answer * weights).sum(1) / weights.sum(1)
     halt = pooled @ reasoner.halt_head.weight[0] + reasoner.halt_head.bias[0]
     return answer, latent, halt
 
@@ -91,11 +104,13 @@ def reference_step(reasoner: Reasoner, x, answer, latent, mask):
 # --- the tests ------------------------------------------------------------------------------------
 
 MODES = ["last_cycle", "one_step", "full"]
-MIXERS = ["attention", "mlp"]
+MIXERS = ["attention", "mlp", "mlp_channel_norm"]
 
 
 def make_reasoner(mixer: str, grad_mode: str, **changes) -> Reasoner:
     torch.manual_seed(0)
+    if mixer == "mlp_channel_norm":  # the mlp mixer with its first norm over channels (latentreason's older network)
+        mixer, changes = "mlp", {"mlp_norm": "channel", **changes}
     config = reasoner_config(mixer=mixer, grad_mode=grad_mode, max_length=8, **changes)
     reasoner = Reasoner(config)
     # Give the halting head weights, so the test sees whether it reads the right pooled answer.
@@ -321,3 +336,31 @@ def test_gated_silu_backward_matches_autograd() -> None:
     torch.testing.assert_close(torch.autograd.grad(y, gate_up, upstream)[0], torch.autograd.grad(expected, gate_up, upstream)[0])
     with torch.no_grad():  # the same values, to the bit, without gradients
         assert torch.equal(gated_silu(gate_up), y.detach())
+
+
+def test_halting_can_read_the_first_position() -> None:
+    """`halt_read="first"` (TRM's reference, what convert-trm sets) reads z_H[:, 0], not the mean."""
+    reasoner = make_reasoner("attention", "last_cycle", halt_read="first").double()
+    x, mask = inputs()
+    x = x.double()
+    out = reasoner(x, None, mask)
+    carry = reasoner.initial_carry(x)
+    _, _, reference_halt = reference_step(reasoner, x, carry.answer, carry.latent, mask)
+    torch.testing.assert_close(out.halt_logits, reference_halt, rtol=1e-9, atol=1e-10)
+    mean_read = reasoner.halt_head(masked_mean(out.answer, mask)).squeeze(-1)
+    assert not torch.allclose(out.halt_logits, mean_read)
+
+
+def test_mlp_mixer_normalises_each_channel_over_the_positions() -> None:
+    """The default mlp mixer is TRM's: after token mixing, every channel has unit RMS over the sequence."""
+    reasoner = make_reasoner("mlp", "last_cycle")
+    assert reasoner.config.mlp_norm == "sequence"
+    block = reasoner.net.blocks[0]
+    h = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(3)) * 3
+    context = reasoner.make_context(h, None)
+    normed = block.mix_norm(h + block.mix(h, context), context.padding)
+    torch.testing.assert_close(normed.pow(2).mean(1), torch.ones(2, 32), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(normed.pow(2).mean(2), torch.ones(2, 6), rtol=1e-2, atol=1e-2)
+    channel = make_reasoner("mlp_channel_norm", "last_cycle").net.blocks[0]
+    per_position = channel.mix_norm(h + channel.mix(h, context))
+    torch.testing.assert_close(per_position.pow(2).mean(2), torch.ones(2, 6), rtol=1e-4, atol=1e-4)

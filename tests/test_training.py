@@ -277,3 +277,15 @@ def test_evaluate_scores_halting_at_each_threshold_of_the_curve() -> None:
         assert row["mean_steps"] == pytest.approx(refined.halted_at.float().mean().item())
         seen_steps.add(row["mean_steps"])
     assert len(seen_steps) > 2  # the thresholds really halt at different steps
+
+
+def test_stablemax_loss_is_what_the_trainer_minimises(reference_run, workspace: dict[str, str]) -> None:
+    """`training.loss=stablemax`: same seed, same first batch, another loss value; and it still learns."""
+    _, softmax_run = reference_run
+    output_dir = os.path.join(workspace["root"], "stablemax")
+    recipe = load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"], **{"training.loss": "stablemax"}))
+    result = train_recipe(recipe)
+    losses = [row["train/loss"] for row in result.history]
+    softmax_losses = [row["train/loss"] for row in softmax_run.history]
+    assert abs(losses[0] - softmax_losses[0]) > 1e-3, (losses[0], softmax_losses[0])
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses

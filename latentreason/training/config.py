@@ -12,6 +12,7 @@ from typing import Literal
 
 MixedPrecision = Literal["no", "bf16", "fp16"]
 ReportTo = Literal["auto", "tensorboard", "none"]
+Loss = Literal["softmax", "stablemax"]
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrainingConfig:
     batch_size: int = field(default=64, metadata={"help": "Global batch size: split across processes, so 1 or N processes see the same batches."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Split each batch into this many micro-batches whose gradients are summed before each optimizer step (less memory)."})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the gradient norm to this value before each optimizer step (None: no clipping)."})
+    loss: Loss = field(default="softmax", metadata={"help": "Task loss: `softmax` cross-entropy, or `stablemax` cross-entropy (TRM's reference for Sudoku and ARC: s(x) = x+1 for x >= 0, 1/(1-x) below, in float64; logits cannot run away once the training set is fit)."})
     mixed_precision: MixedPrecision = field(default="no", metadata={"help": "`no`, `bf16` or `fp16` autocast. bf16 works on CPU but is ~100x slower there than fp32: use it on GPUs."})
 
     # --- deep supervision ------------------------------------------------------------------------
@@ -89,6 +91,8 @@ class TrainingConfig:
             raise ValueError(f"`training.max_grad_norm` must be > 0 or None, got {self.max_grad_norm!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"`training.ema_decay` must be in [0, 1), got {self.ema_decay!r}.")
+        if self.loss not in ("softmax", "stablemax"):
+            raise ValueError(f"`training.loss` must be 'softmax' or 'stablemax', got {self.loss!r}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"`training.mixed_precision` must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
         if self.batch_size % self.gradient_accumulation_steps:

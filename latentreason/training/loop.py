@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from ..losses import LossKind
 from ..outputs import IGNORE_INDEX
 from .checkpoints import latest_checkpoint, save_checkpoint
 from .config import TrainingConfig
@@ -268,7 +269,7 @@ class Trainer:
                     inputs = {"input_ids": ids} if backbone_per_step else {"features": x}
                     inputs |= inputs_for_head(self.model, ids, labels)
                     out = self.wrapped(attention_mask=mask, carry=carries[index], **inputs)
-                    loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, active[index])
+                    loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, active[index], self.config.loss)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm is not None:
                         accelerator.clip_grad_norm_(self.wrapped.parameters(), config.max_grad_norm)
@@ -344,7 +345,8 @@ def adamw(params: list[torch.nn.Parameter], **settings: Any) -> torch.optim.Adam
     return torch.optim.AdamW(params, **settings)
 
 
-def supervision_loss(model: Any, logits: torch.Tensor, halt_logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+def supervision_loss(model: Any, logits: torch.Tensor, halt_logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor,
+                     loss: LossKind = "softmax") -> torch.Tensor:
     """Task loss + `halt_loss_weight` x halting BCE (target: "exactly right"), over the active samples only.
 
     Halted samples are masked out with the ignore index; a micro-batch with no active sample left
@@ -353,7 +355,7 @@ def supervision_loss(model: Any, logits: torch.Tensor, halt_logits: torch.Tensor
     exact = model.head.exact(logits.detach(), labels)
     targets = labels.masked_fill(~active.view(-1, *([1] * (labels.dim() - 1))), IGNORE_INDEX)
     zero = logits.sum() * 0.0 + halt_logits.sum() * 0.0
-    task_loss = model.head.loss(logits, targets) if bool((targets != IGNORE_INDEX).any()) else zero
+    task_loss = model.head.loss(logits, targets, loss) if bool((targets != IGNORE_INDEX).any()) else zero
     if not model.config.halting:
         return task_loss + zero
     if bool(active.any()):
