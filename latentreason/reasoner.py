@@ -259,11 +259,10 @@ class SequenceRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
 
     def forward(self, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
-        if padding is None:
-            mean_square = h.square().mean(1, keepdim=True)  # (B, 1, d)
-        else:
-            h = h * padding[..., None]
-            mean_square = h.square().sum(1, keepdim=True) / padding.sum(1).clamp(min=1)[:, None, None]
+        if padding is None:  # one fused kernel over the transposed view, as the reference computes it
+            return F.rms_norm(h.transpose(1, 2), (h.shape[1],), None, self.eps).transpose(1, 2) * self.weight
+        h = h * padding[..., None]
+        mean_square = h.square().sum(1, keepdim=True) / padding.sum(1).clamp(min=1)[:, None, None]  # (B, 1, d)
         return h * torch.rsqrt(mean_square + self.eps) * self.weight
 
 
