@@ -104,13 +104,16 @@ def _input_dtype_rms_norm(hidden_states: torch.Tensor, variance_epsilon: float) 
     return hidden_states * torch.rsqrt(hidden_states.square().mean(-1, keepdim=True) + variance_epsilon)
 
 
-def compare(mixer: str, settings: Settings, norm_in_input_dtype: bool) -> dict[str, float]:
-    """Largest absolute difference per quantity between the reference and ours, one supervision step in float64."""
+def compare(mixer: str, settings: Settings, norm_in_input_dtype: bool, mlp_norm: str = "sequence") -> dict[str, Any]:
+    """Largest absolute difference per quantity between the reference and ours, one supervision step in float64.
+
+    `mlp_norm="channel"` runs our older mlp mixer instead (the check must see it differ).
+    """
     length = settings.length if mixer == "mlp" else settings.attention_length
     config = ReasonerConfig(
         hidden_size=settings.hidden, num_layers=settings.num_layers, num_heads=settings.num_heads, expansion=4.0,
         mixer=mixer, max_length=length if mixer == "mlp" else None, latent_steps=settings.latent_steps,
-        cycles=settings.cycles, halt_read="first", output="token_classification", num_labels=settings.num_labels,
+        cycles=settings.cycles, halt_read="first", mlp_norm=mlp_norm, output="token_classification", num_labels=settings.num_labels,
     )
     torch.manual_seed(settings.seed)
     reference = _reference_inner(config, length, settings.num_labels)

@@ -57,6 +57,7 @@ class ReasonerConfig:
     max_length: int | None = field(default=None, metadata={"help": "Longest input sequence in tokens. Required by the `mlp` mixer (its weights span the sequence); optional otherwise. Longer inputs raise an error, never a silent truncation."})
     mlp_norm: MlpNorm = field(default="sequence", metadata={"help": "Axis of the RMSNorm after the mlp mixer's token mixing: `sequence` (TRM's reference: each channel normalised over the positions) or `channel` (each position normalised over its channels, as after attention; what latentreason ran before this option existed). Adapters saved without this key load as `channel`, the network they were trained as."})
     norm_eps: float = field(default=1e-5, metadata={"help": "Epsilon of the RMSNorms."})
+    norm_scale: bool = field(default=True, metadata={"help": "A learnable per-channel scale (init 1) in the net's RMSNorms. TRM's norms have none (`false`: the reference's network exactly, and one multiply fewer per norm)."})
     rope_theta: float = field(default=10000.0, metadata={"help": "Base of the rotary position frequencies (attention mixer)."})
 
     # --- the recursion ---------------------------------------------------------------------------

@@ -73,31 +73,33 @@ class _RMSNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
         inverse_rms = torch.rsqrt(h.square().mean(-1, keepdim=True).add_(eps))
         normalized = h * inverse_rms
         ctx.save_for_backward(normalized, inverse_rms, weight)
-        return normalized * weight
+        return normalized if weight is None else normalized * weight
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         normalized, inverse_rms, weight = ctx.saved_tensors
         grad_h = grad_weight = None
-        if ctx.needs_input_grad[1]:
+        if weight is not None and ctx.needs_input_grad[1]:
             grad_weight = (grad * normalized).reshape(-1, normalized.shape[-1]).sum(0)
         if ctx.needs_input_grad[0]:
-            scaled = grad * weight
+            scaled = grad.clone() if weight is None else grad * weight
             projection = (scaled * normalized).mean(-1, keepdim=True)
             grad_h = scaled.addcmul_(normalized, projection, value=-1).mul_(inverse_rms)
         return grad_h, grad_weight, None
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
+    """RMSNorm over the last axis, with a learnable per-channel scale (init 1) unless `scale=False` (TRM's)."""
+
+    def __init__(self, size: int, eps: float, scale: bool = True) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(size))
+        self.weight = nn.Parameter(torch.ones(size)) if scale else None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if fused_path(h):
@@ -253,17 +255,19 @@ class SequenceRMSNorm(nn.Module):
     positions are zeroed and left out of the mean. The learned scale is per channel (init 1).
     """
 
-    def __init__(self, size: int, eps: float) -> None:
+    def __init__(self, size: int, eps: float, scale: bool = True) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(size))
+        self.weight = nn.Parameter(torch.ones(size)) if scale else None
 
     def forward(self, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         if padding is None:  # one fused kernel over the transposed view, as the reference computes it
-            return F.rms_norm(h.transpose(1, 2), (h.shape[1],), None, self.eps).transpose(1, 2) * self.weight
-        h = h * padding[..., None]
-        mean_square = h.square().sum(1, keepdim=True) / padding.sum(1).clamp(min=1)[:, None, None]  # (B, 1, d)
-        return h * torch.rsqrt(mean_square + self.eps) * self.weight
+            normed = F.rms_norm(h.transpose(1, 2), (h.shape[1],), None, self.eps).transpose(1, 2)
+        else:
+            h = h * padding[..., None]
+            mean_square = h.square().sum(1, keepdim=True) / padding.sum(1).clamp(min=1)[:, None, None]  # (B, 1, d)
+            normed = h * torch.rsqrt(mean_square + self.eps)
+        return normed if self.weight is None else normed * self.weight
 
 
 class Block(nn.Module):
@@ -278,9 +282,9 @@ class Block(nn.Module):
         self.mix = Attention(config) if config.mixer == "attention" else SequenceMLP(config)
         self.sequence_norm = config.mixer == "mlp" and config.mlp_norm == "sequence"
         norm = SequenceRMSNorm if self.sequence_norm else RMSNorm
-        self.mix_norm = norm(config.hidden_size, config.norm_eps)
+        self.mix_norm = norm(config.hidden_size, config.norm_eps, config.norm_scale)
         self.mlp = SwiGLU(config.hidden_size, config.expansion)
-        self.mlp_norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.norm_eps, config.norm_scale)
 
     def forward(self, h: torch.Tensor, context: Context) -> torch.Tensor:
         mixed = h + self.mix(h, context)

@@ -435,3 +435,25 @@ def test_rounding_benchmark_restores_the_fused_ops_switch(tiny_run):
     assert reasoner_module.FUSED_CPU_OPS is True
     runs = {(r["name"], r["variant"]) for r in tiny_run[1]["rounding"]["rows"]}
     assert runs == {(n, v) for n in ("one_pass", "reasoner") for v in ("fused", "autograd", "fused again")}
+
+
+def test_trm_parity_result(tiny_run):
+    result = tiny_run[1]["trm_parity"]
+    assert result["available"] == trm_reference.available()
+    if not result["available"]:
+        assert "not available" in result["note"]
+        assert result["note"] in tiny_run[2].read_text(encoding="utf-8")  # the report says why, not a table of nothing
+        return
+    assert result["met"], result["rows"]
+    assert {(row["mixer"], row["reference_norm"]) for row in result["rows"]} == {
+        (mixer, norm) for mixer in ("attention", "mlp") for norm in ("float32 (as is)", "float64")}
+
+
+@pytest.mark.skipif(not trm_reference.available(), reason="needs a TRM reference checkout (LATENTREASON_TRM_PATH)")
+def test_trm_parity_sees_the_old_channel_norm_differ():
+    """The check can fail: the mlp mixer normalised per position (latentreason's old network) is far from the reference."""
+    from benchmarks import trm_parity
+
+    settings = trm_parity.PRESETS["tiny"]
+    assert trm_parity.compare("mlp", settings, True)["z_H"] < 1e-10
+    assert trm_parity.compare("mlp", settings, True, mlp_norm="channel")["z_H"] > 1e-2

@@ -20,8 +20,9 @@ from latentreason.reasoner import Carry, Reasoner, masked_mean
 # --- the reference, from raw weights ---------------------------------------------------------------
 
 
-def rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * weight
+def rms_norm(h: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    normed = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return normed if weight is None else normed * weight
 
 
 def swiglu(h: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ def sequence_rms_norm(h: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
     rows = []
     for sample, real in zip(h, mask.bool()):
         channels = sample[real].T  # (d, real positions)
-        normed = (channels * torch.rsqrt(channels.pow(2).mean(-1, keepdim=True) + eps)).T * weight
+        normed = (channels * torch.rsqrt(channels.pow(2).mean(-1, keepdim=True) + eps)).T * (1.0 if weight is None else weight)
         rows.append(torch.zeros_like(sample).index_put((real.nonzero()[:, 0],), normed))
     return torch.stack(rows)
 
@@ -104,13 +105,16 @@ def reference_step(reasoner: Reasoner, x, answer, latent, mask):
 # --- the tests ------------------------------------------------------------------------------------
 
 MODES = ["last_cycle", "one_step", "full"]
-MIXERS = ["attention", "mlp", "mlp_channel_norm"]
+# "_unscaled": norms without a learnable scale (norm_scale=False, TRM's reference network exactly).
+MIXERS = ["attention", "mlp", "mlp_channel_norm", "attention_unscaled", "mlp_unscaled"]
 
 
 def make_reasoner(mixer: str, grad_mode: str, **changes) -> Reasoner:
     torch.manual_seed(0)
     if mixer == "mlp_channel_norm":  # the mlp mixer with its first norm over channels (latentreason's older network)
         mixer, changes = "mlp", {"mlp_norm": "channel", **changes}
+    if mixer.endswith("_unscaled"):
+        mixer, changes = mixer.removesuffix("_unscaled"), {"norm_scale": False, **changes}
     config = reasoner_config(mixer=mixer, grad_mode=grad_mode, max_length=8, **changes)
     reasoner = Reasoner(config)
     # Give the halting head weights, so the test sees whether it reads the right pooled answer.
