@@ -50,6 +50,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
+from transformers import AutoConfig
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
 from latentreason.data import collate
@@ -93,39 +94,6 @@ class DepthStack(nn.Module):
             h = net(h, context)
         halt = x.new_full((x.shape[0],), torch.inf)  # nothing to refine: "halt" after the first step
         return ReasonerOutput(answer=h, halt_logits=halt, carry=Carry(h.detach(), h.detach()))
-
-
-class TokenEmbeddingModel(LatentReasonerModel):
-    """The reasoner on learned token embeddings instead of backbone features (TRM as published).
-
-    The embeddings (width: the reasoner's hidden size, one row per token of the tokenizer's
-    vocabulary; only rows of tokens in the data ever train) replace backbone and input projection.
-    Its "features" are the token ids themselves (`encode` returns them as a float column), and the
-    lookup happens in `embed_inputs`, at every supervision step: each step then builds its own
-    graph through the embeddings, as deep supervision (one backward per step) needs. The backbone
-    is kept only for its vocabulary size and never runs.
-    """
-
-    def __init__(self, backbone: Any, config: ReasonerConfig) -> None:
-        super().__init__(backbone, config)
-        self.input_proj = nn.Identity()  # the embeddings have the reasoner's width already
-        self.token_embeddings = nn.Embedding(backbone.model.config.vocab_size, config.hidden_size)
-        nn.init.normal_(self.token_embeddings.weight, std=config.hidden_size**-0.5)
-
-    @property
-    def backbone_trains(self) -> bool:
-        return True  # the embeddings are the "backbone" here, and they train: nothing to cache
-
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        return input_ids.unsqueeze(-1).float()  # (B, L, 1): the ids, looked up in `embed_inputs`
-
-    def embed_inputs(self, features: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        embedded = self.token_embeddings(features[..., 0].long()) * self.config.hidden_size**0.5  # TRM's scaling
-        x = self.input_norm(embedded)
-        batch, length = features.shape[:2]
-        mask = torch.ones(batch, length, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask.long()
-        return x, mask
 
 
 @dataclass(frozen=True)
@@ -295,9 +263,9 @@ def build(name: str, settings: AccuracySettings, data: PreparedData) -> LatentRe
         config = reasoner_config(settings, data)
         model = attach_reasoner(base, config.replace(**one_shot))
         model.reasoner = DepthStack(model.config, depth=1 if name == "one_pass" else config.cycles * (config.latent_steps + 1))
-    elif name == "embeddings":
-        reference = attach_reasoner(base, reasoner_config(settings, data))
-        model = TokenEmbeddingModel(reference.backbone, reference.config)
+    elif name == "embeddings":  # the same reasoner on learned token embeddings of the backbone's vocabulary, no backbone
+        vocab_size = AutoConfig.from_pretrained(base).vocab_size
+        model = LatentReasonerModel.from_config(reasoner_config(settings, data).replace(input="token_embeddings", vocab_size=vocab_size))
     else:
         model = attach_reasoner(base, reasoner_config(settings, data))
     return model

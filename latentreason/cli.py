@@ -6,6 +6,7 @@
     latentreason push runs/sudoku_6x6 user/sudoku-reasoner [--private]
     latentreason tasks
     latentreason export-task sudoku sudoku.jsonl size=4 num_train=100
+    latentreason convert-trm checkpoints/sudoku/step_50000 trm-sudoku
 
 Multi-process (DDP, on CPU or GPUs): `accelerate launch --num_processes 2 -m latentreason.cli train RECIPE`.
 """
@@ -72,6 +73,23 @@ examples:
 """
 
 
+CONVERT_HELP = """\
+Convert a checkpoint of the TRM reference code (SamsungSAILMontreal/TinyRecursiveModels) into a
+latentreason adapter on learned token embeddings: config, safetensors weights and a model card, which
+`LatentReasonerModel.from_pretrained(OUT_DIR)` loads, `refine` runs and `latentreason push` publishes,
+with the reference's logits on the same inputs. The checkpoint is read with
+torch.load(weights_only=True): tensors only, no code from it ever runs. The settings that its tensors
+do not hold (cycles, heads, ...) come from the all_config.yaml the reference wrote beside it.
+
+Puzzle-identifier embeddings become fixed prefix positions: exact when the checkpoint has one
+identifier (Sudoku, mazes); with several (ARC) one is kept (--puzzle-id), as the command reports.
+
+examples:
+  latentreason convert-trm checkpoints/sudoku/step_50000 trm-sudoku
+  latentreason convert-trm step_50000 trm-arc --config all_config.yaml --puzzle-id 0
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentreason",
@@ -120,7 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("path", metavar="PATH", help="the .jsonl file to write")
     export.add_argument("options", nargs="*", metavar="key=value", help="task options, e.g. size=4 num_train=100")
     export.add_argument("--split", choices=("train", "test"), default="train", help="which split to write (default: train)")
+
+    convert = command("convert-trm", "convert a TRM reference checkpoint into an adapter", CONVERT_HELP)
+    convert.add_argument("checkpoint", metavar="CHECKPOINT", help="a file the reference's pretrain.py saved (its model state dict)")
+    convert.add_argument("output_dir", metavar="OUT_DIR", help="the adapter folder to write")
+    convert.add_argument("--config", metavar="YAML", help="the reference's all_config.yaml (default: the one beside CHECKPOINT)")
+    convert.add_argument("--puzzle-id", type=_non_negative, default=0, metavar="N",
+                         help="which puzzle identifier's embedding to keep when the checkpoint has several (default: 0)")
     return parser
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +248,20 @@ def run_export_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_convert_trm(args: argparse.Namespace) -> int:
+    from .convert_trm import convert_trm
+
+    conversion = convert_trm(args.checkpoint, args.output_dir, config_path=args.config, puzzle_id=args.puzzle_id)
+    for note in conversion.notes:
+        print(f"note: {note}", file=sys.stderr)
+    config = conversion.config
+    print(
+        f"Converted {args.checkpoint} ({config.mixer} mixer, hidden {config.hidden_size}, n={config.latent_steps}, "
+        f"T={config.cycles}, N_sup={config.max_supervision_steps}, vocabulary {config.vocab_size}) to {args.output_dir}"
+    )
+    return 0
+
+
 COMMANDS = {
     "train": run_train,
     "eval": run_eval,
@@ -220,6 +269,7 @@ COMMANDS = {
     "push": run_push,
     "tasks": run_tasks,
     "export-task": run_export_task,
+    "convert-trm": run_convert_trm,
 }
 
 

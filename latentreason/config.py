@@ -27,6 +27,8 @@ HaltRead = Literal["mean", "first"]
 GradMode = Literal["last_cycle", "one_step", "full"]
 OutputPath = Literal["token_classification", "sequence_classification", "lm_head", "latent_prefix"]
 CarryInit = Literal["fixed", "learned"]
+Positions = Literal["rotary", "learned", "none"]
+InputKind = Literal["backbone", "token_embeddings"]
 
 # Output paths that read answers through a frozen causal LM (they need a decoder with an LM head).
 LM_OUTPUTS = ("lm_head", "latent_prefix")
@@ -59,6 +61,8 @@ class ReasonerConfig:
     norm_eps: float = field(default=1e-5, metadata={"help": "Epsilon of the RMSNorms."})
     norm_scale: bool = field(default=True, metadata={"help": "A learnable per-channel scale (init 1) in the net's RMSNorms. TRM's norms have none (`false`: the reference's network exactly, and one multiply fewer per norm)."})
     rope_theta: float = field(default=10000.0, metadata={"help": "Base of the rotary position frequencies (attention mixer)."})
+    swiglu_multiple: int = field(default=1, metadata={"help": "Round every SwiGLU's inner width up to a multiple of this. TRM's reference rounds to 256 (`convert-trm` sets it); 1 keeps the width at `expansion` x 2/3 x size."})
+    positions: Positions = field(default="rotary", metadata={"help": "Position information: `rotary` (rotary positions in the attention mixer; the mlp mixer knows positions by its weights), `learned` (a learned position table added to the token embeddings, as TRM's `pos_encodings: learned`; needs `input='token_embeddings'` and `max_length`) or `none`."})
 
     # --- the recursion ---------------------------------------------------------------------------
     latent_steps: int = field(default=6, metadata={"help": "n: scratchpad updates `z_L <- net(x + z_H + z_L)` per cycle. More steps = deeper reasoning, same memory under `last_cycle`."})
@@ -79,9 +83,12 @@ class ReasonerConfig:
     num_labels: int | None = field(default=None, metadata={"help": "Number of classes of the classification heads (required for them)."})
     label_names: list[str] | None = field(default=None, metadata={"help": "Optional names of the classes, index-aligned; saved with the adapter so predictions print as text."})
     num_answer_slots: int | None = field(default=None, metadata={"help": "Learned answer positions appended after the input tokens (for outputs not aligned to the input). Default: 0 for token classification, 1 for sequence classification, 8 for the LM paths."})
+    prefix_slots: int = field(default=0, metadata={"help": "Learned positions placed before the input tokens, as TRM's puzzle-embedding positions (`convert-trm` fills them from a checkpoint's puzzle embedding). With `halt_read='first'` the halting head reads the first of them."})
     feature_norm: bool = field(default=True, metadata={"help": "RMS-normalise backbone features after the input projection: frozen LLM features differ in scale from learned embeddings."})
 
-    # --- the backbone it reads -------------------------------------------------------------------
+    # --- the input it reads ----------------------------------------------------------------------
+    input: InputKind = field(default="backbone", metadata={"help": "What the reasoner reads: `backbone` (hidden states of a frozen Hugging Face model) or `token_embeddings` (learned token embeddings and no base model: TRM as published, and what `convert-trm` writes; needs `vocab_size`)."})
+    vocab_size: int | None = field(default=None, metadata={"help": "Rows of the learned token embeddings (`input='token_embeddings'` only): token ids must lie in [0, vocab_size)."})
     backbone_layer: int = field(default=-1, metadata={"help": "Which hidden state of the backbone to read: 0 = embeddings, i = after block i, -1 = last. Negative indices count from the end."})
     base_model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or local path of the backbone (filled in by `attach_reasoner`)."})
     base_model_revision: str | None = field(default=None, metadata={"help": "Revision (commit hash when known) of the backbone (filled in by `attach_reasoner`)."})
@@ -108,6 +115,23 @@ class ReasonerConfig:
             at_least(name, 1)
         at_least("max_length", 1)
         at_least("num_answer_slots", 0)
+        at_least("prefix_slots", 0)
+        at_least("swiglu_multiple", 1)
+        at_least("vocab_size", 1)
+        if self.input == "token_embeddings" and self.vocab_size is None:
+            raise ValueError("`input='token_embeddings'` needs `vocab_size` (the number of token ids the embeddings cover).")
+        if self.input == "backbone" and self.vocab_size is not None:
+            raise ValueError(
+                f"`vocab_size` ({self.vocab_size}) is for `input='token_embeddings'`; a backbone brings its own vocabulary. "
+                "Remove `vocab_size` or set input='token_embeddings'."
+            )
+        if self.input == "token_embeddings" and self.output in LM_OUTPUTS:
+            raise ValueError(f"`output='{self.output}'` reads answers through a frozen LM, which `input='token_embeddings'` does not have.")
+        if self.positions == "learned" and (self.input != "token_embeddings" or self.max_length is None):
+            raise ValueError(
+                "`positions='learned'` adds a learned table to token embeddings of a fixed length: it needs "
+                "input='token_embeddings' and `max_length`. Use positions='rotary' (or 'none') on a backbone."
+            )
         if self.expansion <= 0:
             raise ValueError(f"`expansion` must be > 0, got {self.expansion!r}.")
         if self.norm_eps <= 0:
@@ -126,7 +150,7 @@ class ReasonerConfig:
                     f"`hidden_size` ({self.hidden_size}) must be divisible by `num_heads` ({self.num_heads}); "
                     f"try num_heads={_largest_divisor(self.hidden_size, self.num_heads)}."
                 )
-            if (self.hidden_size // self.num_heads) % 2:
+            if self.positions == "rotary" and (self.hidden_size // self.num_heads) % 2:
                 raise ValueError(
                     f"the head size `hidden_size / num_heads` = {self.hidden_size // self.num_heads} must be even "
                     "for rotary positions; change `hidden_size` or `num_heads`."

@@ -43,12 +43,10 @@ from transformers import PreTrainedModel
 from . import __version__
 from .backbone import resolve_commit
 from .config import LM_OUTPUTS, ReasonerConfig
-from .model import attach_reasoner
+from .model import LatentReasonerModel, attach_reasoner
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
-
-    from .model import LatentReasonerModel
 
 CONFIG_NAME = "reasoner_config.json"
 WEIGHTS_NAME = "reasoner.safetensors"
@@ -109,7 +107,7 @@ def save_pretrained(
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} is a file; save_pretrained needs a folder to write {CONFIG_NAME} and {WEIGHTS_NAME} into.")
     config = model.config
-    if config.base_model_name_or_path is None:
+    if config.base_model_name_or_path is None and config.input == "backbone":
         warnings.warn(
             "The model's config does not say which base model it was attached to (base_model_name_or_path is None), "
             "so loading it will need base_model=... . Attach the reasoner to a model id or path to record it.",
@@ -154,6 +152,8 @@ def lora_adapter(model: LatentReasonerModel) -> Any | None:
     """The backbone's `peft.PeftModel` when LoRA is on it, else None."""
     from peft import PeftModel
 
+    if model.backbone is None:
+        return None
     inner = model.backbone.model
     return inner if isinstance(inner, PeftModel) else None
 
@@ -315,7 +315,10 @@ def validate_folder(folder: str | os.PathLike) -> ReasonerConfig:
     leaked = sorted(name for name in weights if name.startswith("backbone."))
     if leaked:
         raise ValueError(f"{source} holds backbone tensors {leaked[:4]}: a reasoner never ships its base model. Save it again.")
-    expected_shapes = {"input_proj.weight": (config.hidden_size, config.backbone_hidden_size)}
+    if config.input == "token_embeddings":
+        expected_shapes = {"token_embeddings.embed.weight": (config.vocab_size, config.hidden_size)}
+    else:
+        expected_shapes = {"input_proj.weight": (config.hidden_size, config.backbone_hidden_size)}
     if config.answer_slots:
         expected_shapes["answer_slots"] = (config.answer_slots, config.hidden_size)
     for name, shape in expected_shapes.items():
@@ -364,6 +367,12 @@ def from_pretrained(
     config = read_config(folder / CONFIG_NAME)
     weights = read_weights(folder)  # before the base model loads: a broken file fails fast
     lora = lora_folder(folder)
+    if config.input == "token_embeddings":  # no base model to fetch
+        if base_model is not None:
+            raise ValueError(f"{name_or_path} is a reasoner on learned token embeddings: it reads no base model, so base_model= has no use. Leave it out.")
+        model = LatentReasonerModel.from_config(config)
+        model.load_adapter_state_dict(weights, source=str(folder / WEIGHTS_NAME))
+        return model.eval()
 
     base, base_revision = _base_to_load(config, base_model)
     hub_options = {key: value for key, value in dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only).items() if value is not None}
@@ -621,9 +630,17 @@ def model_card(
 
 
 def _about(config: ReasonerConfig, dataset_name: str | None) -> str:
+    trained_on = f" It was trained on [{dataset_name}](https://huggingface.co/datasets/{dataset_name})." if dataset_name else ""
+    if config.input == "token_embeddings":
+        return (
+            f"A recursive latent reasoner (TRM-style) made with [latentreason](https://pypi.org/project/latentreason/) "
+            f"on learned token embeddings ({config.vocab_size} token ids), with no base model: TRM as published. "
+            f"It refines an answer latent for up to {config.max_supervision_steps} supervision steps "
+            f"({config.cycles} cycles of {config.latent_steps} latent updates each, effective depth "
+            f"{config.effective_depth} layers per step) and answers through the `{config.output}` output path.{trained_on}"
+        )
     base = config.base_model_name_or_path or "an unrecorded base model"
     revision = f" at revision `{config.base_model_revision}`" if config.base_model_revision else ""
-    trained_on = f" It was trained on [{dataset_name}](https://huggingface.co/datasets/{dataset_name})." if dataset_name else ""
     return (
         f"A recursive latent reasoner (TRM-style) made with [latentreason](https://pypi.org/project/latentreason/) "
         f"for the frozen base model `{base}`{revision} ({config.backbone_model_type}, hidden size "
@@ -637,6 +654,20 @@ def _about(config: ReasonerConfig, dataset_name: str | None) -> str:
 
 
 def _usage(config: ReasonerConfig, load_name: str) -> str:
+    if config.input == "token_embeddings":
+        return "\n".join([
+            "```python",
+            "import torch",
+            "",
+            "from latentreason import LatentReasonerModel",
+            "",
+            f"model = LatentReasonerModel.from_pretrained({load_name!r})",
+            f"input_ids = torch.tensor([[1, 2, 0, 3]])  # token ids in [0, {config.vocab_size}), as in training",
+            "result = model.refine(input_ids, halt=True)",
+            "print(result.logits.argmax(-1)[0].tolist())",
+            'print("refinement steps used:", result.halted_at.tolist())',
+            "```",
+        ])
     lines = [
         "```python",
         "from transformers import AutoTokenizer",

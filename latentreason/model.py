@@ -2,14 +2,17 @@
 
     input_ids -> frozen backbone (one hidden layer)        (B, L, D)   computed once, cacheable
               -> input projection + RMSNorm = x            (B, L, d)
-              -> + learned answer slots                    (B, L + K, d)
-              -> Reasoner: one supervision step from carry (B, L + K, d) answer latent
-              -> output head                               logits
+              -> learned prefix + x + learned answer slots (B, P + L + K, d)   (P = 0 unless prefix_slots)
+              -> Reasoner: one supervision step from carry (B, P + L + K, d) answer latent
+              -> output head (reads positions P onwards)   logits
     loss = task loss + halt_loss_weight * BCE(halt logit, "prediction exactly right")
 
 `forward` is one supervision (refinement) step: pass the returned `carry` back in to refine further,
 which is what the trainer does N_sup times per batch. `refine` runs several steps at test time and
 returns the logits after each. `features=` skips the backbone (precomputed or cached hidden states).
+
+With `ReasonerConfig(input="token_embeddings")` there is no backbone: learned token embeddings
+(`latentreason.embeddings`) take its place (TRM as published; `LatentReasonerModel.from_config`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from transformers.utils import ModelOutput
 
 from .backbone import FrozenBackbone, load_pretrained, resolve_commit
 from .config import LM_OUTPUTS, ReasonerConfig
+from .embeddings import TokenEmbeddings
 from .outputs import OutputHead, build_output_head
 from .reasoner import Carry, Reasoner, RMSNorm
 
@@ -58,62 +62,101 @@ class LatentReasonerModel(nn.Module):
 
     Build one with `attach_reasoner`; reload a saved one with `LatentReasonerModel.from_pretrained`.
     Only the reasoner, the input projection, the answer slots and the output head train.
+    `backbone` is None for `input="token_embeddings"` (see `from_config`).
     """
 
-    def __init__(self, backbone: FrozenBackbone, config: ReasonerConfig) -> None:
+    def __init__(self, backbone: FrozenBackbone | None, config: ReasonerConfig) -> None:
         super().__init__()
-        if config.backbone_hidden_size is not None and config.backbone_hidden_size != backbone.hidden_size:
+        if (backbone is None) != (config.input == "token_embeddings"):
             raise ValueError(
-                f"This reasoner was built for a backbone with hidden size {config.backbone_hidden_size} "
-                f"({config.backbone_model_type}), but the given backbone {backbone.model_type} has hidden size "
-                f"{backbone.hidden_size}. Attach it to the base model it was trained on ({config.base_model_name_or_path})."
+                "A reasoner with input='token_embeddings' reads no backbone (build it with LatentReasonerModel.from_config); "
+                "one with input='backbone' needs one (build it with attach_reasoner)."
             )
-        if config.backbone_model_type is not None and config.backbone_model_type != backbone.model_type:
-            raise ValueError(
-                f"This reasoner was built for a {config.backbone_model_type} backbone "
-                f"({config.base_model_name_or_path}), but the given backbone is a {backbone.model_type}. "
-                "Attach it to the base model it was trained on, or pass base_model= pointing at a copy of it."
-            )
+        if backbone is not None:
+            _check_backbone(backbone, config)
         self.config = config
         self.backbone = backbone
-        self.input_proj = nn.Linear(backbone.hidden_size, config.hidden_size, bias=False)
+        self.token_embeddings = TokenEmbeddings(config) if backbone is None else None
+        self.feature_size = config.hidden_size if backbone is None else backbone.hidden_size
+        # Token embeddings have the reasoner's width already: no projection.
+        self.input_proj = nn.Linear(self.feature_size, config.hidden_size, bias=False) if backbone is not None else nn.Identity()
         self.input_norm = RMSNorm(config.hidden_size, config.norm_eps) if config.feature_norm else nn.Identity()
         slots = config.answer_slots
         # Unit scale, like the RMS-normalised features beside them: tiny slots (e.g. std 0.02) start out all
         # alike, and the K slots of the LM paths then take long to tell their answer tokens apart.
         self.answer_slots = nn.Parameter(torch.randn(slots, config.hidden_size)) if slots else None
+        # Before the input: TRM's puzzle-embedding positions (convert-trm fills them from a checkpoint). On token
+        # embeddings they are embedded like the tokens (scaled by sqrt(d)) and start at zero, as TRM's do.
+        self.prefix_slots = None
+        if config.prefix_slots:
+            prefix = torch.zeros if self.token_embeddings is not None else torch.randn
+            self.prefix_slots = nn.Parameter(prefix(config.prefix_slots, config.hidden_size))
         self.reasoner = Reasoner(config)
         self.head: OutputHead = build_output_head(config, backbone)
         self._reasoner_enabled = True
 
     # --- the frozen part ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: ReasonerConfig) -> LatentReasonerModel:
+        """A fresh reasoner on learned token embeddings (`input="token_embeddings"`): no base model at all.
+
+        Example:
+            >>> from latentreason import LatentReasonerModel, ReasonerConfig
+            >>> config = ReasonerConfig(input="token_embeddings", vocab_size=11, hidden_size=32, num_heads=2, num_labels=11)
+            >>> model = LatentReasonerModel.from_config(config)
+            >>> model.refine(torch.randint(0, 11, (2, 9)), steps=2).logits.shape
+            torch.Size([2, 9, 11])
+        """
+        if config.input != "token_embeddings":
+            raise ValueError(
+                "LatentReasonerModel.from_config builds a reasoner on learned token embeddings (input='token_embeddings'); "
+                "to read a Hugging Face model use attach_reasoner(base, config)."
+            )
+        return cls(None, config)
+
     @property
     def backbone_trains(self) -> bool:
-        """True when some backbone weights train (LoRA): then features need gradients and can't be cached."""
+        """True when the input side trains (LoRA on the backbone, or token embeddings): then features need
+        gradients, run at every supervision step, and can't be cached."""
+        if self.backbone is None:
+            return True
         return any(p.requires_grad for p in self.backbone.parameters())
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Backbone hidden states of the chosen layer (B, L, D), as float32."""
+        """Backbone hidden states of the chosen layer (B, L, D), as float32 (or the token embeddings (B, L, d))."""
+        if self.token_embeddings is not None:
+            return self.token_embeddings(input_ids)
         features = self.backbone(input_ids=input_ids, attention_mask=attention_mask, with_grad=self.backbone_trains,
                                  token_type_ids=token_type_ids)
         return features.float()
 
     def embed_inputs(self, features: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project features and append answer slots: x (B, L + K, d) and its mask (B, L + K)."""
+        """Project features, put the prefix before and the answer slots after: x (B, P + L + K, d), mask (B, P + L + K)."""
         B, L, _ = features.shape
-        if features.shape[-1] != self.backbone.hidden_size:
+        if features.shape[-1] != self.feature_size:
+            source = "the backbone's hidden size" if self.backbone is not None else "the token embeddings' width"
             raise ValueError(
-                f"features must have the backbone's hidden size {self.backbone.hidden_size} in the last dimension, "
-                f"got shape {tuple(features.shape)}."
+                f"features must have {source} {self.feature_size} in the last dimension, got shape {tuple(features.shape)}."
             )
-        x = self.input_norm(self.input_proj(features.to(self.input_proj.weight.dtype)))  # (B, L, d)
+        x = self.input_norm(self.input_proj(features.to(self.answer_dtype)))  # (B, L, d)
         mask = torch.ones(B, L, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask.long()
         if self.answer_slots is not None:
             slots = self.answer_slots.to(x.dtype).expand(B, -1, -1)
             x = torch.cat([x, slots], dim=1)
             mask = torch.cat([mask, mask.new_ones(B, slots.shape[1])], dim=1)
+        if self.prefix_slots is not None:
+            prefix = self.prefix_slots.to(x.dtype).expand(B, -1, -1)
+            if self.token_embeddings is not None:
+                prefix = self.input_norm(self.token_embeddings.embed_prefix(prefix))
+            x = torch.cat([prefix, x], dim=1)
+            mask = torch.cat([mask.new_ones(B, prefix.shape[1]), mask], dim=1)
         return x, mask
+
+    @property
+    def answer_dtype(self) -> torch.dtype:
+        """The reasoner's dtype (float32 unless converted): features are cast to it."""
+        return self.reasoner.halt_head.weight.dtype
 
     def check_length(self, length: int) -> None:
         limit = self.config.max_length
@@ -164,6 +207,7 @@ class LatentReasonerModel(nn.Module):
             answer, halt_logits, carry = step.answer, step.halt_logits, step.carry
         else:  # the bare backbone through the same head, for A/B comparisons
             answer, halt_logits, carry = x, x.new_full((x.shape[0],), -torch.inf), None
+        answer, mask = answer[:, self.config.prefix_slots:], mask[:, self.config.prefix_slots:]  # the heads read inputs and slots
         # The latent_prefix path runs the frozen LM over the prompt (and the answer, with teacher forcing).
         prompt = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels) if self.head.reads_prompt else {}
         logits = self.head(answer, mask, num_inputs, **prompt)
@@ -231,12 +275,12 @@ class LatentReasonerModel(nn.Module):
         self.check_length(input_ids.shape[1])
         x, mask = self.embed_inputs(self.encode(input_ids, attention_mask), attention_mask)
         if not self._reasoner_enabled:
-            return [x], mask
+            return [x[:, self.config.prefix_slots:]], mask[:, self.config.prefix_slots:]
         carry, answers = None, []
         for _ in range(steps):
             carry = self.reasoner(x, carry, mask).carry
-            answers.append(carry.answer)
-        return answers, mask
+            answers.append(carry.answer[:, self.config.prefix_slots:])
+        return answers, mask[:, self.config.prefix_slots:]
 
     @torch.no_grad()
     def answer_latent(
@@ -351,7 +395,8 @@ class LatentReasonerModel(nn.Module):
 
     def train(self, mode: bool = True) -> LatentReasonerModel:
         super().train(mode)
-        self.backbone.train(mode)  # stays in eval mode itself; see FrozenBackbone.train
+        if self.backbone is not None:
+            self.backbone.train(mode)  # stays in eval mode itself; see FrozenBackbone.train
         return self
 
     # --- save / load / publish (see latentreason.hub) ------------------------------------------
@@ -370,6 +415,22 @@ class LatentReasonerModel(nn.Module):
         from .hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
+
+
+def _check_backbone(backbone: FrozenBackbone, config: ReasonerConfig) -> None:
+    """The backbone is the kind the config was built for (hidden size, model type)."""
+    if config.backbone_hidden_size is not None and config.backbone_hidden_size != backbone.hidden_size:
+        raise ValueError(
+            f"This reasoner was built for a backbone with hidden size {config.backbone_hidden_size} "
+            f"({config.backbone_model_type}), but the given backbone {backbone.model_type} has hidden size "
+            f"{backbone.hidden_size}. Attach it to the base model it was trained on ({config.base_model_name_or_path})."
+        )
+    if config.backbone_model_type is not None and config.backbone_model_type != backbone.model_type:
+        raise ValueError(
+            f"This reasoner was built for a {config.backbone_model_type} backbone "
+            f"({config.base_model_name_or_path}), but the given backbone is a {backbone.model_type}. "
+            "Attach it to the base model it was trained on, or pass base_model= pointing at a copy of it."
+        )
 
 
 def _expand(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

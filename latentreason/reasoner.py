@@ -165,9 +165,10 @@ def gated_silu(gate_up: torch.Tensor) -> torch.Tensor:
 class SwiGLU(nn.Module):
     """`down(silu(gate(h)) * up(h))`, with gate and up fused into one matmul."""
 
-    def __init__(self, size: int, expansion: float) -> None:
+    def __init__(self, size: int, expansion: float, multiple: int = 1) -> None:
         super().__init__()
         inner = max(1, round(expansion * size * 2 / 3))  # 2/3 keeps the parameter count of a plain MLP
+        inner = -(-inner // multiple) * multiple  # TRM's reference rounds up to a multiple of 256
         self.gate_up = nn.Linear(size, 2 * inner, bias=False)
         self.down = nn.Linear(inner, size, bias=False)
 
@@ -200,10 +201,12 @@ class Attention(nn.Module):
     def forward(self, h: torch.Tensor, context: Context) -> torch.Tensor:
         B, L, d = h.shape
         qkv = self.qkv(h).view(B, L, 3, self.num_heads, d // self.num_heads)  # (B, L, 3, H, hd)
-        # Rotate q and k together, in the projection's own layout: one pass over contiguous rows instead of
-        # two over strided head views (same values, bit for bit; ~1.2x faster attention on CPU).
-        cos, sin = context.cos[:, 0, :, None, None], context.sin[:, 0, :, None, None]  # (B, L, 1, 1, hd)
-        q, k = apply_rotary(qkv[:, :, :2], cos, sin).permute(2, 0, 3, 1, 4)  # 2x (B, H, L, hd)
+        qk = qkv[:, :, :2]
+        if context.cos is not None:  # positions="rotary"
+            # Rotate q and k together, in the projection's own layout: one pass over contiguous rows instead of
+            # two over strided head views (same values, bit for bit; ~1.2x faster attention on CPU).
+            qk = apply_rotary(qk, context.cos[:, 0, :, None, None], context.sin[:, 0, :, None, None])  # cos: (B, L, 1, 1, hd)
+        q, k = qk.permute(2, 0, 3, 1, 4)  # 2x (B, H, L, hd)
         v = qkv[:, :, 2].transpose(1, 2)  # (B, H, L, hd)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=context.attention_mask)  # (B, H, L, hd)
         return self.out(y.transpose(1, 2).reshape(B, L, d))
@@ -219,15 +222,15 @@ class SequenceMLP(nn.Module):
     def __init__(self, config: ReasonerConfig) -> None:
         super().__init__()
         assert config.max_length is not None
-        self.max_length = config.max_length + config.answer_slots
-        self.mlp = SwiGLU(self.max_length, config.expansion)
+        self.max_length = config.prefix_slots + config.max_length + config.answer_slots
+        self.mlp = SwiGLU(self.max_length, config.expansion, config.swiglu_multiple)
 
     def forward(self, h: torch.Tensor, context: Context) -> torch.Tensor:
         B, L, d = h.shape
         if L > self.max_length:
             raise ValueError(
                 f"Sequence of {L} positions is longer than the mlp mixer's fixed length {self.max_length} "
-                "(max_length + answer slots): raise `max_length` in the ReasonerConfig (and retrain) or use mixer='attention'."
+                "(prefix slots + max_length + answer slots): raise `max_length` in the ReasonerConfig (and retrain) or use mixer='attention'."
             )
         if context.padding is not None:
             h = h * context.padding[..., None]  # padded positions contribute nothing
@@ -283,7 +286,7 @@ class Block(nn.Module):
         self.sequence_norm = config.mixer == "mlp" and config.mlp_norm == "sequence"
         norm = SequenceRMSNorm if self.sequence_norm else RMSNorm
         self.mix_norm = norm(config.hidden_size, config.norm_eps, config.norm_scale)
-        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+        self.mlp = SwiGLU(config.hidden_size, config.expansion, config.swiglu_multiple)
         self.mlp_norm = RMSNorm(config.hidden_size, config.norm_eps, config.norm_scale)
 
     def forward(self, h: torch.Tensor, context: Context) -> torch.Tensor:
@@ -369,7 +372,7 @@ class Reasoner(nn.Module):
     def make_context(self, x: torch.Tensor, mask: torch.Tensor | None) -> Context:
         padding = None if mask is None or bool(mask.all()) else mask.to(x.dtype)
         context = Context(attention_mask=None if padding is None else mask.bool()[:, None, None, :], padding=padding)
-        if self.config.mixer == "attention":
+        if self.config.mixer == "attention" and self.config.positions == "rotary":
             if mask is None:
                 positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
             else:  # count real positions only, so left or right padding gives the same rotary angles
