@@ -28,6 +28,7 @@ from . import (
     accuracy_parity,
     accuracy_sort,
     accuracy_sudoku6,
+    demo_variants,
     memory,
     overhead,
     refinement,
@@ -44,7 +45,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy, "accuracy_parity": accuracy_parity,
     "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze, "accuracy_sort": accuracy_sort, "ablation": ablation,
     "ablation_maze": ablation_maze, "rounding": rounding, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time,
-    "scaling_maze": scaling_maze, "trm_parity": trm_parity,
+    "scaling_maze": scaling_maze, "trm_parity": trm_parity, "demo_variants": demo_variants,
 }
 PRESETS = ("full", "quick", "tiny")
 

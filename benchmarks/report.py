@@ -39,7 +39,7 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     img_dir.mkdir(parents=True, exist_ok=True)
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     sections = [HEADER]
-    for name, render in (("trm_parity", parity_section), ("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
+    for name, render in (("trm_parity", parity_section), ("demo_variants", demo_variants_section), ("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
                          ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
                          ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section),
                          ("ablation", ablation_section), ("ablation_maze", ablation_section), ("rounding", rounding_section),
@@ -177,6 +177,30 @@ def parity_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
         "what is left is the float32 halting cast and, for attention, the rotary angles, which both sides compute in float32 "
         "with different formulas.\n\n"
         + provenance(result)
+    )
+
+
+def demo_variants_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
+    """The README demo with each mixer norm and loss: exact match per refinement step over seeds."""
+    rows = result["rows"]
+    seeds = rows[0]["seeds"]
+    steps = len(rows[0]["exact_match"])
+
+    def cell(spread: dict[str, float]) -> str:
+        return f"{spread['mean']:.3f} [{spread['min']:.3f}, {spread['max']:.3f}]" if len(seeds) > 1 else f"{spread['mean']:.3f}"
+
+    body = [[row["variant"], " ".join(f"`{o}`" for o in row["overrides"])] + [cell(s) for s in row["exact_match"]]
+            + [cell(row["halting_exact_match"]) + f" @ {row['halting_mean_steps']['mean']:.2f}"] for row in rows]
+    return (
+        "## The README demo: the mixer's norm and the loss\n\n"
+        f"`{result['settings']['recipe']}` (4x4 Sudoku, frozen all-MiniLM-L6-v2, mlp mixer) trained by `latentreason train` with each "
+        f"variant's overrides, seeds {', '.join(map(str, seeds))}; exact match on its 500 test puzzles after each refinement step, "
+        "and with halting (threshold 0.5; mean steps after @). Each cell: mean [min, max] over the seeds. `sequence` is the "
+        "mlp mixer as TRM's reference computes it (the norm over the sequence axis), `channel` the per-position norm "
+        "latentreason ran before, `stablemax` the reference's network with the reference's loss.\n\n"
+        + table(["variant", "overrides", *[f"step {i}" for i in range(1, steps + 1)], "halting"], body)
+        + (f"\n{result['note']}\n" if result.get("note") else "")
+        + "\n" + provenance(result)
     )
 
 

@@ -457,3 +457,19 @@ def test_trm_parity_sees_the_old_channel_norm_differ():
     settings = trm_parity.PRESETS["tiny"]
     assert trm_parity.compare("mlp", settings, True)["z_H"] < 1e-10
     assert trm_parity.compare("mlp", settings, True, mlp_norm="channel")["z_H"] > 1e-2
+
+
+def test_demo_variants_summarise_each_step_over_seeds():
+    from benchmarks import demo_variants
+
+    def results(per_step, halting):
+        return {"per_step": [{"exact_match": e, "accuracy": 0.9 + e / 10} for e in per_step],
+                "halting": {"exact_match": halting, "mean_steps": 1.0 + halting}}
+
+    rows = demo_variants.summarise({"sequence": {0: results([0.5, 0.7], 0.4), 2: results([0.6, 0.9], 0.2)}})
+    row = rows[0]
+    assert row["seeds"] == [0, 2] and row["overrides"] == list(demo_variants.VARIANTS["sequence"])
+    assert row["exact_match"][0] == {"mean": 0.55, "min": 0.5, "max": 0.6}
+    assert row["exact_match"][1]["mean"] == pytest.approx(0.8) and row["exact_match"][1]["max"] == 0.9
+    assert row["halting_exact_match"]["min"] == 0.2 and row["halting_mean_steps"]["mean"] == pytest.approx(1.3)
+    assert row["exact_match_per_seed"] == {"0": [0.5, 0.7], "2": [0.6, 0.9]}
