@@ -126,6 +126,7 @@ def save_pretrained(
     try:
         (staging / CONFIG_NAME).write_text(config_to_json(config), encoding="utf-8")
         save_file(weights, staging / WEIGHTS_NAME, metadata=_weights_metadata())
+        _usual_permissions(staging / WEIGHTS_NAME)  # safetensors writes 0600; the other files follow the umask
         lora = lora_adapter(model)
         if lora is not None:
             from .lora import peft_state_dict
@@ -182,6 +183,13 @@ def _weights_to_save(model: LatentReasonerModel, state_dict: dict[str, torch.Ten
 
 def _weights_metadata() -> dict[str, str]:
     return {"format": "pt", "library": "latentreason", "library_version": __version__, "format_version": str(FORMAT_VERSION)}
+
+
+def _usual_permissions(path: Path) -> None:
+    """Give a file the mode a plain `open(path, "w")` would (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _move_into_place(staging: Path, target: Path) -> None:

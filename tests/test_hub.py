@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, LlamaConfig
 
-from latentreason import LatentReasonerModel, attach_reasoner, hub
+from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner, hub
 from latentreason.hub import CONFIG_NAME, EVAL_RESULTS_NAME, LORA_DIR, MODEL_CARD_NAME, WEIGHTS_NAME
 from latentreason.testing import save_tiny_backbone
 
@@ -551,3 +552,23 @@ def test_weights_that_do_not_fit_the_config_are_refused_before_upload(copy_of_sa
     with pytest.raises(ValueError, match=r"tensor 'input_proj.weight' has shape \(32, 64\), but reasoner_config.json implies \(32, 48\)"):
         hub.push_folder(copy_of_saved, "user/sudoku-reasoner")
     assert fake_hub["create_repo"] == []
+
+
+def test_saved_files_all_get_the_usual_permissions(saved: tuple[LatentReasonerModel, Path]) -> None:
+    folder = saved[1]
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir() if path.is_file()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # safetensors alone would write reasoner.safetensors 0600
+
+
+def test_a_token_embedding_reasoner_pushes_its_own_card(tmp_path: Path, fake_hub: dict[str, Any]) -> None:
+    config = ReasonerConfig(input="token_embeddings", vocab_size=11, hidden_size=16, num_heads=2, latent_steps=2, cycles=2, num_labels=11)
+    model = LatentReasonerModel.from_config(config)
+    model.push_to_hub("user/trm-sudoku", token="hf_test")
+    uploaded = fake_hub["uploaded"]
+    assert sorted(files_in(uploaded)) == sorted([CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME])
+    card = (uploaded / MODEL_CARD_NAME).read_text()
+    assert "base_model:" not in card and "learned token embeddings (11 token ids)" in card
+    ids = torch.randint(0, 11, (2, 5))
+    assert torch.equal(LatentReasonerModel.from_pretrained(uploaded).refine(ids).logits, model.eval().refine(ids).logits)
