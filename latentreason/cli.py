@@ -8,7 +8,8 @@
     latentreason export-task sudoku sudoku.jsonl size=4 num_train=100
     latentreason convert-trm checkpoints/sudoku/step_50000 trm-sudoku
 
-Multi-process (DDP, on CPU or GPUs): `accelerate launch --num_processes 2 -m latentreason.cli train RECIPE`.
+Multi-process (DDP): `accelerate launch --num_processes 2 -m latentreason.cli train RECIPE` on GPUs;
+on CPUs (gloo) `torchrun --standalone --nproc_per_node 2 -m latentreason.cli train RECIPE`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ examples:
   latentreason train recipes/custom_pairs.yaml data.train_file=mine.jsonl data.eval_file=mine_test.jsonl
   latentreason train recipes/sort_words.yaml training.max_steps=100 reasoner.hidden_size=64
   latentreason train recipes/sudoku_6x6.yaml --resume        # continue from the last checkpoint
-  accelerate launch --num_processes 2 -m latentreason.cli train recipes/sort_words.yaml
+  accelerate launch --num_processes 2 -m latentreason.cli train recipes/sort_words.yaml      # GPUs
+  torchrun --standalone --nproc_per_node 2 -m latentreason.cli train recipes/sort_words.yaml  # CPUs (gloo)
 """
 
 EVAL_HELP = """\
@@ -170,11 +172,27 @@ def main(argv: list[str] | None = None) -> int:
         extra = [token for token in extra if token not in args.options]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _join_cpu_process_group()
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"latentreason {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _join_cpu_process_group() -> None:
+    """Under torchrun on a machine without GPUs, join the process group over gloo before anything asks.
+
+    Accelerate's own `accelerate launch --cpu --num_processes N` starts one process unless MPI is set up,
+    and without `cpu=True` a torchrun process on a GPU-less machine would train alone, silently.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            from accelerate import PartialState
+
+            PartialState(cpu=True)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -155,8 +155,9 @@ class LatentReasonerModel(nn.Module):
 
     @property
     def answer_dtype(self) -> torch.dtype:
-        """The reasoner's dtype (float32 unless converted): features are cast to it."""
-        return self.reasoner.halt_head.weight.dtype
+        """The dtype the input side computes in (float32 unless converted): features are cast to it."""
+        source = self.input_proj if isinstance(self.input_proj, nn.Linear) else self.token_embeddings.embed
+        return source.weight.dtype
 
     def check_length(self, length: int) -> None:
         limit = self.config.max_length

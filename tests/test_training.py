@@ -196,18 +196,18 @@ def test_gradient_accumulation_matches_one_big_batch(workspace: dict[str, str]) 
 
 
 def test_two_processes_match_one(reference_run, workspace: dict[str, str]) -> None:
-    """`accelerate launch --num_processes 2` (gloo, CPU) with the same global batch ends with the same weights."""
+    """Two gloo processes (torchrun, CPU) with the same global batch end with the same weights."""
     reference_dir, _ = reference_run
     output_dir = os.path.join(workspace["root"], "two-processes")
     recipe_path = os.path.join(workspace["root"], "tiny.yaml")
     load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"])).save(recipe_path)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "latentreason.cli", "train", recipe_path,
-    ]
+    # `accelerate launch --cpu --num_processes 2` starts one process without MPI; torchrun starts two, and the
+    # CLI joins them over gloo (`cli._join_cpu_process_group`).
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--module", "latentreason.cli", "train", recipe_path]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    assert os.path.isfile(os.path.join(latest_checkpoint(output_dir), "random_states_1.pkl"))  # a second process really trained
     one = load_file(os.path.join(reference_dir, "reasoner.safetensors"))
     two = load_file(os.path.join(output_dir, "reasoner.safetensors"))
     assert one.keys() == two.keys()

@@ -13,6 +13,7 @@ from typing import Literal
 MixedPrecision = Literal["no", "bf16", "fp16"]
 ReportTo = Literal["auto", "tensorboard", "none"]
 Loss = Literal["softmax", "stablemax"]
+Schedule = Literal["per_batch", "persistent"]
 
 
 @dataclass
@@ -46,6 +47,9 @@ class TrainingConfig:
     # --- deep supervision ------------------------------------------------------------------------
     supervision_steps: int | None = field(default=None, metadata={"help": "N_sup used in training: supervision steps (each its own optimizer step) per batch. Default: the reasoner's `max_supervision_steps`. Training with more steps than you test makes the refinement curve keep rising to its last step."})
     halting: bool = field(default=True, metadata={"help": "Let samples stop early in training once their halt logit is > 0 (with the reasoner's `halt_exploration`); halted samples stop contributing to the loss."})
+    # per_batch checkpoints fall on batch boundaries, where no carry is alive, and resume with plain Accelerate;
+    # persistent never trains a halted sample (TRM's schedule) but must save every slot's carry.
+    schedule: Schedule = field(default="per_batch", metadata={"help": "`per_batch`: each batch runs up to N_sup optimizer steps, halted samples ride along masked out until the whole batch halts. `persistent` (TRM): every optimizer step advances each of `batch_size` slots by one supervision step and a halted slot takes the next example (see docs/training.md)."})
 
     # --- EMA -------------------------------------------------------------------------------------
     ema: bool = field(default=True, metadata={"help": "Keep an exponential moving average of the trainable weights; it is what gets evaluated and saved (TRM)."})
@@ -95,6 +99,14 @@ class TrainingConfig:
             raise ValueError(f"`training.loss` must be 'softmax' or 'stablemax', got {self.loss!r}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"`training.mixed_precision` must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
+        if self.schedule not in ("per_batch", "persistent"):
+            raise ValueError(f"`training.schedule` must be 'per_batch' or 'persistent', got {self.schedule!r}.")
+        if self.schedule == "persistent" and self.gradient_accumulation_steps > 1:
+            raise ValueError(
+                f"`training.schedule='persistent'` does not support `training.gradient_accumulation_steps` > 1 "
+                f"(got {self.gradient_accumulation_steps}): every optimizer step is one supervision step of every slot. Lower `training.batch_size` to fit "
+                "in memory, or use `training.schedule=per_batch`."
+            )
         if self.batch_size % self.gradient_accumulation_steps:
             raise ValueError(
                 f"`training.batch_size` ({self.batch_size}) must be divisible by `training.gradient_accumulation_steps` "

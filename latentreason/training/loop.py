@@ -13,24 +13,28 @@ precision: the loop body holds no device code. Each batch is trained as TRM trai
             active &= not (halt_logits > 0 and step >= this sample's minimum steps)
             stop when no sample is active
 
-Why this per-batch form rather than TRM's persistent batch (where every optimizer step advances
-each sample by one step and halted samples are swapped for fresh ones): both follow the same
-schedule, but here a batch is a fixed set of examples, so data order, sharding across processes and
-resuming are plain Accelerate (`split_batches`, `skip_first_batches`), and checkpoints fall on batch
-boundaries where no carry is alive. The price: halted samples ride along (masked out of the loss)
-until the whole batch halts or reaches N_sup.
+Two schedules (`training.schedule`). `per_batch`, the default, is the one above: a batch is a fixed
+set of examples, so data order, sharding across processes and resuming are plain Accelerate
+(`split_batches`, `skip_first_batches`), and checkpoints fall on batch boundaries where no carry is
+alive. The price: halted samples ride along (masked out of the loss) until the whole batch halts or
+reaches N_sup. `persistent` is TRM's (`persistent.py`): every optimizer step advances each of B slots
+by one supervision step and a halted slot takes the next example, so no step is spent on a halted
+sample; its checkpoints hold every slot's carry. Both share `fit`, `optimizer_step` and `supervision_loss`.
 
 Exploration (TRM): with probability `halt_exploration` a sample must run a random number of steps
-in [2, N_sup] before it may halt. The draws come from a generator seeded by (seed, batch index), so
-they are the same on 1 or N processes and after a resume.
+in [2, N_sup] before it may halt. The draws come from a generator seeded by (seed, batch index), or
+with the persistent batch by (seed, the example's stream position), so they are the same on 1 or N
+processes and after a resume.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +53,7 @@ from .checkpoints import latest_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate, features_of, inputs_for_head, score
+from .persistent import PersistentBatch, label_share, persistent_max_steps
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +65,8 @@ class TrainState:
     """Where the run is: saved in every checkpoint (`register_for_checkpointing`)."""
 
     global_step: int = 0  # optimizer steps done
-    epoch: int = 0
-    batches_done: int = 0  # batches finished in the current epoch
+    epoch: int = 0  # per_batch (the persistent batch keeps its own stream position)
+    batches_done: int = 0  # batches finished in the current epoch (per_batch)
 
     def state_dict(self) -> dict[str, int]:
         return {"global_step": self.global_step, "epoch": self.epoch, "batches_done": self.batches_done}
@@ -165,7 +170,10 @@ class Trainer:
         eval_loader = DataLoader(eval_dataset, batch_size=eval_batch_size, collate_fn=collate_fn) if eval_dataset is not None else None
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = adamw(trainable, lr=config.learning_rate, betas=tuple(config.betas), weight_decay=config.weight_decay)
-        self.max_steps = config.max_steps or config.epochs * len(train_loader) * self.supervision_steps
+        if config.schedule == "persistent":
+            self.max_steps = config.max_steps or persistent_max_steps(config.epochs, len(train_dataset), self.supervision_steps, config.batch_size)
+        else:
+            self.max_steps = config.max_steps or config.epochs * len(train_loader) * self.supervision_steps
         scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=self.max_steps)
         self.ema = ExponentialMovingAverage(model, config.ema_decay, config.ema_warmup) if config.ema else None
 
@@ -179,7 +187,25 @@ class Trainer:
             accelerator.register_for_checkpointing(self.ema)
         accelerator.register_for_checkpointing(self.state)
         accelerator.register_save_state_pre_hook(_drop_frozen_backbone)
+        self.slots = self.persistent_batch(train_dataset, collate_fn) if config.schedule == "persistent" else None
+        if self.slots is not None:
+            accelerator.register_for_checkpointing(self.slots)
         self.history: list[dict[str, float]] = []
+
+    def persistent_batch(self, train_dataset: Any, collate_fn: Any) -> PersistentBatch:
+        """The slots of `training.schedule: persistent`; each example draws its exploration minimum by its stream position."""
+        config, model = self.config, self.model
+
+        def minimum_steps(position: int) -> int:
+            return int(exploration(position, config.seed, 1, self.supervision_steps, model.config.halt_exploration)[0])
+
+        # A training input side (LoRA) reads input_ids at every step; a frozen one runs once per example.
+        encode = None if model.backbone_trains else functools.partial(features_of, model)
+        return PersistentBatch(
+            train_dataset, collate_fn, batch_size=config.batch_size, supervision_steps=self.supervision_steps, seed=config.seed,
+            minimum_steps=minimum_steps, encode=encode, process_index=self.accelerator.process_index,
+            num_processes=self.accelerator.num_processes, device=self.accelerator.device,
+        )
 
     # --- the run ------------------------------------------------------------------------------
     def fit(self, *, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
@@ -194,33 +220,25 @@ class Trainer:
         )
         stop_at = min(self.max_steps, stop_after_steps or self.max_steps)
         last_checkpoint = state.global_step
-        while state.global_step < stop_at and not self.finished:
-            self.train_loader.set_epoch(state.epoch)
-            batches = skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
-            for batch in batches:
-                metrics = self.train_on_batch(batch, stop_at)
-                state.batches_done += 1
-                if state.batches_done == len(self.train_loader):
-                    state.epoch, state.batches_done = state.epoch + 1, 0
-                progress.update(metrics["steps"])
-                progress.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}", exact=f"{metrics['exact_match']:.2f}")
-                if _crossed(state.global_step, metrics["steps"], config.log_every):
-                    self.log_training(metrics)
-                if config.eval_every and self.eval_loader is not None and _crossed(state.global_step, metrics["steps"], config.eval_every):
-                    results = self.evaluate()
-                    progress.write(f"step {state.global_step}: accuracy {results['accuracy']:.3f}, exact match {results['exact_match']:.3f}")
-                if config.checkpoint_every and state.global_step - last_checkpoint >= config.checkpoint_every:
-                    save_checkpoint(accelerator, config.output_dir, state.global_step, config.keep_checkpoints)
-                    last_checkpoint = state.global_step
-                if state.global_step >= stop_at or self.finished:
-                    break
+        trained = self.persistent_steps(stop_at) if self.slots is not None else self.batches(stop_at)
+        for metrics in trained:  # one batch (per_batch) or one optimizer step (persistent)
+            progress.update(metrics["steps"])
+            progress.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}", exact=f"{metrics['exact_match']:.2f}")
+            if _crossed(state.global_step, metrics["steps"], config.log_every):
+                self.log_training(metrics)
+            if config.eval_every and self.eval_loader is not None and _crossed(state.global_step, metrics["steps"], config.eval_every):
+                results = self.evaluate()
+                progress.write(f"step {state.global_step}: accuracy {results['accuracy']:.3f}, exact match {results['exact_match']:.3f}")
+            if config.checkpoint_every and state.global_step - last_checkpoint >= config.checkpoint_every:
+                self.checkpoint()
+                last_checkpoint = state.global_step
         progress.close()
 
         if not self.finished:  # stopped by `stop_after_steps`: like a crash, nothing more is written
             self.close()
             return TrainResult({}, None, state.global_step, False, self.history)
         if config.checkpoint_every and state.global_step > last_checkpoint:
-            save_checkpoint(accelerator, config.output_dir, state.global_step, config.keep_checkpoints)
+            self.checkpoint()
         eval_results = self.evaluate(write=True) if self.eval_loader is not None else None
         weights = self.final_weights()
         accelerator.wait_for_everyone()
@@ -233,9 +251,41 @@ class Trainer:
         self.accelerator.end_training()
         AcceleratorState._reset_state(reset_partial_state=False)
 
+    def batches(self, stop_at: int) -> Iterator[dict[str, float]]:
+        """per_batch: train batch after batch (each up to N_sup optimizer steps); yield each batch's metrics."""
+        state = self.state
+        while state.global_step < stop_at and not self.finished:
+            self.train_loader.set_epoch(state.epoch)
+            batches = skip_first_batches(self.train_loader, state.batches_done) if state.batches_done else self.train_loader
+            for batch in batches:
+                metrics = self.train_on_batch(batch, stop_at)
+                state.batches_done += 1
+                if state.batches_done == len(self.train_loader):
+                    state.epoch, state.batches_done = state.epoch + 1, 0
+                yield metrics
+                if state.global_step >= stop_at or self.finished:
+                    break
+
+    def persistent_steps(self, stop_at: int) -> Iterator[dict[str, float]]:
+        """persistent: one optimizer step after another; yield each step's metrics."""
+        while self.state.global_step < stop_at and not self.finished:
+            yield self.train_persistent_step()
+
+    def checkpoint(self) -> None:
+        """Save a resumable checkpoint (every process takes part)."""
+        if self.slots is not None:
+            self.slots.gather_carry(self.accelerator.gather)  # the main process writes every slot's carry
+        save_checkpoint(self.accelerator, self.config.output_dir, self.state.global_step, self.config.keep_checkpoints)
+
     @property
     def finished(self) -> bool:
-        return self.state.global_step >= self.max_steps or (self.config.max_steps is None and self.state.epoch >= self.config.epochs)
+        if self.state.global_step >= self.max_steps:
+            return True
+        if self.config.max_steps is not None:
+            return False
+        if self.slots is not None:  # `epochs` passes of the data stream
+            return self.slots.exhausted(self.config.epochs)
+        return self.state.epoch >= self.config.epochs
 
     def resume(self) -> None:
         checkpoint = latest_checkpoint(self.config.output_dir)
@@ -270,12 +320,7 @@ class Trainer:
                     inputs |= inputs_for_head(self.model, ids, labels)
                     out = self.wrapped(attention_mask=mask, carry=carries[index], **inputs)
                     loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, active[index], self.config.loss)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(self.wrapped.parameters(), config.max_grad_norm)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad()
+                    self.optimizer_step(loss)
                 carries[index] = out.carry  # detached: the next step starts here but never backpropagates into this one
                 if config.halting and self.model.config.halting:
                     active[index] &= ~((out.halt_logits.detach() > 0) & (step >= minimum))
@@ -297,6 +342,47 @@ class Trainer:
             "steps": steps_done,
             "active_fraction": float(still_active) / self.config.batch_size,
         }
+
+    # --- the persistent batch: one supervision step of every slot ---------------------------------
+    def train_persistent_step(self) -> dict[str, float]:
+        """One optimizer step of `training.schedule: persistent` (see `persistent.py`). Returns the step's metrics."""
+        accelerator, config, slots = self.accelerator, self.config, self.slots
+        batch, fresh = slots.refill()
+        carry = None if slots.carry is None else self.model.reasoner.reset_carry(slots.carry, fresh)
+        ids, labels = batch["input_ids"], batch["labels"]
+        inputs = {"features": batch["features"]} if "features" in batch else {"input_ids": ids}
+        inputs |= inputs_for_head(self.model, ids, labels)
+        with accelerator.accumulate(self.wrapped):
+            out = self.wrapped(attention_mask=batch["attention_mask"], carry=carry, **inputs)
+            every_slot = torch.ones_like(fresh)
+            share = label_share(labels, accelerator.reduce)
+            loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, every_slot, config.loss, share)
+            self.optimizer_step(loss)
+        if self.ema is not None:
+            self.ema.update()
+        self.state.global_step += 1
+        halts = out.halt_logits.detach() > 0 if config.halting and self.model.config.halting else None
+        slots.set_halted(accelerator.gather(slots.advance(out.carry, halts).long()))
+
+        right, scored, exact = score(out.logits.detach(), labels)
+        totals = accelerator.reduce(torch.stack([loss.detach().float(), right.sum(), scored.sum(), exact.float().mean()]).float(), "mean")
+        return {
+            "loss": float(totals[0]),
+            "accuracy": float(totals[1] / totals[2].clamp(min=1)),
+            "exact_match": float(totals[3]),
+            "steps": 1,
+            "examples_finished": int(slots.halted.sum()),  # examples that ran their last step now
+        }
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backward, clip (when the gradients are synced), optimizer and scheduler step."""
+        accelerator, config = self.accelerator, self.config
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and config.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(self.wrapped.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
 
     def minimum_steps(self, device: torch.device) -> torch.Tensor:
         """This process's slice of the batch's exploration draws (see `exploration`)."""
@@ -346,8 +432,8 @@ def adamw(params: list[torch.nn.Parameter], **settings: Any) -> torch.optim.Adam
 
 
 def supervision_loss(model: Any, logits: torch.Tensor, halt_logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor,
-                     loss: LossKind = "softmax") -> torch.Tensor:
-    """Task loss + `halt_loss_weight` x halting BCE (target: "exactly right"), over the active samples only.
+                     loss: LossKind = "softmax", task_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Task loss (x `task_weight` when given) + `halt_loss_weight` x halting BCE (target: "exactly right"), over the active samples only.
 
     Halted samples are masked out with the ignore index; a micro-batch with no active sample left
     gives a zero loss that still touches every weight (so DDP's gradient all-reduce lines up).
@@ -356,6 +442,8 @@ def supervision_loss(model: Any, logits: torch.Tensor, halt_logits: torch.Tensor
     targets = labels.masked_fill(~active.view(-1, *([1] * (labels.dim() - 1))), IGNORE_INDEX)
     zero = logits.sum() * 0.0 + halt_logits.sum() * 0.0
     task_loss = model.head.loss(logits, targets, loss) if bool((targets != IGNORE_INDEX).any()) else zero
+    if task_weight is not None:
+        task_loss = task_loss * task_weight
     if not model.config.halting:
         return task_loss + zero
     if bool(active.any()):
