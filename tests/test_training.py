@@ -289,3 +289,15 @@ def test_stablemax_loss_is_what_the_trainer_minimises(reference_run, workspace: 
     softmax_losses = [row["train/loss"] for row in softmax_run.history]
     assert abs(losses[0] - softmax_losses[0]) > 1e-3, (losses[0], softmax_losses[0])
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+
+
+def test_without_a_terminal_progress_goes_out_as_plain_lines(workspace: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Redirected (no TTY), the bar is replaced by one line per `log_every` steps, with the logged numbers."""
+    output_dir = os.path.join(workspace["root"], "plain-log")
+    overrides = tiny_overrides(workspace["base"], output_dir, workspace["cache"], **{"training.log_every": 4, "training.progress_bar": True})
+    result = train_recipe(load_recipe(None, overrides))
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("step ")]
+    expected = [f"step {row['step']}/12: loss {row['train/loss']:.4f}, accuracy {row['train/accuracy']:.3f}" for row in result.history]
+    assert len(lines) == len(expected) == 3 and all(line.startswith(prefix) for line, prefix in zip(lines, expected)), (lines, expected)
+    assert "Training:" not in captured.err  # no carriage-return training bar in a log file

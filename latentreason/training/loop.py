@@ -34,6 +34,7 @@ import functools
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,9 +215,12 @@ class Trainer:
         if resume:
             self.resume()
         accelerator.init_trackers("latentreason", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+        # A bar only where someone watches it: redirected to a file, carriage-return updates are noise,
+        # so there (and with the bar off) a plain line goes out every `log_every` steps instead.
+        interactive = config.progress_bar and sys.stderr.isatty()
         progress = tqdm(
             total=self.max_steps, initial=state.global_step, desc="Training",
-            disable=not (config.progress_bar and accelerator.is_local_main_process),
+            disable=not (interactive and accelerator.is_local_main_process),
         )
         stop_at = min(self.max_steps, stop_after_steps or self.max_steps)
         last_checkpoint = state.global_step
@@ -226,6 +230,8 @@ class Trainer:
             progress.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}", exact=f"{metrics['exact_match']:.2f}")
             if _crossed(state.global_step, metrics["steps"], config.log_every):
                 self.log_training(metrics)
+                if not interactive and accelerator.is_main_process:
+                    print(log_line(state.global_step, self.max_steps, metrics, self.scheduler.get_last_lr()[0]), flush=True)
             if config.eval_every and self.eval_loader is not None and _crossed(state.global_step, metrics["steps"], config.eval_every):
                 results = self.evaluate()
                 progress.write(f"step {state.global_step}: accuracy {results['accuracy']:.3f}, exact match {results['exact_match']:.3f}")
@@ -466,6 +472,12 @@ def _drop_frozen_backbone(models: list[Any], weights: list[dict[str, torch.Tenso
     for state in weights:
         for key in [k for k in state if k.startswith(("backbone.", "module.backbone.")) and "lora_" not in k]:
             del state[key]
+
+
+def log_line(step: int, max_steps: int, metrics: dict[str, float], lr: float) -> str:
+    """The plain progress line printed every `log_every` steps when there is no progress bar."""
+    return (f"step {step}/{max_steps}: loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.3f}, "
+            f"exact match {metrics['exact_match']:.3f}, lr {lr:.2e}")
 
 
 def _crossed(step: int, advanced: int, every: int) -> bool:
