@@ -54,6 +54,7 @@ every refinement step too (watch the reasoner fix its answer).
 examples:
   latentreason predict runs/sort_words "seventeen three forty"
   latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps
+  latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps 32 --trajectories 8 --noise 0.3 --select vote
   latentreason predict runs/text_pairs "two plus three" --max-new-tokens 8
 """
 
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print the answer after each refinement step; K sets how many steps (default: the recipe's eval.steps)")
     predict.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="stop refining once the halting head says so")
     predict.add_argument("--halt-threshold", type=float, metavar="P", help="with --halt: stop once the halt probability is above P")
+    predict.add_argument("--trajectories", type=_positive, default=1, metavar="M",
+                         help="run M refinement trajectories per input, all but one with noise on the carry, and keep one (default: 1)")
+    predict.add_argument("--noise", type=_non_negative_float, default=0.0, metavar="SIGMA",
+                         help="with --trajectories: std of the Gaussian noise added to the carry after every step (default: 0)")
+    predict.add_argument("--select", choices=("halt", "vote"), default="halt",
+                         help="with --trajectories: keep the most confident halting head (halt) or the most frequent answer (vote)")
     predict.add_argument("--max-new-tokens", type=int, metavar="N",
                          help="text runs only: the longest answer in tokens (latent_prefix: default 32; lm_head: default all answer slots)")
 
@@ -148,6 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--puzzle-id", type=_non_negative, default=0, metavar="N",
                          help="which puzzle identifier's embedding to keep when the checkpoint has several (default: 0)")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -222,7 +249,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, halt_threshold=args.halt_threshold)
     halt = run.recipe.eval.halt if args.halt is None else args.halt
-    for prediction in predict(run, args.inputs, steps=args.steps or None, halt=halt, max_new_tokens=args.max_new_tokens):
+    answers = predict(run, args.inputs, steps=args.steps or None, halt=halt, max_new_tokens=args.max_new_tokens,
+                      trajectories=args.trajectories, noise=args.noise, select=args.select)
+    for prediction in answers:
         if args.steps is not None:
             for step, answer in enumerate(prediction.per_step, start=1):
                 print(f"step {step}: {answer}")

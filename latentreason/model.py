@@ -29,6 +29,7 @@ from transformers.utils import ModelOutput
 
 from .backbone import FrozenBackbone, load_pretrained, resolve_commit
 from .config import LM_OUTPUTS, ReasonerConfig
+from . import trajectories as trajectories_lib
 from .embeddings import TokenEmbeddings
 from .outputs import OutputHead, build_output_head
 from .reasoner import Carry, Reasoner, RMSNorm
@@ -55,6 +56,7 @@ class RefineOutput(ModelOutput):
     step_logits: list[torch.Tensor] | None = None  # logits after step 1..steps
     halted_at: torch.Tensor | None = None  # (B,) 1-based step at which each sample stopped
     carry: Carry | None = None
+    trajectory: torch.Tensor | None = None  # (B,) the trajectory kept per sample (with trajectories > 1)
 
 
 class LatentReasonerModel(nn.Module):
@@ -233,35 +235,68 @@ class LatentReasonerModel(nn.Module):
         steps: int | None = None,
         halt: bool = False,
         token_type_ids: torch.Tensor | None = None,
+        *,
+        trajectories: int = 1,
+        noise: float = 0.0,
+        select: trajectories_lib.Select = "halt",
+        seed: int = 0,
+        every_step: bool = True,
     ) -> RefineOutput:
         """Test-time refinement: run up to `steps` (default N_sup) supervision steps and keep each step's logits.
 
         With `halt=True` a sample stops at the first step whose halt probability is above
         `config.halt_threshold` (0.5 by default) and keeps that
         step's prediction (the others go on; the batch stops when all have halted).
+
+        Depth: any `steps`, also far past the trained N_sup; under no_grad nothing is kept for backward,
+        and with `every_step=False` only the final logits are kept, so memory stays flat in `steps`.
+        Breadth: `trajectories=M` runs M copies of each example in one batch (the backbone reads it once),
+        all but the first with Gaussian `noise` (std) added to the carry after every step (drawn from `seed`),
+        and keeps one per example: `select="halt"` the most confident halting head, `"vote"` the most
+        frequent final answer (see `latentreason.trajectories`). `step_logits` are the kept trajectory's.
         """
         if steps is None:
             steps = self.config.max_supervision_steps
-        elif steps < 1:
-            raise ValueError(f"`steps` must be >= 1 refinement step, got {steps!r} (None runs max_supervision_steps).")
+        elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"`steps` must be a whole number >= 1 of refinement steps, got {steps!r} (None runs max_supervision_steps).")
+        trajectories_lib.check(trajectories, noise, select)
         if features is None:
             features = self.encode(input_ids, attention_mask, token_type_ids)
-        carry, step_logits, final = None, [], None
+        M = trajectories
+        features, input_ids, attention_mask = (trajectories_lib.expand(t, M) for t in (features, input_ids, attention_mask))
+        generator = torch.Generator().manual_seed(seed) if noise and M > 1 else None
+        carry, step_logits, final, final_halt = None, [], None, None
         batch = features.shape[0]
         halted_at = torch.full((batch,), steps, dtype=torch.long, device=features.device)
         done = torch.zeros(batch, dtype=torch.bool, device=features.device)
         for step in range(1, steps + 1):
             out = self(input_ids=input_ids, attention_mask=attention_mask, features=features, carry=carry)
-            carry = out.carry
-            step_logits.append(out.logits)
-            final = out.logits.clone() if final is None else torch.where(_expand(done, out.logits), final, out.logits)
+            carry = out.carry if out.carry is None else trajectories_lib.perturb(out.carry, M, noise, generator)
+            if every_step or step == steps:
+                step_logits.append(out.logits)
+            if final is None:
+                final, final_halt = out.logits.clone(), out.halt_logits.clone()
+            else:
+                final = torch.where(_expand(done, out.logits), final, out.logits)
+                final_halt = torch.where(done, final_halt, out.halt_logits)
             if halt and self._reasoner_enabled:
                 newly = (out.halt_logits > self.config.halt_logit_threshold) & ~done
                 halted_at[newly] = step
                 done |= newly
                 if bool(done.all()):
+                    if not every_step:
+                        step_logits = [final]
                     break
-        return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry)
+        if M == 1:
+            return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry)
+        chosen = trajectories_lib.choose(final.argmax(-1), final_halt, M, select)
+        return RefineOutput(
+            logits=trajectories_lib.pick(final, chosen, M),
+            step_logits=[trajectories_lib.pick(logits, chosen, M) for logits in step_logits],
+            halted_at=trajectories_lib.pick(halted_at, chosen, M),
+            carry=None if carry is None else Carry(trajectories_lib.pick(carry.answer, chosen, M), trajectories_lib.pick(carry.latent, chosen, M)),
+            trajectory=chosen,
+        )
 
     # --- text answers (the LM output paths) ------------------------------------------------------
     @torch.no_grad()

@@ -109,6 +109,23 @@ def test_predict_with_steps_prints_each_refinement(custom_run: dict[str, str], c
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("answer (halted at step ")
 
 
+def test_predict_with_trajectories_matches_refine_and_checks_its_flags(custom_run: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from latentreason.training import load_run, predict
+
+    run = load_run(custom_run["run"])
+    plain = predict(run, ["b a c"], steps=5, halt=False)
+    assert predict(run, ["b a c"], steps=5, halt=False, trajectories=4, noise=0.0) == plain  # no noise: the one trajectory
+    assert cli.main(["predict", custom_run["run"], "b a c", "--steps", "20", "--no-halt", "--trajectories", "4", "--noise", "0.5",
+                     "--select", "vote"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 21 and lines[-1].startswith("answer (after 20 steps): ")  # 20 steps, past the trained N_sup
+    for flag, value in (("--trajectories", "0"), ("--noise", "-1"), ("--select", "best")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["predict", custom_run["run"], "b a", flag, value])
+        assert exit_info.value.code == 2
+        assert flag in capsys.readouterr().err
+
+
 def test_bad_override_exits_with_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["train", CUSTOM_RECIPE, "training.learnig_rate=0.1"]) == 2
     error = capsys.readouterr().err

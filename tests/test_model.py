@@ -106,7 +106,7 @@ def test_refine_defaults_to_max_supervision_steps_and_rejects_zero() -> None:
     model = tiny_model(max_supervision_steps=2)
     batch = padded_batch()
     assert len(model.refine(**batch).step_logits) == 2
-    with pytest.raises(ValueError, match=r"`steps` must be >= 1.*got 0"):
+    with pytest.raises(ValueError, match=r"`steps` must be a whole number >= 1.*got 0"):
         model.refine(**batch, steps=0)
 
 

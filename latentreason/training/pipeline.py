@@ -303,9 +303,12 @@ class Prediction:
 
 @torch.no_grad()
 def predict(
-    run: Run, inputs: list[str], *, steps: int | None = None, halt: bool | None = None, max_new_tokens: int | None = None
+    run: Run, inputs: list[str], *, steps: int | None = None, halt: bool | None = None, max_new_tokens: int | None = None,
+    trajectories: int = 1, noise: float = 0.0, select: str = "halt",
 ) -> list[Prediction]:
     """Answer each input with a loaded run: refine `steps` times (default: the recipe's eval steps).
+
+    `trajectories`, `noise`, `select`: breadth at test time, as in `LatentReasonerModel.refine` (label runs only).
 
     `max_new_tokens` caps the length of a text answer (the LM output paths; default 32 for
     `latent_prefix`, the answer slots for `lm_head`); runs that predict labels raise if it is given.
@@ -314,6 +317,8 @@ def predict(
     steps = steps or run.recipe.eval.steps or model.config.max_supervision_steps
     halt = run.recipe.eval.halt if halt is None else halt
     if isinstance(encoder, TextPairEncoder):
+        if trajectories != 1:
+            raise ValueError("--trajectories applies to runs that predict labels; text runs refine one trajectory. Leave it out.")
         return [predict_text(model, encoder, text, steps, max_new_tokens=max_new_tokens) for text in inputs]
     if max_new_tokens is not None:
         raise ValueError(
@@ -324,7 +329,8 @@ def predict(
     for text in inputs:
         row = encoder.encode({"input": text, "output": _placeholder_output(text, encoder)})
         input_ids = torch.tensor([row["input_ids"]])
-        refined = model.refine(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), steps=steps, halt=halt)
+        refined = model.refine(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), steps=steps, halt=halt,
+                               trajectories=trajectories, noise=noise, select=select)
         per_step = [encoder.decode(logits[0], row["cell_positions"]) for logits in refined.step_logits]
         answer = encoder.decode(refined.logits[0], row["cell_positions"])
         predictions.append(Prediction(text, answer, per_step, int(refined.halted_at[0])))
