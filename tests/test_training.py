@@ -301,3 +301,35 @@ def test_without_a_terminal_progress_goes_out_as_plain_lines(workspace: dict[str
     expected = [f"step {row['step']}/12: loss {row['train/loss']:.4f}, accuracy {row['train/accuracy']:.3f}" for row in result.history]
     assert len(lines) == len(expected) == 3 and all(line.startswith(prefix) for line, prefix in zip(lines, expected)), (lines, expected)
     assert "Training:" not in captured.err  # no carriage-return training bar in a log file
+
+
+def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspace: dict[str, str]) -> None:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from latentreason.training import load_run
+    from latentreason.training.evaluation import evaluate, suggest_halt_threshold
+    from latentreason.training.loop import _hold_out
+    from latentreason.training.pipeline import prepare_data, torch_format, with_features
+
+    output_dir = os.path.join(workspace["root"], "calibrated")
+    recipe = load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"], **{"training.calibrate_halting": 0.25}))
+    result = train_recipe(recipe)
+    calibration = result.eval_results["halting_calibration"]
+    assert calibration["examples"] == 16  # a quarter of the 64 training examples, held out of training
+    run = load_run(output_dir)
+    saved = json.load(open(os.path.join(output_dir, "reasoner_config.json")))["halt_threshold"]
+    assert run.model.config.halt_threshold == saved == result.eval_results["halting"]["threshold"]
+    # The same choice, made again here from the saved (EMA) weights on the same held-out slice.
+    from latentreason.training.pipeline import load_tokenizer
+
+    data = prepare_data(recipe, load_tokenizer(recipe))
+    train_set = torch_format(with_features(run.model, data.train, recipe))
+    kept, held_out = _hold_out(train_set, 0.25, recipe.training.seed)
+    assert len(kept) == 48 and not set(kept.indices) & set(held_out.indices)
+    loader = DataLoader(held_out, batch_size=recipe.eval.batch_size, collate_fn=functools.partial(collate, pad_token_id=0))
+    again = evaluate(run.model, loader, Accelerator(cpu=True), calibration["all_steps"]["steps"], halt=False)
+    row = suggest_halt_threshold(again)
+    assert saved == (row["threshold"] if row is not None else calibration["previous_threshold"])
+    with pytest.raises(ValueError, match="calibrate_halting"):
+        TrainingConfig(calibrate_halting=1.0)

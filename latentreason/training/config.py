@@ -68,6 +68,7 @@ class TrainingConfig:
     log_every: int = field(default=10, metadata={"help": "Log loss and accuracy to the trackers every N optimizer steps."})
     eval_every: int | None = field(default=None, metadata={"help": "Evaluate (EMA weights) every N optimizer steps during training, besides the final evaluation (None: only at the end)."})
     report_to: ReportTo = field(default="auto", metadata={"help": "Trackers: `auto` (TensorBoard when installed), `tensorboard` or `none`."})
+    calibrate_halting: float = field(default=0.0, metadata={"help": "Hold out this fraction of the training data (e.g. 0.1; never the test set) and, after training, set `reasoner.halt_threshold` to the threshold of the halting curve on it that uses the fewest steps while keeping exact match within 1 point of running all steps; saved with the adapter. 0: off."})
     progress_bar: bool = field(default=True, metadata={"help": "Show a tqdm progress bar with loss and accuracy (main process only)."})
 
     def __post_init__(self) -> None:
@@ -95,6 +96,8 @@ class TrainingConfig:
             raise ValueError(f"`training.max_grad_norm` must be > 0 or None, got {self.max_grad_norm!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"`training.ema_decay` must be in [0, 1), got {self.ema_decay!r}.")
+        if not 0.0 <= self.calibrate_halting < 1.0:
+            raise ValueError(f"`training.calibrate_halting` must be a fraction in [0, 1) of the training data (0 = off), got {self.calibrate_halting!r}.")
         if self.loss not in ("softmax", "stablemax"):
             raise ValueError(f"`training.loss` must be 'softmax' or 'stablemax', got {self.loss!r}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
 from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin, set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -53,7 +53,7 @@ from ..outputs import IGNORE_INDEX
 from .checkpoints import latest_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
-from .evaluation import evaluate, features_of, inputs_for_head, score
+from .evaluation import evaluate, features_of, inputs_for_head, score, suggest_halt_threshold
 from .persistent import PersistentBatch, label_share, persistent_max_steps
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class Trainer:
                 f"({accelerator.num_processes} x {config.gradient_accumulation_steps}): every process trains on an equal slice of each batch."
             )
         set_seed(config.seed)
+        train_dataset, calibration_set = _hold_out(train_dataset, config.calibrate_halting, config.seed)
 
         train_loader = DataLoader(train_dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_fn)
         if len(train_loader) == 0:
@@ -169,6 +170,7 @@ class Trainer:
                 "lower `training.batch_size` or add examples."
             )
         eval_loader = DataLoader(eval_dataset, batch_size=eval_batch_size, collate_fn=collate_fn) if eval_dataset is not None else None
+        calibration_loader = DataLoader(calibration_set, batch_size=eval_batch_size, collate_fn=collate_fn) if calibration_set is not None else None
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = adamw(trainable, lr=config.learning_rate, betas=tuple(config.betas), weight_decay=config.weight_decay)
         if config.schedule == "persistent":
@@ -178,9 +180,13 @@ class Trainer:
         scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=self.max_steps)
         self.ema = ExponentialMovingAverage(model, config.ema_decay, config.ema_warmup) if config.ema else None
 
-        prepared = accelerator.prepare(model, optimizer, scheduler, train_loader, *([eval_loader] if eval_loader else []))
+        loaders = [loader for loader in (eval_loader, calibration_loader) if loader is not None]
+        prepared = accelerator.prepare(model, optimizer, scheduler, train_loader, *loaders)
         self.wrapped, self.optimizer, self.scheduler, self.train_loader = prepared[:4]
-        self.eval_loader = prepared[4] if eval_loader is not None else None
+        rest = iter(prepared[4:])
+        self.eval_loader = next(rest) if eval_loader is not None else None
+        self.calibration_loader = next(rest) if calibration_loader is not None else None
+        self.calibration: dict[str, Any] | None = None
         self.model = accelerator.unwrap_model(self.wrapped)
         self.state = TrainState()
         if self.ema is not None:
@@ -245,6 +251,8 @@ class Trainer:
             return TrainResult({}, None, state.global_step, False, self.history)
         if config.checkpoint_every and state.global_step > last_checkpoint:
             self.checkpoint()
+        if self.calibration_loader is not None:
+            self.calibrate_halting()
         eval_results = self.evaluate(write=True) if self.eval_loader is not None else None
         weights = self.final_weights()
         accelerator.wait_for_everyone()
@@ -401,6 +409,8 @@ class Trainer:
         """Evaluate the EMA weights (the live ones without EMA); log them; with `write`, save eval_results.json."""
         with self.ema.swapped_into() if self.ema is not None else contextlib.nullcontext():
             results = evaluate(self.model, self.eval_loader, self.accelerator, self.eval_steps, halt=self.eval_halt)
+        if self.calibration is not None:
+            results["halting_calibration"] = self.calibration
         logged = {"eval/accuracy": results["accuracy"], "eval/exact_match": results["exact_match"], "eval/mean_steps": results["mean_steps"]}
         logged |= {f"eval/accuracy_step_{row['step']}": row["accuracy"] for row in results["per_step"]}
         self.accelerator.log(logged, step=self.state.global_step)
@@ -409,6 +419,24 @@ class Trainer:
             with open(os.path.join(self.config.output_dir, EVAL_RESULTS_NAME), "w", encoding="utf-8") as handle:
                 json.dump(results, handle, indent=2, sort_keys=True)
         return results
+
+    def calibrate_halting(self) -> None:
+        """Pick `halt_threshold` on the held-out slice of the training data and set it on the model (saved with it)."""
+        with self.ema.swapped_into() if self.ema is not None else contextlib.nullcontext():
+            results = evaluate(self.model, self.calibration_loader, self.accelerator, self.eval_steps, halt=False)
+        row = suggest_halt_threshold(results, max_drop=0.01)
+        self.calibration = {"examples": results["num_examples"], "all_steps": results["all_steps"], "chosen": row,
+                            "previous_threshold": self.model.config.halt_threshold}
+        if row is None:
+            logger.warning("Halting calibration: no threshold keeps exact match within 1 point of all steps on the held-out slice; "
+                           "halt_threshold stays %s.", self.model.config.halt_threshold)
+            return
+        self.model.config = self.model.config.replace(halt_threshold=row["threshold"])
+        self.accelerator.print(
+            f"Halting calibrated on {results['num_examples']} held-out training examples: halt_threshold {row['threshold']} "
+            f"(exact match {row['exact_match']:.3f} at {row['mean_steps']:.2f} steps; all {self.eval_steps} steps: "
+            f"{results['all_steps']['exact_match']:.3f})."
+        )
 
     def log_training(self, metrics: dict[str, float]) -> None:
         logged = {f"train/{key}": value for key, value in metrics.items()} | {"train/lr": self.scheduler.get_last_lr()[0]}
@@ -472,6 +500,17 @@ def _drop_frozen_backbone(models: list[Any], weights: list[dict[str, torch.Tenso
     for state in weights:
         for key in [k for k in state if k.startswith(("backbone.", "module.backbone.")) and "lora_" not in k]:
             del state[key]
+
+
+def _hold_out(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:
+    """(training part, held-out part) of a map-style data set: a seeded random `fraction` held out; (all, None) at 0."""
+    if not fraction:
+        return dataset, None
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 1_000_003 + 17)).tolist()
+    count = max(1, round(fraction * len(dataset)))
+    if count >= len(dataset):
+        raise ValueError(f"`training.calibrate_halting`={fraction} holds out all {len(dataset)} training examples: use a smaller fraction.")
+    return Subset(dataset, sorted(order[count:])), Subset(dataset, sorted(order[:count]))
 
 
 def log_line(step: int, max_steps: int, metrics: dict[str, float], lr: float) -> str:
