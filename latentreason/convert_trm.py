@@ -43,16 +43,13 @@ _BLOCK_WEIGHTS = {  # reference name under L_level.layers.{i}. -> ours under rea
 
 @dataclass
 class Conversion:
-    """A converted checkpoint: the config, the weights by latentreason's names, and what was reported."""
+    """A converted checkpoint: the config, the weights by latentreason's names, the model they load into
+    (in eval mode), and what was reported."""
 
     config: ReasonerConfig
     weights: dict[str, torch.Tensor]
+    model: LatentReasonerModel
     notes: list[str] = field(default_factory=list)
-
-    def model(self) -> LatentReasonerModel:
-        model = LatentReasonerModel.from_config(self.config)
-        model.load_adapter_state_dict(self.weights, source="the converted TRM checkpoint")
-        return model.eval()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -191,21 +188,22 @@ def convert(state: dict[str, torch.Tensor], arch: dict[str, Any], *, puzzle_id: 
             f"{source} has tensors this converter does not know: {unknown[:6]}{'...' if len(unknown) > 6 else ''}. "
             "It may come from another variant of the reference (e.g. trm_hier6 or HRM), which latentreason does not run."
         )
-    conversion = Conversion(config, weights, notes)
-    _check_widths(conversion)
-    return conversion
+    return Conversion(config, weights, _load(config, weights), notes)
 
 
-def _check_widths(conversion: Conversion) -> None:
-    """The SwiGLU widths that the config implies are the checkpoint's (else `expansion` was misread)."""
-    expected = LatentReasonerModel.from_config(conversion.config).adapter_state_dict()
-    for name, tensor in conversion.weights.items():
+def _load(config: ReasonerConfig, weights: dict[str, torch.Tensor]) -> LatentReasonerModel:
+    """The converted model; a SwiGLU width other than the config implies means `expansion` was misread."""
+    model = LatentReasonerModel.from_config(config)
+    expected = model.adapter_state_dict()
+    for name, tensor in weights.items():
         if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
             raise ValueError(
                 f"The checkpoint's {name} has shape {tuple(tensor.shape)}, but its settings (expansion "
-                f"{conversion.config.expansion}, hidden {conversion.config.hidden_size}) give {tuple(expected[name].shape)}: "
+                f"{config.expansion}, hidden {config.hidden_size}) give {tuple(expected[name].shape)}: "
                 f"is the {CONFIG_FILE} the one written with this checkpoint?"
             )
+    model.load_adapter_state_dict(weights, source="the converted TRM checkpoint")
+    return model.eval()
 
 
 def convert_trm(
@@ -220,5 +218,5 @@ def convert_trm(
     checkpoint = Path(checkpoint)
     config_path = Path(config_path) if config_path is not None else checkpoint.parent / CONFIG_FILE
     conversion = convert(read_checkpoint(checkpoint), read_arch(config_path), puzzle_id=puzzle_id, source=str(checkpoint))
-    conversion.model().save_pretrained(output_dir)
+    conversion.model.save_pretrained(output_dir)
     return conversion

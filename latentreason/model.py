@@ -272,7 +272,7 @@ class LatentReasonerModel(nn.Module):
         for step in range(1, steps + 1):
             out = self(input_ids=input_ids, attention_mask=attention_mask, features=features, carry=carry)
             carry = out.carry if out.carry is None else trajectories_lib.perturb(out.carry, M, noise, generator)
-            if every_step or step == steps:
+            if every_step:
                 step_logits.append(out.logits)
             if final is None:
                 final, final_halt = out.logits.clone(), out.halt_logits.clone()
@@ -284,9 +284,9 @@ class LatentReasonerModel(nn.Module):
                 halted_at[newly] = step
                 done |= newly
                 if bool(done.all()):
-                    if not every_step:
-                        step_logits = [final]
                     break
+        if not every_step:
+            step_logits = [final]  # the one prediction kept: each sample's at the step it stopped
         if M == 1:
             return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry)
         chosen = trajectories_lib.choose(final.argmax(-1), final_halt, M, select)

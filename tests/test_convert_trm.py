@@ -150,7 +150,7 @@ def test_several_puzzle_identifiers_are_reported_and_one_is_kept(tmp_path: Path)
     inputs = torch.randint(0, 11, (3, 9), generator=torch.Generator().manual_seed(2))
     theirs, _ = _reference_steps(wrapped, inputs, torch.full((3,), 2, dtype=torch.long))
     other, _ = _reference_steps(wrapped, inputs, torch.zeros(3, dtype=torch.long))
-    ours = conversion.model().refine(inputs, steps=arch["halt_max_steps"]).step_logits[-1]
+    ours = conversion.model.refine(inputs, steps=arch["halt_max_steps"]).step_logits[-1]
     assert torch.allclose(theirs[-1], ours, atol=2e-5)  # equal on the kept identifier's puzzles
     assert not torch.allclose(other[-1], ours, atol=1e-3)  # and not on another's
     with pytest.raises(ValueError, match="puzzle_id=5 is out of range"):
@@ -191,7 +191,7 @@ def test_config_is_read_from_the_tensors_and_the_arch_settings(tmp_path: Path) -
     assert (config.input, config.vocab_size, config.hidden_size, config.num_layers, config.mixer) == ("token_embeddings", 5, 8, 2, "mlp")
     assert (config.max_length, config.cycles, config.latent_steps, config.max_supervision_steps) == (4, 2, 3, 4)
     assert (config.norm_scale, config.mlp_norm, config.halt_read, config.feature_norm, config.prefix_slots) == (False, "sequence", "first", False, 0)
-    model = conversion.model()
+    model = conversion.model
     state = read_checkpoint(tmp_path / "step_3")
     assert torch.equal(model.reasoner.halt_head.weight, state["inner.q_head.weight"][:1])
     assert torch.equal(model.reasoner.answer_init, state["inner.H_init"].float())
