@@ -54,10 +54,10 @@ from transformers import AutoConfig
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
 from latentreason.data import collate
+from latentreason.training.pipeline import PreparedData, load_tokenizer, prepare_data, torch_format, with_features
 from latentreason.reasoner import Carry, Net, Reasoner, ReasonerOutput
 from latentreason.recipe import Recipe, resolve_base
 from latentreason.training import TrainingConfig, evaluate, train
-from latentreason.training.pipeline import PreparedData, load_tokenizer, prepare_data, torch_format, with_features
 
 from .harness import load_average, log, machine_info, training_run
 
@@ -69,6 +69,8 @@ CALIBRATION_STEPS = 8
 TIME_BUDGET_METHOD = ("steps = budget seconds / the comparator's seconds per optimizer step, measured just before its "
                       "time-budget run (two short trainings, their difference cancels the start-up cost)")
 COMPARATORS = ("linear", "one_pass", "deep_stack", "lora_linear", "embeddings", "reasoner")
+# `slots`: the reasoner's net and carry with T=1, n=1, N_sup=1 (its capacity without the recursion); opt-in.
+ALL_COMPARATORS = (*COMPARATORS, "slots")
 BUDGETS = ("data", "time")
 
 
@@ -124,11 +126,12 @@ class AccuracySettings:
     # ~20 s on 2 at load 6). All comparators run alike, so the comparison stays fair.
     threads: int | None = 1
     comparators: tuple[str, ...] = COMPARATORS
+    seed: int = 0  # the weights' initialisation and the data order (the task's own seed is in task_options)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.comparators) - set(COMPARATORS))
+        unknown = sorted(set(self.comparators) - set(ALL_COMPARATORS))
         if unknown:
-            raise ValueError(f"Unknown comparator(s) {unknown} in AccuracySettings.comparators; choose from {COMPARATORS}.")
+            raise ValueError(f"Unknown comparator(s) {unknown} in AccuracySettings.comparators; choose from {ALL_COMPARATORS}.")
         budget = self.time_budget_seconds
         if budget == "reasoner":
             if "reasoner" not in self.comparators:
@@ -250,9 +253,9 @@ def reasoner_config(settings: AccuracySettings, data: PreparedData | None = None
 
 def build(name: str, settings: AccuracySettings, data: PreparedData) -> LatentReasonerModel:
     """One comparator, by name (see `COMPARATORS`), on a freshly loaded backbone, sized for `data`."""
-    if name not in COMPARATORS:
-        raise ValueError(f"Unknown comparator {name!r}; choose from {COMPARATORS}.")
-    torch.manual_seed(0)
+    if name not in ALL_COMPARATORS:
+        raise ValueError(f"Unknown comparator {name!r}; choose from {ALL_COMPARATORS}.")
+    torch.manual_seed(settings.seed)
     base = resolve_base(settings.backbone)
     one_shot = dict(halting=False, max_supervision_steps=1)  # nothing to refine: one step, no halting head in the loss
     if name in ("linear", "lora_linear"):
@@ -263,6 +266,8 @@ def build(name: str, settings: AccuracySettings, data: PreparedData) -> LatentRe
         config = reasoner_config(settings, data)
         model = attach_reasoner(base, config.replace(**one_shot))
         model.reasoner = DepthStack(model.config, depth=1 if name == "one_pass" else config.cycles * (config.latent_steps + 1))
+    elif name == "slots":
+        model = attach_reasoner(base, reasoner_config(settings, data, cycles=1, latent_steps=1, **one_shot))
     elif name == "embeddings":  # the same reasoner on learned token embeddings of the backbone's vocabulary, no backbone
         vocab_size = AutoConfig.from_pretrained(base).vocab_size
         model = LatentReasonerModel.from_config(reasoner_config(settings, data).replace(input="token_embeddings", vocab_size=vocab_size))
@@ -273,7 +278,7 @@ def build(name: str, settings: AccuracySettings, data: PreparedData) -> LatentRe
 
 def builders(data: PreparedData) -> dict[str, Callable[[AccuracySettings], LatentReasonerModel]]:
     """A builder per comparator, for the data given."""
-    return {name: functools.partial(build, name, data=data) for name in COMPARATORS}
+    return {name: functools.partial(build, name, data=data) for name in ALL_COMPARATORS}
 
 
 def trainable_parameters(model: nn.Module) -> int:
@@ -291,7 +296,7 @@ def layers_per_step(name: str, model: LatentReasonerModel) -> int:
 def training_config(settings: AccuracySettings, output_dir: str, max_steps: int | None, **changes: Any) -> TrainingConfig:
     """The `TrainingConfig` every comparator shares; `changes` override fields (the ablation benchmark's knobs)."""
     return TrainingConfig(
-        output_dir=output_dir, seed=0, learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps,
+        output_dir=output_dir, seed=settings.seed, learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps,
         batch_size=settings.batch_size, epochs=settings.epochs, max_steps=max_steps, checkpoint_every=None,
         report_to="none", progress_bar=False, log_every=10**9, **changes,
     )
@@ -325,6 +330,7 @@ def train_and_evaluate(model: LatentReasonerModel, settings: AccuracySettings, t
         "load_average": load,
         "accuracy": evaluation["accuracy"],
         "exact_match": evaluation["exact_match"],
+        "last_cell": evaluation["last_cell"],
         "mean_steps": evaluation["mean_steps"],
         "per_step": evaluation["per_step"],
         "all_steps": evaluation["all_steps"],
@@ -379,7 +385,7 @@ def run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> d
 
 def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings as JSON stores them, less those that choose which runs happen (or how the budget is timed), not how each trains."""
-    plain = json.loads(json.dumps(settings))
+    plain = {"seed": 0} | json.loads(json.dumps(settings))  # results from before `seed` existed were seed 0
     return {key: value for key, value in plain.items() if key not in ("comparators", "time_budget_seconds", "calibration_seconds")}
 
 

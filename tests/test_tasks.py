@@ -22,6 +22,8 @@ SMALL = {
     "sort_words": {"length": 6},
     "addition": {"digits": 6},
     "parity": {"length": 10},
+    "permutations": {"length": 6},
+    "shell_game": {"length": 3},
     "arc": {"max_grid_size": 6, "max_demonstrations": 2},
 }
 

@@ -9,6 +9,8 @@ duplicates that pad the last batch), then summed.
 
     accuracy      right cells (tokens, or sequences) / scored cells
     exact_match   samples whose every scored cell is right / samples
+    last_cell     samples whose last scored cell is right / samples (the final state of a
+                  state-tracking task, the answer of a sequence whose last cell holds it)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import probability_to_logit
-from ..outputs import IGNORE_INDEX
+from ..losses import IGNORE_INDEX
 
 # Halt probabilities at which `evaluate` also scores halting: exact match against mean steps used.
 HALTING_CURVE = (0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
@@ -48,6 +50,15 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
     scored = (labels != IGNORE_INDEX).reshape(batch, -1)
     right = (logits.argmax(-1) == labels).reshape(batch, -1)
     return (right & scored).sum(1), scored.sum(1), (right | ~scored).all(1)
+
+
+def last_cell_right(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether its last scored cell is right (True where nothing is scored). Shape (B,)."""
+    batch = labels.shape[0]
+    scored = (labels != IGNORE_INDEX).reshape(batch, -1)
+    right = (logits.argmax(-1) == labels).reshape(batch, -1)
+    last = scored.shape[1] - 1 - scored.flip(1).float().argmax(1, keepdim=True)  # the last scored position
+    return right.gather(1, last).squeeze(1) | ~scored.any(1)
 
 
 @torch.no_grad()
@@ -77,10 +88,10 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    totals: dict[str, list[torch.Tensor]] = {"right": [], "scored": [], "exact": [], "halt_logits": []}
+    totals: dict[str, list[torch.Tensor]] = {"right": [], "scored": [], "exact": [], "halt_logits": [], "last": []}
     for batch in tqdm(dataloader, desc="Evaluating", disable=not (progress and accelerator.is_local_main_process), leave=False):
         features, mask, labels = features_of(model, batch), batch["attention_mask"], batch["labels"]
-        carry, right, exact, halt_logits = None, [], [], []
+        carry, right, exact, halt_logits, last = None, [], [], [], []
         for _ in range(steps):
             out = model(features=features, attention_mask=mask, carry=carry, **inputs_for_head(model, batch["input_ids"], labels))
             carry = out.carry
@@ -88,15 +99,18 @@ def evaluate(
             right.append(step_right)
             exact.append(step_exact)
             halt_logits.append(out.halt_logits.float())
-        gathered = accelerator.gather_for_metrics((torch.stack(right, 1), scored, torch.stack(exact, 1), torch.stack(halt_logits, 1)))
+            last.append(last_cell_right(out.logits, labels))
+        gathered = accelerator.gather_for_metrics(
+            (torch.stack(right, 1), scored, torch.stack(exact, 1), torch.stack(halt_logits, 1), torch.stack(last, 1)))
         for key, value in zip(totals, gathered):
             totals[key].append(value.cpu())
     model.train(was_training)
 
-    right, scored, exact, halt_logits = (torch.cat(totals[key]) for key in totals)
+    right, scored, exact, halt_logits, last = (torch.cat(totals[key]) for key in totals)
     cells, samples = max(int(scored.sum()), 1), max(exact.shape[0], 1)
     per_step = [
-        {"step": step + 1, "accuracy": float(right[:, step].sum()) / cells, "exact_match": float(exact[:, step].float().sum()) / samples}
+        {"step": step + 1, "accuracy": float(right[:, step].sum()) / cells, "exact_match": float(exact[:, step].float().sum()) / samples,
+         "last_cell": float(last[:, step].float().sum()) / samples}
         for step in range(steps)
     ]
     threshold = float(getattr(model.config, "halt_threshold", 0.5))
@@ -110,6 +124,7 @@ def evaluate(
             "threshold": probability,
             "accuracy": float(right.gather(1, step).sum()) / cells,
             "exact_match": float(exact.gather(1, step).float().sum()) / samples,
+            "last_cell": float(last.gather(1, step).float().sum()) / samples,
             "mean_steps": float(step.float().mean() + 1) if step.numel() else 0.0,
         }
 
@@ -119,11 +134,13 @@ def evaluate(
     return {
         "accuracy": headline["accuracy"],
         "exact_match": headline["exact_match"],
+        "last_cell": headline["last_cell"],
         "mean_steps": headline["mean_steps"],
         "per_step": per_step,
         "halting": halting,
         "halting_curve": [halting_at(p) for p in sorted({*HALTING_CURVE, threshold})],
-        "all_steps": {"accuracy": per_step[-1]["accuracy"], "exact_match": per_step[-1]["exact_match"], "steps": steps},
+        "all_steps": {"accuracy": per_step[-1]["accuracy"], "exact_match": per_step[-1]["exact_match"],
+                      "last_cell": per_step[-1]["last_cell"], "steps": steps},
         "num_examples": int(exact.shape[0]),
         "steps": steps,
         "halt": uses_halting,

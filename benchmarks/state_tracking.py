@@ -1,0 +1,278 @@
+"""State tracking: the task where fixed depth provably fails, and what the recursion and the LLM each buy.
+
+Three parts, each over `seeds` (mean, min and max reported; one seed is not evidence):
+
+    depth     the `permutations` task (S5, one transposition per cell, the ball's cup after each
+              step) at each of `lengths`, every comparator of the accuracy benchmark plus `slots`
+              (the reasoner's parameters with T=1, n=1, N_sup=1: its capacity without recursion),
+              under the data and the time budget (`benchmarks.accuracy.run`, same code).
+    longer    train on lengths 1..`train_length`, test at each of `long_lengths` with 1x, 2x, 4x, 8x
+              the trained refinement steps (models with attention only: the mlp mixer has a fixed length).
+    language  the `shell_game` in English on the frozen backbone: trained on the training phrasings,
+              tested on them, on held-out phrasings (other verbs, digits, boxes and shells) and on
+              games twice as long.
+
+The headline numbers are `last_cell` (the ball's final cup: chance is 1/5 with 5 cups) and
+`exact_match` (every step of the sequence right). Goals (issue 24): at length 32, equal wall-clock,
+the reasoner >= 0.9 final-state accuracy while one pass and deep stack are <= 0.4; >= 0.8 at twice
+the trained length; on held-out phrasings the LM + reasoner beats the embeddings model and LoRA +
+linear by >= 20 points each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from latentreason.data import PairEncoder, collate
+from latentreason.tasks import get_task
+from latentreason.training import evaluate, train
+from latentreason.training.pipeline import torch_format
+
+from . import accuracy
+from .harness import load_average, log, machine_info, training_run
+
+PARTS = ("depth", "longer", "language")
+HEADLINE = ("last_cell", "exact_match")
+
+
+@dataclass(frozen=True)
+class StateTrackingSettings:
+    """The task, the parts to run and the shared model and training settings (`common`, as the accuracy benchmark)."""
+
+    common: accuracy.AccuracySettings = field(default_factory=lambda: accuracy.AccuracySettings(
+        task="permutations", mixer="attention", hidden_size=128, latent_steps=2, cycles=2, supervision_steps=8,
+        epochs=24, batch_size=64, time_budget_seconds="reasoner"))
+    task_options: dict[str, Any] = field(default_factory=lambda: {"group": "s5", "input": "swaps", "output": "ball",
+                                                                  "num_train": 4000, "num_test": 256})
+    parts: tuple[str, ...] = PARTS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    lengths: tuple[int, ...] = (8, 16, 32, 64)
+    comparators: tuple[str, ...] = accuracy.ALL_COMPARATORS
+    train_length: int = 16
+    long_lengths: tuple[int, ...] = (32, 64)
+    step_multipliers: tuple[int, ...] = (1, 2, 4, 8)
+    longer_comparators: tuple[str, ...] = ("one_pass", "deep_stack", "embeddings", "reasoner")
+    language_options: dict[str, Any] = field(default_factory=lambda: {"cups": 5, "length": 8, "min_length": 1,
+                                                                      "num_train": 4000, "num_test": 256})
+    language_comparators: tuple[str, ...] = ("linear", "one_pass", "lora_linear", "embeddings", "reasoner")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.parts) - set(PARTS))
+        if unknown:
+            raise ValueError(f"Unknown part(s) {unknown}; choose from {PARTS}.")
+        for name in ("comparators", "longer_comparators", "language_comparators"):
+            bad = sorted(set(getattr(self, name)) - set(accuracy.ALL_COMPARATORS))
+            if bad:
+                raise ValueError(f"Unknown comparator(s) {bad} in `{name}`; choose from {accuracy.ALL_COMPARATORS}.")
+
+
+_TINY_COMMON = dataclasses.replace(accuracy.PRESETS["tiny"], task="permutations", mixer="attention")
+PRESETS: dict[str, StateTrackingSettings] = {
+    "full": StateTrackingSettings(),
+    "quick": StateTrackingSettings(
+        common=dataclasses.replace(StateTrackingSettings().common, epochs=4, time_budget_seconds=None),
+        seeds=(0,), lengths=(8, 32), comparators=("one_pass", "deep_stack", "slots", "embeddings", "reasoner"),
+        long_lengths=(32,), step_multipliers=(1, 4), language_comparators=("one_pass", "embeddings", "reasoner")),
+    "tiny": StateTrackingSettings(
+        common=_TINY_COMMON, task_options={"group": "s3", "input": "swaps", "output": "ball", "num_train": 16, "num_test": 8},
+        seeds=(0, 1), lengths=(3,), comparators=("one_pass", "slots", "reasoner"), train_length=3, long_lengths=(6,),
+        step_multipliers=(1, 2), longer_comparators=("one_pass", "reasoner"),
+        language_options={"cups": 3, "length": 2, "num_train": 16, "num_test": 8}, language_comparators=("one_pass", "reasoner")),
+}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, min and max of per-seed values."""
+    return {"mean": statistics.mean(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+# --- depth: the accuracy benchmark's comparators, per length ---------------------------------------
+def run_depth(settings: StateTrackingSettings) -> list[dict[str, Any]]:
+    """Per length and comparator: the headline numbers under each budget, per seed and as a spread."""
+    rows = []
+    for length in settings.lengths:
+        by_seed = {}
+        for seed in settings.seeds:
+            common = dataclasses.replace(settings.common, task="permutations", seed=seed, comparators=settings.comparators,
+                                         task_options={**settings.task_options, "length": length, "seed": seed})
+            log(f"state_tracking: depth, length {length}, seed {seed}")
+            by_seed[seed] = accuracy.run(common)
+        for name in settings.comparators:
+            entries = [next(c for c in result["comparators"] if c["name"] == name) for result in by_seed.values()]
+            row: dict[str, Any] = {"length": length, "name": name, "trainable_parameters": entries[0]["trainable_parameters"],
+                                   "layers_per_step": entries[0]["layers_per_step"]}
+            for budget in ("data", "time"):
+                runs = [entry[budget]["all_steps"] | {k: entry[budget][k] for k in ("optimizer_steps", "train_seconds")}
+                        for entry in entries if budget in entry]  # after all N_sup steps: the recursion's full depth
+                if runs:
+                    row[budget] = {key: spread([run[key] for run in runs]) for key in HEADLINE}
+                    row[budget]["per_seed"] = {str(seed): {key: run[key] for key in HEADLINE} | {"optimizer_steps": run["optimizer_steps"],
+                                                                                               "train_seconds": run["train_seconds"]}
+                                               for seed, run in zip(by_seed, runs)}
+            rows.append(row)
+    return rows
+
+
+# --- training once, testing on several sets and step counts -----------------------------------------
+def encoded(task_name: str, options: dict[str, Any], split: str, encoder: PairEncoder) -> Any:
+    """A task's split, tokenized with `encoder`'s tokenizer and labels (no length limit: test sets may be longer)."""
+    unbounded = PairEncoder(encoder.tokenizer, encoder.output_kind, encoder.label_names, max_length=None)
+    return unbounded.encode_dataset(get_task(task_name, **options).to_dataset(split), desc=f"Tokenizing {split}")
+
+
+def train_and_test(name: str, common: accuracy.AccuracySettings, test_sets: dict[str, tuple[str, dict[str, Any]]],
+                   step_counts: tuple[int, ...], max_steps: int | None = None) -> dict[str, Any]:
+    """Train comparator `name` on `common`'s task, then score it on each test set after each of `step_counts` refinement steps.
+
+    `test_sets`: name -> (task name, task options); each is the test split of that task.
+    `max_steps`: optimizer steps to train for (default: `common.epochs` passes over the data).
+    """
+    recipe, data, pad_token_id = accuracy.load_data(common)
+    tests = {label: encoded(task, options, "test", data.encoder) for label, (task, options) in test_sets.items()}
+    longest = max([data.max_length] + [max(len(ids) for ids in ds["input_ids"]) for ds in tests.values()])
+    model = accuracy.build(name, common, dataclasses.replace(data, max_length=longest))  # the longest test input fits
+    if model.backbone_trains or model.config.input == "token_embeddings":
+        train_set, test_sets_ready = torch_format(data.train), {label: torch_format(ds) for label, ds in tests.items()}
+    else:
+        from latentreason.training.pipeline import with_features
+
+        train_set = torch_format(with_features(model, data.train, recipe))
+        test_sets_ready = {label: torch_format(with_features(model, ds, recipe)) for label, ds in tests.items()}
+    collate_fn = functools.partial(collate, pad_token_id=pad_token_id)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_state_") as output_dir:
+        result = train(model, train_set, accuracy.training_config(common, output_dir, max_steps), collate_fn=collate_fn)
+    seconds = time.perf_counter() - start
+    model.load_state_dict(result.adapter_state_dict, strict=False)
+    accelerator = Accelerator()
+    scores: dict[str, Any] = {}
+    for label, dataset in test_sets_ready.items():
+        loader = accelerator.prepare(DataLoader(dataset, batch_size=common.eval_batch_size, collate_fn=collate_fn))
+        steps = max(step_counts) if model.config.max_supervision_steps > 1 else 1
+        evaluation = evaluate(model, loader, accelerator, steps, halt=False)
+        scores[label] = {str(count): {key: evaluation["per_step"][min(count, steps) - 1][key] for key in HEADLINE}
+                         for count in step_counts}
+    return {"name": name, "optimizer_steps": result.global_step, "train_seconds": round(seconds, 1), "load_average": load_average(),
+            "scores": scores}
+
+
+def summarise_tests(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per comparator: each test set and step count's headline numbers as a spread over seeds."""
+    rows = []
+    names = [run["name"] for run in next(iter(runs.values()))]
+    for index, name in enumerate(names):
+        seeds = [runs[seed][index] for seed in runs]
+        scores = {label: {count: {key: spread([run["scores"][label][count][key] for run in seeds]) for key in HEADLINE}
+                          for count in seeds[0]["scores"][label]}
+                  for label in seeds[0]["scores"]}
+        rows.append({"name": name, "scores": scores, "train_seconds": spread([run["train_seconds"] for run in seeds]),
+                     "optimizer_steps": seeds[0]["optimizer_steps"]})
+    return rows
+
+
+def run_longer(settings: StateTrackingSettings) -> dict[str, Any]:
+    """Train on lengths 1..train_length; test at the trained length and each long length, at multiples of N_sup steps."""
+    nsup = settings.common.supervision_steps
+    counts = tuple(nsup * m for m in settings.step_multipliers)
+    runs = {}
+    for seed in settings.seeds:
+        options = {**settings.task_options, "length": settings.train_length, "min_length": 1, "seed": seed}
+        common = dataclasses.replace(settings.common, task="permutations", seed=seed, task_options=options)
+        tests = {str(length): ("permutations", {**options, "length": length, "min_length": length})
+                 for length in (settings.train_length, *settings.long_lengths)}
+        runs[seed] = []
+        for name in settings.longer_comparators:
+            log(f"state_tracking: longer, {name}, seed {seed}")
+            runs[seed].append(train_and_test(name, common, tests, counts))
+    return {"train_lengths": [1, settings.train_length], "step_counts": list(counts), "rows": summarise_tests(runs)}
+
+
+def run_language(settings: StateTrackingSettings) -> dict[str, Any]:
+    """The shell game in English: train on the training phrasings; test on them, on held-out phrasings, on longer games."""
+    nsup = settings.common.supervision_steps
+    counts = (1, nsup)
+    runs = {}
+    for seed in settings.seeds:
+        options = {**settings.language_options, "phrasing": "train", "seed": seed}
+        common = dataclasses.replace(settings.common, task="shell_game", seed=seed, task_options=options)
+        longer = 2 * options["length"]
+        tests = {"train_phrasings": ("shell_game", options),
+                 "held_out_phrasings": ("shell_game", {**options, "phrasing": "held_out"}),
+                 f"length_{longer}": ("shell_game", {**options, "length": longer, "min_length": longer})}
+        runs[seed] = []
+        for name in settings.language_comparators:
+            log(f"state_tracking: language, {name}, seed {seed}")
+            runs[seed].append(train_and_test(name, common, tests, counts))
+    return {"task_options": dict(settings.language_options), "step_counts": list(counts), "rows": summarise_tests(runs)}
+
+
+def run(settings: StateTrackingSettings) -> dict[str, Any]:
+    """Run the parts named in `settings.parts`; the JSON result."""
+    result: dict[str, Any] = {"benchmark": "state_tracking", "settings": asdict(settings)}
+    with training_run(settings.common.threads):
+        if "depth" in settings.parts:
+            result["depth"] = run_depth(settings)
+        if "longer" in settings.parts:
+            result["longer"] = run_longer(settings)
+        if "language" in settings.parts:
+            result["language"] = run_language(settings)
+    result["machine"] = machine_info()
+    return result
+
+
+# --- the report section -------------------------------------------------------------------------------
+def _cell(value: dict[str, float] | None) -> str:
+    if not value:
+        return "-"
+    if value.get("n", 1) == 1 or value["min"] == value["max"]:
+        return f"{value['mean']:.3f}"
+    return f"{value['mean']:.3f} ({value['min']:.2f}-{value['max']:.2f})"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The benchmark's section of docs/benchmarks.md, every figure read from `result`."""
+    settings = result["settings"]
+    seeds = len(settings["seeds"])
+    lines = ["## State tracking (S5 and the shell game)", "",
+             f"Command: `{result.get('command', 'python -m benchmarks run state_tracking')}`. "
+             f"Mean over {seeds} seed(s), (min-max) where they differ. `final`: the ball's last cup (chance 0.2); "
+             "`exact`: every step right.", ""]
+    if "depth" in result:
+        lines += ["### Depth: S5 (one transposition per step) at each length", "",
+                  "| length | comparator | params | data: final | data: exact | time: final | time: exact |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
+        for row in result["depth"]:
+            data, timed = row.get("data", {}), row.get("time", {})
+            lines.append(f"| {row['length']} | {row['name']} | {row['trainable_parameters']:,d} | {_cell(data.get('last_cell'))} | "
+                         f"{_cell(data.get('exact_match'))} | {_cell(timed.get('last_cell'))} | {_cell(timed.get('exact_match'))} |")
+        lines.append("")
+    if "longer" in result:
+        part = result["longer"]
+        counts = part["step_counts"]
+        lines += [f"### Longer than trained: trained on lengths {part['train_lengths'][0]}-{part['train_lengths'][1]}, "
+                  "final-state accuracy at each test length and refinement steps", "",
+                  "| comparator | test length | " + " | ".join(f"{c} steps" for c in counts) + " |",
+                  "|---|---:|" + "---:|" * len(counts)]
+        for row in part["rows"]:
+            for label, by_count in row["scores"].items():
+                lines.append(f"| {row['name']} | {label} | " + " | ".join(_cell(by_count[str(c)]["last_cell"]) for c in counts) + " |")
+        lines.append("")
+    if "language" in result:
+        part = result["language"]
+        last = str(part["step_counts"][-1])
+        tests = list(part["rows"][0]["scores"])
+        lines += [f"### The shell game in English (options {part['task_options']}), final-state accuracy after {last} steps", "",
+                  "| comparator | " + " | ".join(tests) + " |", "|---|" + "---:|" * len(tests)]
+        for row in part["rows"]:
+            lines.append(f"| {row['name']} | " + " | ".join(_cell(row["scores"][t][last]["last_cell"]) for t in tests) + " |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""The state-tracking tasks (`permutations`, `shell_game`), checked against simulations written here.
+
+Each simulation moves physical cups in a Python list, independently of the task code's algebra
+(one-line notation and `compose`), and reads the task's text back with its own parser.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from latentreason.tasks import get_task
+from latentreason.tasks.shell_game import NOT_ANSWER
+
+WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+ORDINALS = {w: i for i, w in enumerate("zeroth first second third fourth fifth sixth seventh eighth ninth".split())}
+
+
+def simulate_permutations(cells: list[str], size: int, as_swaps: bool) -> tuple[list[str], list[str]]:
+    """Ball position and whole arrangement after each step, by moving cup objects in a list."""
+    row = list(range(1, size + 1))  # row[position] = the cup (named by its starting position) standing there
+    balls, states = [], []
+    for cell in cells:
+        if as_swaps:
+            a, b = int(cell[0]) - 1, int(cell[1]) - 1
+            row[a], row[b] = row[b], row[a]
+        else:
+            moved = [0] * size
+            for position, destination in enumerate(cell):
+                moved[int(destination) - 1] = row[position]
+            row = moved
+        balls.append(str(row.index(1) + 1))
+        states.append("".join(str(row.index(cup) + 1) for cup in range(1, size + 1)))
+    return balls, states
+
+
+@pytest.mark.parametrize("group,size", [("s3", 3), ("s4", 4), ("s5", 5)])
+@pytest.mark.parametrize("input_kind", ["swaps", "elements"])
+@pytest.mark.parametrize("output_kind", ["ball", "state"])
+def test_permutations_labels_match_a_simulation(group: str, size: int, input_kind: str, output_kind: str) -> None:
+    task = get_task("permutations", group=group, length=9, min_length=3, input=input_kind, output=output_kind, num_train=40, num_test=10)
+    lengths = set()
+    for split in ("train", "test"):
+        for example in task.examples(split):
+            cells = example["input"].split()
+            lengths.add(len(cells))
+            balls, states = simulate_permutations(cells, size, input_kind == "swaps")
+            assert example["output"].split() == (balls if output_kind == "ball" else states)
+            assert set(example["output"].split()) <= set(task.labels())
+            if input_kind == "swaps":
+                assert all(len(cell) == 2 and cell[0] < cell[1] <= str(size) for cell in cells)
+    assert min(lengths) >= 3 and max(lengths) <= 9 and len(lengths) > 1
+
+
+def test_permutations_draws_every_element_and_splits_never_overlap() -> None:
+    task = get_task("permutations", group="s3", length=4, input="elements", num_train=300, num_test=50)
+    train, test = task.examples("train"), task.examples("test")
+    assert not {row["input"] for row in train} & {row["input"] for row in test}
+    assert {cell for row in train for cell in row["input"].split()} == {"123", "132", "213", "231", "312", "321"}
+    assert len(task.labels()) == 3
+    assert len(get_task("permutations", group="s5", output="state").labels()) == 120
+
+
+def test_permutations_are_deterministic_and_exported(tmp_path) -> None:
+    first = get_task("permutations", length=6, num_train=5, num_test=3, seed=4)
+    again = get_task("permutations", length=6, num_train=5, num_test=3, seed=4)
+    other = get_task("permutations", length=6, num_train=5, num_test=3, seed=5)
+    assert first.examples("train") == again.examples("train") != other.examples("train")
+    path = tmp_path / "s5.jsonl"
+    first.export_jsonl(str(path), "train")
+    assert [json.loads(line) for line in path.read_text().splitlines()] == first.examples("train")
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"group": "s6"}, "group"), ({"length": 0}, "length"), ({"min_length": 20, "length": 8}, "min_length"),
+    ({"input": "cycles"}, "input"), ({"output": "parity"}, "output"),
+])
+def test_permutations_bad_options_are_named(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"`{message}`"):
+        get_task("permutations", **options)
+
+
+def parse_shell_game(text: str) -> tuple[int, list[tuple[int, int]]]:
+    """The starting cup and the swaps of a game, read with this test's own parser."""
+    def number(token: str) -> int:
+        token = token.strip(".").lower()
+        return int(token) if token.isdigit() else WORDS.get(token) or ORDINALS[token]
+
+    sentences = [s for s in re.split(r"(?<=\.)\s+", text) if s]
+    numbers = [[number(w) for w in s.split() if w.strip(".").lower() in WORDS or w.strip(".").lower() in ORDINALS or w.strip(".").isdigit()]
+               for s in sentences]
+    (start,), swaps = numbers[0], [tuple(pair) for pair in numbers[1:]]
+    assert all(len(pair) == 2 and pair[0] != pair[1] for pair in swaps)
+    return start, swaps
+
+
+@pytest.mark.parametrize("phrasing", ["train", "held_out"])
+@pytest.mark.parametrize("cups", [3, 5])
+def test_shell_game_labels_match_a_simulation(phrasing: str, cups: int) -> None:
+    task = get_task("shell_game", cups=cups, length=7, min_length=2, phrasing=phrasing, num_train=40, num_test=10)
+    for example in task.examples("train") + task.examples("test"):
+        words, cells = example["input"].split(), example["output"].split()
+        assert len(words) == len(cells)
+        start, swaps = parse_shell_game(example["input"])
+        row = ["ball" if cup == start else "empty" for cup in range(1, cups + 1)]
+        expected = [start]
+        for a, b in swaps:
+            assert 1 <= a <= cups and 1 <= b <= cups
+            row[a - 1], row[b - 1] = row[b - 1], row[a - 1]
+            expected.append(row.index("ball") + 1)
+        labelled = [(word, cell) for word, cell in zip(words, cells) if cell != NOT_ANSWER]
+        assert [int(cell) for _, cell in labelled] == expected
+        assert all(word.endswith(".") for word, _ in labelled)  # each sentence's last word carries its answer
+        assert task.final_answer(example["output"]) == str(expected[-1])
+
+
+def test_held_out_phrasings_share_no_sentence_form_with_training() -> None:
+    def forms(phrasing: str) -> set[str]:
+        task = get_task("shell_game", length=6, phrasing=phrasing, num_train=200, num_test=0)
+        sentences = {s for row in task.examples("train") for s in re.split(r"(?<=\.)\s+", row["input"])}
+        return {re.sub(r"\b(\d|" + "|".join(list(WORDS) + list(ORDINALS)) + r")\b", "#", s) for s in sentences}
+
+    train, held_out = forms("train"), forms("held_out")
+    assert len(train) >= 4 and len(held_out) >= 6
+    assert not train & held_out
+    train_words = {w.strip(".").lower() for form in train for w in form.split()}
+    assert {"exchange", "switch", "trade", "boxes", "shells"} - train_words == {"exchange", "switch", "trade", "boxes", "shells"}
+
+
+def test_shell_game_encodes_with_a_real_tokenizer() -> None:
+    from transformers import AutoTokenizer
+
+    from latentreason.data import PairEncoder
+    from latentreason.recipe import resolve_base
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base("packaged:all-MiniLM-L6-v2"))
+    task = get_task("shell_game", length=5, num_train=4, num_test=0, phrasing="held_out")
+    encoder = PairEncoder(tokenizer, "aligned", task.labels())
+    for example in task.examples("train"):
+        row = encoder.encode(example)
+        labelled = [label for label in row["labels"] if label != -100]
+        assert [task.labels()[label] for label in labelled] == example["output"].split()
+
+
+def test_state_tracking_benchmark_tiny_preset() -> None:
+    """The benchmark at its tiny preset: every part, spreads that are the seeds' own figures, a report read from them."""
+    from benchmarks import state_tracking
+
+    settings = state_tracking.PRESETS["tiny"]
+    result = state_tracking.run(settings)
+
+    assert [(row["length"], row["name"]) for row in result["depth"]] == [(3, name) for name in settings.comparators]
+    for row in result["depth"]:
+        per_seed = row["data"]["per_seed"]
+        assert sorted(per_seed) == ["0", "1"]
+        for key in ("last_cell", "exact_match"):
+            values = [per_seed[seed][key] for seed in per_seed]
+            assert row["data"][key]["mean"] == pytest.approx(sum(values) / 2)
+            assert row["data"][key]["min"] == min(values) and row["data"][key]["max"] == max(values)
+            assert all(0.0 <= value <= 1.0 for value in values)
+        assert row["data"]["exact_match"]["max"] <= row["data"]["last_cell"]["max"] or row["data"]["exact_match"]["max"] == 0
+    slots = next(row for row in result["depth"] if row["name"] == "slots")
+    reasoner = next(row for row in result["depth"] if row["name"] == "reasoner")
+    assert slots["trainable_parameters"] == reasoner["trainable_parameters"]  # the same net, only the recursion differs
+    assert slots["layers_per_step"] < reasoner["layers_per_step"]
+
+    longer = result["longer"]
+    assert longer["step_counts"] == [settings.common.supervision_steps * m for m in settings.step_multipliers]
+    one_pass = next(row for row in longer["rows"] if row["name"] == "one_pass")
+    for by_count in one_pass["scores"].values():  # one step is all a one-pass head has: more steps change nothing
+        counts = list(by_count)
+        assert by_count[counts[0]] == by_count[counts[-1]]
+    assert set(one_pass["scores"]) == {"3", "6"}
+
+    language = result["language"]
+    assert {row["name"] for row in language["rows"]} == set(settings.language_comparators)
+    assert set(language["rows"][0]["scores"]) == {"train_phrasings", "held_out_phrasings", "length_4"}
+
+    page = state_tracking.render(result)
+    for row in result["depth"]:
+        line = next(line for line in page.splitlines() if line.startswith(f"| {row['length']} | {row['name']} |"))
+        assert f"{row['data']['last_cell']['mean']:.3f}" in line
