@@ -37,6 +37,7 @@ from . import (
     scaling_maze,
     scaling_time,
     speed,
+    state_tracking,
     trm_parity,
 )
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze, "accuracy_sort": accuracy_sort, "ablation": ablation,
     "ablation_maze": ablation_maze, "rounding": rounding, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time,
     "scaling_maze": scaling_maze, "trm_parity": trm_parity, "demo_variants": demo_variants,
+    "state_tracking": state_tracking,
 }
 PRESETS = ("full", "quick", "tiny")
 

@@ -53,8 +53,8 @@ from torch.utils.data import DataLoader
 from transformers import AutoConfig
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
-from latentreason.data import collate
-from latentreason.training.pipeline import PreparedData, load_tokenizer, prepare_data, torch_format, with_features
+from latentreason.data import collate, torch_format
+from latentreason.pipeline import PreparedData, load_tokenizer, prepare_data, with_features
 from latentreason.reasoner import Carry, Net, Reasoner, ReasonerOutput
 from latentreason.recipe import Recipe, resolve_base
 from latentreason.training import TrainingConfig, evaluate, train

@@ -33,7 +33,8 @@ from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
 from latentreason.backbone import count_calls
 from latentreason.data import collate
 from latentreason.features import FeatureCache
-from latentreason.testing import minilm_path, tiny_backbone
+from latentreason.packaged import minilm_path
+from latentreason.testing import tiny_backbone
 from latentreason.training import adamw
 
 from .harness import interleaved_times, load_average, log, machine_info, median_ratio, summary

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import state_tracking  # noqa: E402
 from .harness import REPO_ROOT  # noqa: E402
 
 PRESET_ORDER = ("full", "quick", "tiny")
@@ -39,7 +40,8 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     img_dir.mkdir(parents=True, exist_ok=True)
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     sections = [HEADER]
-    for name, render in (("trm_parity", parity_section), ("demo_variants", demo_variants_section), ("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
+    for name, render in (("trm_parity", parity_section), ("demo_variants", demo_variants_section),
+                         ("state_tracking", lambda result, img_dir, doc_dir: state_tracking.render(result)), ("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
                          ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
                          ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section),
                          ("ablation", ablation_section), ("ablation_maze", ablation_section), ("rounding", rounding_section),
@@ -320,10 +322,9 @@ def speed_section(result: dict[str, Any], img_dir: Path, doc_dir: Path) -> str:
                   "efficiency at these shapes (a batch of 8 x 81 positions gives matmuls of 648 rows, and the mlp mixer's "
                   "sequence mixing multiplies over only 81 positions: thinner than the 2048-square limit)."
                   + reference_limit + " On CPU, latentreason writes the backward of RMSNorm and of the SwiGLU gate by hand "
-                  "(`latentreason/reasoner.py`: about half the memory passes of autograd's, and no second exp for the sigmoid). "
-                  "Tried and dropped: `torch.compile` of the shared net "
-                  "(inductor on this CPU) gave no gain (0.95x at the quick sizes, after 65 s of compiling); torch's fused AdamW "
-                  "took the optimizer step from 55 ms to 11 ms at hidden 512 and is what the training loop uses.\n")
+                  "(`latentreason/kernels.py`: about half the memory passes of autograd's, and no second exp for the sigmoid). "
+                  "Not measured by this benchmark, so no figure here: `torch.compile` of the shared net (tried, no gain on this "
+                  "CPU) and torch's fused AdamW (what the training loop uses).\n")
     large = result.get("large_batch", [])
     if large:
         goal_line += (f"- What larger batches buy: the same configurations at batch {large[0]['batch']} "

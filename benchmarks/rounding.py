@@ -19,12 +19,12 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from latentreason import reasoner as reasoner_module
+from latentreason.kernels import cpu_kernels
 
 from . import accuracy
 from .harness import log, machine_info, training_run
 
-# name -> whether latentreason's hand-written CPU backwards are used (`latentreason.reasoner.FUSED_CPU_OPS`)
+# name -> whether latentreason's hand-written CPU backwards are used (`latentreason.kernels.cpu_kernels`)
 VARIANTS: dict[str, bool] = {"fused": True, "autograd": False, "fused again": True}
 
 
@@ -60,23 +60,19 @@ def _run(settings: RoundingSettings) -> dict[str, Any]:
     recipe, data, pad_token_id = accuracy.load_data(settings.base)
     cached: tuple[Any, Any] | None = None
     rows = []
-    default = reasoner_module.FUSED_CPU_OPS
-    try:
-        for name in settings.comparators:
-            for variant, fused in VARIANTS.items():
-                reasoner_module.FUSED_CPU_OPS = fused
+    for name in settings.comparators:
+        for variant, fused in VARIANTS.items():
+            with cpu_kernels(fused):
                 model = accuracy.build(name, settings.base, data)
                 if cached is None:  # the same frozen features for every run
                     cached = accuracy.feature_sets(model, data, recipe)
                 result = accuracy.train_and_evaluate(model, settings.base, *cached, pad_token_id)
-                row = {"name": name, "variant": variant,
-                       **{k: result[k] for k in ("accuracy", "exact_match", "mean_steps", "optimizer_steps", "train_seconds", "load_average")},
-                       "all_steps_exact_match": result["all_steps"]["exact_match"]}
-                rows.append(row)
-                log(f"rounding: {name}, {variant}: exact {row['exact_match']:.3f} (all steps {row['all_steps_exact_match']:.3f}), "
-                    f"{row['optimizer_steps']} optimizer steps")
-    finally:
-        reasoner_module.FUSED_CPU_OPS = default
+            row = {"name": name, "variant": variant,
+                   **{k: result[k] for k in ("accuracy", "exact_match", "mean_steps", "optimizer_steps", "train_seconds", "load_average")},
+                   "all_steps_exact_match": result["all_steps"]["exact_match"]}
+            rows.append(row)
+            log(f"rounding: {name}, {variant}: exact {row['exact_match']:.3f} (all steps {row['all_steps_exact_match']:.3f}), "
+                f"{row['optimizer_steps']} optimizer steps")
     return {
         "benchmark": "rounding",
         "machine": machine_info(),

@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from latentreason import ReasonerConfig
-from latentreason import reasoner as reasoner_module
+from latentreason.kernels import cpu_kernels
 
 from . import trm_reference
 from .harness import (
@@ -102,11 +102,8 @@ def profile_step(step: ReasonerStep, top: int) -> dict[str, Any]:
 
 def without_fused_ops(step: ReasonerStep) -> None:
     """One step with torch's autograd for RMSNorm and the SwiGLU gate instead of latentreason's hand-written backwards."""
-    reasoner_module.FUSED_CPU_OPS = False
-    try:
+    with cpu_kernels(False):
         step()
-    finally:
-        reasoner_module.FUSED_CPU_OPS = True
 
 
 def ratio_range(theirs: list[float], ours: list[float]) -> list[float]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from latentreason import ReasonerConfig
-from latentreason.outputs import TokenClassificationHead
+from latentreason.heads.classification import TokenClassificationHead
 from latentreason.reasoner import Carry, Reasoner
 
 from . import trm_reference

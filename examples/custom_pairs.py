@@ -24,9 +24,9 @@ import os
 import random
 import sys
 
+from latentreason.pipeline import load_run, predict, train_recipe
 from latentreason.recipe import load_recipe
 from latentreason.testing import save_tiny_backbone
-from latentreason.training import load_run, predict, train_recipe
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes", "custom_pairs.yaml")
 

@@ -27,8 +27,9 @@ from transformers import AutoTokenizer
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
 from latentreason.data import PairEncoder, collate
 from latentreason.features import FeatureCache
+from latentreason.packaged import minilm_path
 from latentreason.tasks import get_task
-from latentreason.testing import minilm_path, save_tiny_backbone
+from latentreason.testing import save_tiny_backbone
 from latentreason.training import TrainingConfig, train
 
 

@@ -74,8 +74,9 @@ import torch
 from torch import nn
 
 from latentreason import ReasonerConfig, attach_reasoner
-from latentreason.outputs import IGNORE_INDEX
-from latentreason.text_outputs import TextPairEncoder, final_norm
+from latentreason.heads.lm import final_norm
+from latentreason.losses import IGNORE_INDEX
+from latentreason.text_pairs import TextPairEncoder
 
 WORDS = "zero one two three four five six seven eight nine".split()
 
@@ -262,7 +263,7 @@ def load(args: argparse.Namespace):
         return tiny_backbone("llama", causal_lm=True), _word_tokenizer()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from latentreason.testing import smollm2_path
+    from latentreason.packaged import smollm2_path
 
     path = smollm2_path()
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)

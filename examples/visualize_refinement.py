@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from latentreason.pipeline import evaluate_run, load_run, predict, train_recipe
 from latentreason.recipe import load_recipe
 from latentreason.tasks import get_task
 from latentreason.testing import save_tiny_backbone
-from latentreason.training import evaluate_run, load_run, predict, train_recipe
 from latentreason.visualize import plot_curve, plot_refinement
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "recipes", "demo.yaml")

@@ -123,10 +123,7 @@ class FrozenBackbone(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         """The module that reads the input: the encoder of an encoder-decoder, else the bare model (no LM head)."""
-        model = self.model
-        get_base_model = getattr(model, "get_base_model", None)  # a peft (LoRA) wrapper: its layers are injected in place
-        if callable(get_base_model):
-            model = get_base_model()
+        model = unwrap_peft(self.model)
         return model.get_encoder() if self.is_encoder_decoder else model.base_model
 
     @property
@@ -192,3 +189,10 @@ def count_calls(backbone: FrozenBackbone):
         yield counter
     finally:
         handle.remove()
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The model inside a peft (LoRA) wrapper, else the model itself: LoRA layers are injected in place, so
+    the unwrapped model runs with them."""
+    get_base_model = getattr(model, "get_base_model", None)  # peft.PeftModel
+    return get_base_model() if callable(get_base_model) else model

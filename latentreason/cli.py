@@ -21,6 +21,8 @@ import sys
 import textwrap
 from typing import Any
 
+from .lock import OutputDirInUseError
+
 TRAIN_HELP = """\
 Train a reasoner as a recipe describes, and write the run folder (training.output_dir): the trained
 adapter (EMA weights), eval_results.json with accuracy and exact match after each refinement step,
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     _join_cpu_process_group()
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, FileNotFoundError, ImportError, OutputDirInUseError) as error:
         print(f"latentreason {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -212,8 +214,8 @@ def _join_cpu_process_group() -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .pipeline import train_recipe
     from .recipe import load_recipe
-    from .training import train_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     result = train_recipe(recipe, resume=args.resume)
@@ -225,7 +227,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .training import evaluate_run
+    from .pipeline import evaluate_run
 
     results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt, halt_threshold=args.halt_threshold)
     if _is_main_process():
@@ -234,7 +236,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .training import load_run, predict
+    from .pipeline import load_run, predict
 
     run = load_run(args.run_dir, halt_threshold=args.halt_threshold)
     halt = run.recipe.eval.halt if args.halt is None else args.halt

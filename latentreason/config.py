@@ -32,6 +32,10 @@ InputKind = Literal["backbone", "token_embeddings"]
 
 # Output paths that read answers through a frozen causal LM (they need a decoder with an LM head).
 LM_OUTPUTS = ("lm_head", "latent_prefix")
+# Keys that configs written before they moved to `TrainingConfig` hold: read and dropped, so old adapters load.
+MOVED_TO_TRAINING = ("halt_exploration",)
+# How a pair's output lines up with its input: a label per input cell, one label, or free text (data and tasks).
+OutputKind = Literal["aligned", "label", "text"]
 
 
 def probability_to_logit(probability: float) -> float:
@@ -73,7 +77,6 @@ class ReasonerConfig:
 
     # --- halting ---------------------------------------------------------------------------------
     halting: bool = field(default=True, metadata={"help": "Learn a halting head (ACT): at test time a sample may stop refining once its halt logit is > 0."})
-    halt_exploration: float = field(default=0.1, metadata={"help": "Training only: probability that a sample is forced to run a random minimum number of steps before it may halt (TRM's exploration)."})
     halt_read: HaltRead = field(default="mean", metadata={"help": "What the halting head reads: `mean` (the answer latent averaged over real positions) or `first` (the first position's answer latent, as TRM's reference reads its puzzle-embedding position; what `convert-trm` sets)."})
     halt_loss_weight: float = field(default=0.5, metadata={"help": "Weight of the halting BCE loss (target: the sample's prediction is exactly right)."})
     halt_threshold: float = field(default=0.5, metadata={"help": "At test time a sample halts once its halt probability (sigmoid of the halt logit) exceeds this. Raise it (e.g. 0.99) when halting stops too early on new data: the halting head is trained on examples the model has seen, where its predictions are right more often; pick it on held-out data from the `halting_curve` that evaluation reports."})
@@ -138,8 +141,6 @@ class ReasonerConfig:
             raise ValueError(f"`norm_eps` must be > 0, got {self.norm_eps!r}.")
         if self.rope_theta <= 0:
             raise ValueError(f"`rope_theta` must be > 0, got {self.rope_theta!r}.")
-        if not 0.0 <= self.halt_exploration <= 1.0:
-            raise ValueError(f"`halt_exploration` must be a probability in [0, 1], got {self.halt_exploration!r}.")
         if not 0.0 < self.halt_threshold < 1.0:
             raise ValueError(f"`halt_threshold` must be a probability strictly between 0 and 1, got {self.halt_threshold!r}.")
         if self.halt_loss_weight < 0:
@@ -212,13 +213,23 @@ class ReasonerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def known_keys(cls) -> list[str]:
+        """The field names, sorted: the keys a saved config may have."""
+        return sorted(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def unknown_keys(cls, values: dict[str, Any]) -> list[str]:
+        """The keys of `values` that are no field, sorted (a config from a newer latentreason, or edited by hand)."""
+        return sorted(set(values) - set(cls.known_keys()) - set(MOVED_TO_TRAINING))
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ReasonerConfig:
         """Build a config from a dict; unknown keys raise an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        values = {key: value for key, value in values.items() if key not in MOVED_TO_TRAINING}
+        unknown = cls.unknown_keys(values)
         if unknown:
             raise ValueError(
-                f"Unknown ReasonerConfig keys: {unknown}. Known keys: {sorted(known)}. "
+                f"Unknown ReasonerConfig keys: {unknown}. Known keys: {cls.known_keys()}. "
                 "Was this config written by a newer latentreason?"
             )
         if values.get("mixer") == "mlp" and "mlp_norm" not in values:
@@ -235,14 +246,7 @@ class ReasonerConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> ReasonerConfig:
-        with open(path, encoding="utf-8") as handle:
-            try:
-                values = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is not valid JSON ({error}); the reasoner config is corrupt.") from error
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a JSON object with the reasoner config, got {type(values).__name__}.")
-        return cls.from_dict(values)
+        return cls.from_dict(read_json_object(path, "with the reasoner config", "the reasoner config is corrupt."))
 
     def replace(self, **changes: Any) -> ReasonerConfig:
         """A copy with some fields changed (validated)."""
@@ -283,3 +287,15 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
 
 def _largest_divisor(number: int, at_most: int) -> int:
     return max(d for d in range(1, at_most + 1) if number % d == 0)
+
+
+def read_json_object(path: str | os.PathLike, holds: str, fix: str) -> dict[str, Any]:
+    """The JSON object in the file `path`; an error naming the file, what it `holds` and the `fix` when it is not one."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): {fix}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object {holds}, got {type(values).__name__}.")
+    return values

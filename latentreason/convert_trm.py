@@ -143,7 +143,7 @@ def convert(state: dict[str, torch.Tensor], arch: dict[str, Any], *, puzzle_id: 
         mlp_norm="sequence", norm_eps=float(setting("rms_norm_eps", 1e-5)), norm_scale=False,
         rope_theta=float(setting("rope_theta", 10000.0)), swiglu_multiple=_SWIGLU_MULTIPLE, positions=positions,
         latent_steps=int(setting("L_cycles")), cycles=int(setting("H_cycles")),
-        max_supervision_steps=int(setting("halt_max_steps", 16)), halt_exploration=float(setting("halt_exploration_prob", 0.1)),
+        max_supervision_steps=int(setting("halt_max_steps", 16)),  # halt_exploration_prob is training's (TrainingConfig)
         halt_read="first", output="token_classification", num_labels=int(need("inner.lm_head.weight").shape[0]),
         prefix_slots=prefix, feature_norm=False,
     )

@@ -1,5 +1,8 @@
 """Input/output pairs: reading them, tokenizing them with aligned labels, batching them.
 
+(Over 400 lines on purpose: reading, label alignment and collation are one pipeline of one row format,
+and `latentreason.data.load_pairs`, `PairEncoder` and `collate` are the documented import paths.)
+
     pairs = load_pairs("train.jsonl")                        # Dataset with columns "input", "output"
     labels = infer_label_names(pairs, "aligned")             # ["1", "2", ..., "9"]
     encoder = PairEncoder(tokenizer, "aligned", labels, max_length=128)
@@ -12,7 +15,7 @@ Three kinds of output:
   comes from the tokenizer's character offsets, so it is right for WordPiece, byte-level BPE and
   SentencePiece alike (a cell may split into several tokens; its other tokens get -100).
 - `label`: one class per example (the output is a class name).
-- `text`: free text answers, handled by `latentreason.text_outputs`.
+- `text`: free text answers, handled by the LM output paths (`latentreason.heads.lm`, `latentreason.text_pairs`).
 
 Design choices:
 - Every row is checked when it is read. A bad row raises `DataError` naming the file and the
@@ -33,19 +36,20 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import datasets
 import torch
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value
 from datasets.table import InMemoryTable
 
+from .config import OutputKind
+from .losses import IGNORE_INDEX
+
 logger = logging.getLogger(__name__)
 
-OutputKind = Literal["aligned", "label", "text"]
 OUTPUT_KINDS: tuple[str, ...] = ("aligned", "label", "text")
 
-IGNORE_INDEX = -100  # label of tokens that carry no cell (special tokens, a cell's later pieces, padding)
 POSITION_PADDING = -1  # padding of `cell_positions` in a batch
 
 # Bump when the way pairs are read or encoded changes: it is part of every fingerprint made here.
@@ -355,6 +359,21 @@ def _label_sort_key(name: str) -> tuple[int, int, str]:
 # --- tokenizing with labels --------------------------------------------------------------------
 
 
+class Encoder(Protocol):
+    """What the run pipeline asks of an encoder; `PairEncoder` (labels) and `text_pairs.TextPairEncoder`
+    (text answers of the LM paths) both are one, so no caller needs to know which it has."""
+
+    tokenizer: Any
+    max_length: int | None
+
+    def encode(self, pair: dict[str, Any], index: int | None = None) -> dict[str, Any]: ...
+
+    def encode_input(self, text: str) -> dict[str, Any]: ...
+
+    def encode_dataset(self, pairs: Dataset, desc: str = "Tokenizing") -> Dataset: ...
+
+
+
 class PairEncoder:
     """Turns a pair into token ids and labels for one output kind.
 
@@ -400,9 +419,31 @@ class PairEncoder:
         `index` (0-based row number) only makes error messages name the row.
         """
         if self.output_kind == "text":
-            raise NotImplementedError("output_kind='text' (free text answers) is handled by latentreason.text_outputs.")
+            raise NotImplementedError("output_kind='text' (free text answers) is handled by the LM output paths (latentreason.heads.lm, latentreason.text_pairs).")
         where = f"row {index + 1}" if index is not None else f"the example with input {_short(example.get('input'), 40)}"
-        text = example["input"]
+        row, input_cells = self._encode_input(example["input"], where)
+        if self.output_kind == "label":
+            return {"input_ids": row["input_ids"], "attention_mask": row["attention_mask"],
+                    "labels": self._label_id(example["output"].strip(), where), "cell_positions": []}
+        output_cells = example["output"].split()
+        if len(input_cells) != len(output_cells):
+            raise DataError(
+                f"{where}: the input has {len(input_cells)} cells but the output has {len(output_cells)}; "
+                "aligned outputs need one output cell per whitespace-separated input cell."
+            )
+        labels = [IGNORE_INDEX] * len(row["input_ids"])
+        for position, cell in zip(row["cell_positions"], output_cells):
+            labels[position] = self._label_id(cell, where)
+        return {"input_ids": row["input_ids"], "attention_mask": row["attention_mask"], "labels": labels, "cell_positions": row["cell_positions"]}
+
+    def encode_input(self, text: str) -> dict[str, Any]:
+        """Tokenize an input whose answer is unknown (to predict it): input_ids, attention_mask, cell_positions."""
+        if self.output_kind == "text":
+            raise NotImplementedError("output_kind='text' (free text answers) is handled by the LM output paths (latentreason.heads.lm, latentreason.text_pairs).")
+        return self._encode_input(text, f"the input {_short(text, 40)}")[0]
+
+    def _encode_input(self, text: str, where: str) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+        """The input side of a row (cell_positions: the first token of each input cell, for "aligned"), and the cells' spans."""
         encoding = self.tokenizer(text, return_offsets_mapping=True, truncation=False)
         input_ids = list(encoding["input_ids"])
         if self.max_length is not None and len(input_ids) > self.max_length:
@@ -410,27 +451,13 @@ class PairEncoder:
                 f"{where}: the input is {len(input_ids)} tokens long, more than max_length={self.max_length}. "
                 f"Raise max_length to at least {len(input_ids)} or shorten/remove the row (nothing is truncated)."
             )
-        row: dict[str, Any] = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids)}
+        row: dict[str, Any] = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "cell_positions": []}
         if self.output_kind == "label":
-            row["labels"] = self._label_id(example["output"].strip(), where)
-            row["cell_positions"] = []
-            return row
-
+            return row, []
         input_cells = [match.span() for match in _CELL.finditer(text)]
-        output_cells = example["output"].split()
-        if len(input_cells) != len(output_cells):
-            raise DataError(
-                f"{where}: the input has {len(input_cells)} cells but the output has {len(output_cells)}; "
-                "aligned outputs need one output cell per whitespace-separated input cell."
-            )
         blank = [token.strip(_BLANK_MARKS) == "" for token in encoding.tokens()]
-        positions = _first_tokens(input_cells, encoding["offset_mapping"], blank, text, where)
-        labels = [IGNORE_INDEX] * len(input_ids)
-        for position, cell in zip(positions, output_cells):
-            labels[position] = self._label_id(cell, where)
-        row["labels"] = labels
-        row["cell_positions"] = positions
-        return row
+        row["cell_positions"] = _first_tokens(input_cells, encoding["offset_mapping"], blank, text, where)
+        return row, input_cells
 
     def encode_dataset(self, dataset: Dataset, desc: str = "Tokenizing") -> Dataset:
         """Encode every row (`Dataset.map`), keeping "input" and "output"; the fingerprint is deterministic."""
@@ -457,7 +484,7 @@ class PairEncoder:
         Logits work too: (L, C) for "aligned", (C,) for "label" are reduced with argmax.
         """
         if self.output_kind == "text":
-            raise NotImplementedError("output_kind='text' (free text answers) is handled by latentreason.text_outputs.")
+            raise NotImplementedError("output_kind='text' (free text answers) is handled by the LM output paths (latentreason.heads.lm, latentreason.text_pairs).")
         predictions = torch.as_tensor(predictions)
         if self.output_kind == "label":
             if predictions.is_floating_point() and predictions.numel() > 1:
@@ -550,3 +577,11 @@ def collate(batch: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.T
 
 def _pad(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)
+
+
+def torch_format(dataset: datasets.Dataset | None) -> datasets.Dataset | None:
+    """The encoded columns as torch tensors (what the trainer and `collate` read); None stays None."""
+    if dataset is None:
+        return None
+    numeric = [name for name in ("input_ids", "attention_mask", "labels", "cell_positions", "features") if name in dataset.column_names]
+    return dataset.with_format("torch", columns=numeric)

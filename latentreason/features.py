@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import numpy as np
 import torch
+from accelerate import PartialState
 from datasets import Array2D, Dataset, Features
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
@@ -214,3 +215,25 @@ def _weights_digest(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+LORA_CACHE_OFF = (
+    "LoRA is on the backbone (model.lora): its weights train, so its features change at every step and cannot be cached. "
+    "The feature cache is off for this run; the backbone runs on every supervision step (slower)."
+)
+
+
+def cached_features(model: LatentReasonerModel, dataset: Dataset | None, training: Any) -> Dataset | None:
+    """`dataset` with a "features" column from the cache in `training.cache_dir` (a `TrainingConfig`), when
+    `training.use_feature_cache` is on and the backbone is frozen; computed once per example (the main process
+    writes the cache first, the others read it)."""
+    if dataset is None or not training.use_feature_cache:
+        return dataset
+    state = PartialState()
+    if model.backbone_trains:
+        if state.is_main_process:
+            print(LORA_CACHE_OFF)
+        return dataset
+    cache = FeatureCache(training.cache_dir)
+    with state.main_process_first():
+        return cache.features_for(model, dataset, progress=state.is_local_main_process)

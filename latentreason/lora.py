@@ -79,6 +79,11 @@ def has_lora(backbone: nn.Module) -> bool:
     return isinstance(getattr(backbone, "model", None), PeftModel)
 
 
+def lora_adapter(model: nn.Module) -> PeftModel | None:
+    """A `LatentReasonerModel`'s backbone `peft.PeftModel` when LoRA is on it, else None."""
+    return model.backbone.model if model.backbone is not None and has_lora(model.backbone) else None
+
+
 # Where the PeftModel sits inside a LatentReasonerModel: `model.backbone.model`.
 PEFT_PREFIX = "backbone.model."
 

@@ -1,4 +1,9 @@
-"""The task losses: softmax cross-entropy, and stablemax cross-entropy as TRM's reference trains Sudoku and ARC.
+"""The losses: the one supervision loss (task loss + halting BCE) and the task losses it is built from.
+
+`supervision_loss` is what `LatentReasonerModel.forward` returns as `loss` when labels are given, and
+what the trainer backpropagates (`out.loss`); the trainer adds the masking of halted samples (`active`).
+
+The task losses: softmax cross-entropy, and stablemax cross-entropy as TRM's reference trains Sudoku and ARC.
 
 Stablemax (from HRM, "Grokking at the edge of numerical stability") replaces `exp` in the softmax by
     s(x) = x + 1        for x >= 0
@@ -10,7 +15,8 @@ not the ignore index (-100).
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,3 +49,62 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, kind: LossKind = "
     log_probs = log_stablemax(logits.double(), dim=-1)
     picked = log_probs.gather(-1, labels.masked_fill(~valid, 0).unsqueeze(-1)).squeeze(-1)
     return -(picked * valid).sum() / valid.sum().clamp(min=1)
+
+
+@dataclass
+class SupervisionLoss:
+    """One supervision step's loss and its parts."""
+
+    loss: torch.Tensor  # task_loss (x task_weight) + halt_loss_weight * halt_loss
+    task_loss: torch.Tensor
+    halt_loss: torch.Tensor | None  # None without a halting head
+    exact: torch.Tensor  # (B,) bool: the whole prediction is right (the halting target)
+
+
+def supervision_loss(
+    head: Any,
+    logits: torch.Tensor,
+    halt_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    halting: bool = True,
+    halt_loss_weight: float = 0.5,
+    kind: LossKind = "softmax",
+    active: torch.Tensor | None = None,
+    task_weight: torch.Tensor | None = None,
+) -> SupervisionLoss:
+    """Task loss (`head.loss`, x `task_weight` when given) + `halt_loss_weight` x BCE(halt logit, "exactly right").
+
+    TRM's loss for one supervision step. `head` is the output path (its `loss` and `exact`); with
+    `halting` off there is no halting term. `active` (B,) bool masks halted samples out of both terms
+    (their labels become the ignore index); then a micro-batch with no active sample left gives a zero
+    loss that still touches every weight, so DDP's gradient all-reduce lines up across processes.
+
+    Example:
+        >>> from latentreason.heads.classification import SequenceClassificationHead
+        >>> from latentreason import ReasonerConfig
+        >>> head = SequenceClassificationHead(ReasonerConfig(hidden_size=32, num_heads=2, num_labels=3))
+        >>> logits, labels = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), torch.tensor([0, 2])
+        >>> out = supervision_loss(head, logits, torch.zeros(2), labels, active=torch.tensor([True, False]))
+        >>> out.exact.tolist(), round(float(out.task_loss), 4)   # the second sample has halted: only the first counts
+        ([True, False], 0.2395)
+    """
+    exact = head.exact(logits.detach(), labels)
+    if active is None:
+        task_loss = head.loss(logits, labels, kind)
+        if task_weight is not None:
+            task_loss = task_loss * task_weight
+        if not halting:
+            return SupervisionLoss(task_loss, task_loss, None, exact)
+        halt_loss = F.binary_cross_entropy_with_logits(halt_logits.float(), exact.float())
+        return SupervisionLoss(task_loss + halt_loss_weight * halt_loss, task_loss, halt_loss, exact)
+
+    targets = labels.masked_fill(~active.view(-1, *([1] * (labels.dim() - 1))), IGNORE_INDEX)
+    zero = logits.sum() * 0.0 + halt_logits.sum() * 0.0
+    task_loss = head.loss(logits, targets, kind) if bool((targets != IGNORE_INDEX).any()) else zero
+    if task_weight is not None:
+        task_loss = task_loss * task_weight
+    if not halting:
+        return SupervisionLoss(task_loss + zero, task_loss, None, exact)
+    halt_loss = F.binary_cross_entropy_with_logits(halt_logits[active].float(), exact[active].float()) if bool(active.any()) else zero
+    return SupervisionLoss(task_loss + halt_loss_weight * halt_loss + zero, task_loss, halt_loss, exact)

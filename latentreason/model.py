@@ -1,5 +1,8 @@
 """`LatentReasonerModel`: a frozen backbone, an input projection, the recursive reasoner, an output path.
 
+(Over 400 lines on purpose: this is the one public class and its whole API, forward, refine, generate and
+save/load; its parts live elsewhere: reasoner.py, heads/, losses.py, trajectories.py, hub/.)
+
     input_ids -> frozen backbone (one hidden layer)        (B, L, D)   computed once, cacheable
               -> input projection + RMSNorm = x            (B, L, d)
               -> learned prefix + x + learned answer slots (B, P + L + K, d)   (P = 0 unless prefix_slots)
@@ -18,8 +21,10 @@ With `ReasonerConfig(input="token_embeddings")` there is no backbone: learned to
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,11 +32,17 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from . import hub
+from . import trajectories as trajectories_lib
+from .adapter_state import check_adapter_state_dict, without_backbone
 from .backbone import FrozenBackbone, load_pretrained, resolve_commit
 from .config import LM_OUTPUTS, ReasonerConfig
-from . import trajectories as trajectories_lib
 from .embeddings import TokenEmbeddings
-from .outputs import OutputHead, build_output_head
+from .heads import OutputHead, build_output_head
+from .heads.lm import move_padding
+from .hub.load import base_commit, base_to_load, warn_if_other_revision
+from .lora import apply_lora
+from .losses import LossKind, supervision_loss
 from .reasoner import Carry, Reasoner, RMSNorm
 
 
@@ -179,10 +190,17 @@ class LatentReasonerModel(nn.Module):
         carry: Carry | None = None,
         features: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        *,
+        active: torch.Tensor | None = None,
+        loss_kind: LossKind = "softmax",
+        task_weight: torch.Tensor | None = None,
     ) -> ReasonerModelOutput:
         """One supervision step. Give `input_ids` (the backbone runs) or `features` (it does not).
 
         `token_type_ids` (from BERT-style tokenizers) reach the backbone, so `model(**tokenizer(...))` works.
+        With `labels`, `loss` is the supervision loss (`latentreason.losses.supervision_loss`): the task loss
+        (`loss_kind`: softmax or stablemax cross-entropy; x `task_weight` when given) + `halt_loss_weight` x the
+        halting BCE. `active` (B,) bool leaves halted samples out of it (what the trainer passes).
 
         Example:
             >>> out = model(input_ids, attention_mask, labels=labels)        # doctest: +SKIP
@@ -217,13 +235,11 @@ class LatentReasonerModel(nn.Module):
 
         output = ReasonerModelOutput(logits=logits, halt_logits=halt_logits, carry=carry)
         if labels is not None:
-            output.task_loss = self.head.loss(logits, labels)
-            with torch.no_grad():
-                output.exact = self.head.exact(logits, labels)
-            output.loss = output.task_loss
-            if self.config.halting and self._reasoner_enabled:
-                output.halt_loss = nn.functional.binary_cross_entropy_with_logits(halt_logits.float(), output.exact.float())
-                output.loss = output.task_loss + self.config.halt_loss_weight * output.halt_loss
+            losses = supervision_loss(
+                self.head, logits, halt_logits, labels, halting=self.config.halting and self._reasoner_enabled,
+                halt_loss_weight=self.config.halt_loss_weight, kind=loss_kind, active=active, task_weight=task_weight,
+            )
+            output.loss, output.task_loss, output.halt_loss, output.exact = losses.loss, losses.task_loss, losses.halt_loss, losses.exact
         return output
 
     @torch.no_grad()
@@ -361,8 +377,6 @@ class LatentReasonerModel(nn.Module):
         for `lm_head` (one read of the slots per step); `latent_prefix` runs the LM's `generate` per step.
         With `every_step=False`, only the last step's answer (a list of one): what `generate` returns.
         """
-        from .text_outputs import move_padding
-
         if not hasattr(self.head, "generate"):
             raise ValueError(
                 f"output={self.config.output!r} predicts labels, not text: use model.refine(...) and its logits. "
@@ -408,25 +422,11 @@ class LatentReasonerModel(nn.Module):
 
         LoRA weights on the backbone, when used, are saved apart in PEFT's own format (see `latentreason.hub`).
         """
-        return {name: tensor.detach() for name, tensor in self.state_dict().items() if not name.startswith("backbone.")}
+        return {name: tensor.detach() for name, tensor in without_backbone(self.state_dict()).items()}
 
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load weights saved by `adapter_state_dict`; missing, unexpected or misshapen tensors are named."""
-        expected = self.adapter_state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ValueError(
-                f"{source} does not match this reasoner: missing tensors {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-                f"unexpected tensors {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}. "
-                "Was it saved with a different ReasonerConfig?"
-            )
-        for name, tensor in state.items():
-            if tuple(tensor.shape) != tuple(expected[name].shape):
-                raise ValueError(
-                    f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)}. "
-                    "The config and the weights disagree; the file may come from another reasoner."
-                )
+        check_adapter_state_dict(state, self.adapter_state_dict(), source, "Was it saved with a different ReasonerConfig?")
         self.load_state_dict(state, strict=False)
 
     def train(self, mode: bool = True) -> LatentReasonerModel:
@@ -435,22 +435,82 @@ class LatentReasonerModel(nn.Module):
             self.backbone.train(mode)  # stays in eval mode itself; see FrozenBackbone.train
         return self
 
-    # --- save / load / publish (see latentreason.hub) ------------------------------------------
-    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
-        from .hub import save_pretrained
-
-        save_pretrained(self, save_directory, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> LatentReasonerModel:
-        from .hub import from_pretrained
-
-        return from_pretrained(name_or_path, **kwargs)
+    # --- save / load / publish (the files: latentreason.hub) ------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write the adapter into a folder: see `latentreason.hub.save_pretrained` for the options."""
+        return hub.save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        from .hub import push_to_hub
+        """Save into a temporary folder and upload it: see `latentreason.hub.push_to_hub` for the options."""
+        return hub.push_to_hub(self, repo_id, **kwargs)
 
-        return push_to_hub(self, repo_id, **kwargs)
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        base_model: str | PreTrainedModel | None = None,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype | str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool | None = None,
+    ) -> LatentReasonerModel:
+        """Load a saved reasoner from a local folder or a Hub repo, on its base model, ready for inference.
+
+        Args:
+            name_or_path: a folder written by `save_pretrained`, or a Hub repo id.
+            revision: the reasoner repo's branch, tag or commit (Hub only).
+            base_model: attach to this base instead of the one in the config: a local folder, a Hub id,
+                or a loaded `PreTrainedModel` (used as is; LoRA layers, if any, are injected into it).
+                A base whose commit differs from the pinned one is used with a warning.
+            trust_remote_code: let the base model's checkpoint run its own Python code. Only if you trust it.
+            dtype: dtype of the backbone when it is loaded here (the reasoner stays in float32).
+            cache_dir, token, local_files_only: as in `huggingface_hub`; `HF_HUB_OFFLINE=1` reads only the cache.
+
+        Example:
+            >>> from latentreason import LatentReasonerModel                             # doctest: +SKIP
+            >>> model = LatentReasonerModel.from_pretrained("user/sudoku-reasoner")     # doctest: +SKIP
+            >>> model = LatentReasonerModel.from_pretrained("user/sudoku-reasoner", base_model="/models/Qwen2.5-0.5B")  # doctest: +SKIP
+        """
+        folder = hub.resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        config = hub.read_config(folder / hub.CONFIG_NAME)
+        weights = hub.read_weights(folder)  # before the base model loads: a broken file fails fast
+        lora = hub.lora_folder(folder)
+        if config.input == "token_embeddings":  # no base model to fetch
+            if base_model is not None:
+                raise ValueError(f"{name_or_path} is a reasoner on learned token embeddings: it reads no base model, so base_model= has no use. Leave it out.")
+            model = cls.from_config(config)
+            model.load_adapter_state_dict(weights, source=str(folder / hub.WEIGHTS_NAME))
+            return model.eval()
+
+        base, base_revision = base_to_load(config, base_model)
+        hub_options = {key: value for key, value in dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only).items() if value is not None}
+        try:
+            model = attach_reasoner(
+                base,
+                config,
+                revision=base_revision,
+                trust_remote_code=trust_remote_code,
+                dtype=dtype,
+                **hub_options,
+            )
+        except ValueError as error:
+            described = base if isinstance(base, str) else type(base).__name__
+            raise ValueError(f"Cannot attach the reasoner from {name_or_path} to {described}: {error}") from error
+        warn_if_other_revision(config, base_commit(base, base_revision, hub_options))
+        if base_model is not None:
+            # The adapter still describes the base it was trained on, whatever copy it runs on here.
+            model.config = model.config.replace(
+                base_model_name_or_path=config.base_model_name_or_path, base_model_revision=config.base_model_revision
+            )
+        if lora is not None:
+            from peft import PeftModel
+
+            model.backbone.model = PeftModel.from_pretrained(model.backbone.model, str(lora), is_trainable=False)
+        model.load_adapter_state_dict(weights, source=str(folder / hub.WEIGHTS_NAME))
+        return model.eval()
 
 
 def _check_backbone(backbone: FrozenBackbone, config: ReasonerConfig) -> None:
@@ -528,7 +588,5 @@ def attach_reasoner(
         backbone_num_layers=backbone.num_layers,
     )
     if lora is not None:
-        from .lora import apply_lora
-
         apply_lora(backbone, lora)
     return LatentReasonerModel(backbone, config)

@@ -23,7 +23,7 @@ What is notable:
 - The halting head reads the masked mean of the answer latent; zero weights and bias -5 make it
   start at "keep going".
 
-Left out: the output head (it lives in `latentreason.outputs`, since the LM output paths read
+Left out: the output head (it lives in `latentreason.heads`, since the LM output paths read
 answers through the frozen LM) and the backbone (see `latentreason.backbone`).
 """
 
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ReasonerConfig
+from .kernels import gated_silu, rms_norm
 
 
 @dataclass
@@ -62,37 +63,6 @@ class ReasonerOutput:
     carry: Carry  # detached, to start the next supervision step from
 
 
-class _RMSNormFunction(torch.autograd.Function):
-    """RMSNorm with a hand-written backward: about half the memory passes of autograd's.
-
-    torch's CPU `rms_norm` runs fused forward but differentiates through its decomposition (a dozen
-    elementwise passes); this saves the normalized input and the inverse RMS and needs five.
-    With n = h * r, r = 1/rms(h), y = n * w:
-        dL/dw = sum over rows of g * n
-        dL/dh = r * (g*w - n * mean(g*w * n))
-    """
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-        inverse_rms = torch.rsqrt(h.square().mean(-1, keepdim=True).add_(eps))
-        normalized = h * inverse_rms
-        ctx.save_for_backward(normalized, inverse_rms, weight)
-        return normalized if weight is None else normalized * weight
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        normalized, inverse_rms, weight = ctx.saved_tensors
-        grad_h = grad_weight = None
-        if weight is not None and ctx.needs_input_grad[1]:
-            grad_weight = (grad * normalized).reshape(-1, normalized.shape[-1]).sum(0)
-        if ctx.needs_input_grad[0]:
-            scaled = grad.clone() if weight is None else grad * weight
-            projection = (scaled * normalized).mean(-1, keepdim=True)
-            grad_h = scaled.addcmul_(normalized, projection, value=-1).mul_(inverse_rms)
-        return grad_h, grad_weight, None
-
-
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis, with a learnable per-channel scale (init 1) unless `scale=False` (TRM's)."""
 
@@ -102,64 +72,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size)) if scale else None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if fused_path(h):
-            return _RMSNormFunction.apply(h, self.weight, self.eps)
-        return F.rms_norm(h, (h.shape[-1],), self.weight, self.eps)  # fused kernels on GPU
-
-
-# The hand-written backwards below, on or off (the speed benchmark times both; results agree to rounding).
-FUSED_CPU_OPS = True
-# Below this many elements a custom autograd Function's Python overhead costs more than the memory passes
-# it saves (measured on this project's 2-core CPU: 0.8x at 10k elements, 1.1x at 41k, 1.3x at 200k+).
-FUSED_MIN_ELEMENTS = 32768
-
-
-def fused_path(h: torch.Tensor) -> bool:
-    """True where the hand-written backwards below pay: large CPU tensors in full precision (GPUs have fused kernels).
-
-    The choice depends on the tensor alone, not on whether autograd records: the first T-1 cycles take
-    the same path, so a step computes the same values, to the bit, with or without gradients
-    (`refine` under no_grad equals a training forward).
-    """
-    return (FUSED_CPU_OPS and h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64)
-            and h.numel() >= FUSED_MIN_ELEMENTS)
-
-
-class _GatedSiLUFunction(torch.autograd.Function):
-    """`silu(gate) * up` from the fused projection `gate_up` = [gate | up] (last dim), with a hand-written backward.
-
-    Autograd's backward recomputes the sigmoid (an exp per element) and concatenates the two halves'
-    gradients; this keeps the sigmoid from the forward and writes both halves into one buffer.
-    With s = sigmoid(gate), silu = gate * s:  d/d up = g * silu;  d/d gate = g * up * (s + silu - silu * s).
-    """
-
-    @staticmethod
-    def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
-        gate, up = gate_up.chunk(2, dim=-1)
-        sigmoid = torch.sigmoid(gate)
-        ctx.save_for_backward(gate_up, sigmoid)
-        return (gate * sigmoid).mul_(up)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        gate_up, sigmoid = ctx.saved_tensors
-        gate, up = gate_up.chunk(2, dim=-1)
-        grad_gate_up = torch.empty_like(gate_up)
-        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
-        silu = torch.mul(gate, sigmoid, out=grad_up)
-        derivative = torch.addcmul(sigmoid, silu, sigmoid, value=-1).add_(silu)  # silu'(gate)
-        grad_up.mul_(grad)
-        torch.mul(derivative.mul_(up), grad, out=grad_gate)
-        return grad_gate_up
-
-
-def gated_silu(gate_up: torch.Tensor) -> torch.Tensor:
-    """`silu(gate) * up` for `gate_up` = [gate | up] (last dim)."""
-    if fused_path(gate_up):
-        return _GatedSiLUFunction.apply(gate_up)
-    gate, up = gate_up.chunk(2, dim=-1)
-    return F.silu(gate) * up
+        return rms_norm(h, self.weight, self.eps)  # hand-written backward on large CPU tensors (kernels.py)
 
 
 class SwiGLU(nn.Module):

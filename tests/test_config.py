@@ -42,7 +42,6 @@ BAD_VALUES = [
     ({"expansion": 0.0}, ["`expansion`", "> 0", "0.0"]),
     ({"norm_eps": -1e-5}, ["`norm_eps`", "> 0", "-1e-05"]),
     ({"rope_theta": 0}, ["`rope_theta`", "> 0", "0"]),
-    ({"halt_exploration": 1.5}, ["`halt_exploration`", "[0, 1]", "1.5"]),
     ({"halt_loss_weight": -0.5}, ["`halt_loss_weight`", ">= 0", "-0.5"]),
     ({"num_labels": 0}, ["`num_labels`", ">= 1", "0"]),
     ({"num_labels": None}, ["`num_labels`", ">= 1", "None"]),

@@ -22,7 +22,8 @@ from latentreason.data import (
     load_pairs,
     skipped_rows,
 )
-from latentreason.testing import minilm_path, tiny_tokenizer
+from latentreason.packaged import minilm_path
+from latentreason.testing import tiny_tokenizer
 
 PAIRS = [
     {"input": "3 1 2", "output": "1 2 3"},
@@ -295,7 +296,7 @@ def test_aligned_errors_name_the_row_and_the_fix() -> None:
 
 
 def test_text_kind_is_left_to_text_outputs() -> None:
-    with pytest.raises(NotImplementedError, match="latentreason.text_outputs"):
+    with pytest.raises(NotImplementedError, match="latentreason.text_pairs"):
         PairEncoder(tiny_tokenizer(), "text").encode(PAIRS[0])
     with pytest.raises(ValueError, match="needs label_names"):
         PairEncoder(tiny_tokenizer(), "aligned")
@@ -346,3 +347,16 @@ def test_encoded_rows_collate_into_model_ready_tensors() -> None:
     assert batch["attention_mask"].sum(1).tolist() == lengths
     assert (batch["labels"] != IGNORE_INDEX).sum(1).tolist() == [3, 4, 2]
     assert os.fspath(tokenizer.pad_token) == "<pad>"
+
+
+@pytest.mark.parametrize("output_kind", ["aligned", "label"])
+def test_an_input_alone_encodes_as_in_its_pair(output_kind: str) -> None:
+    """What `predict` feeds the model for an input whose answer is unknown is exactly the input side of the pair."""
+    tokenizer = tiny_tokenizer()
+    pair = {"input": "3 1 2 10", "output": "1 2 3 10" if output_kind == "aligned" else "unsorted"}
+    labels = ["1", "10", "2", "3"] if output_kind == "aligned" else ["sorted", "unsorted"]
+    encoder = PairEncoder(tokenizer, output_kind, labels)
+    row = encoder.encode(pair)
+    assert encoder.encode_input(pair["input"]) == {key: row[key] for key in ("input_ids", "attention_mask", "cell_positions")}
+    with pytest.raises(DataError, match="more than max_length=2"):
+        PairEncoder(tokenizer, output_kind, labels, max_length=2).encode_input(pair["input"])

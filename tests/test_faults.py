@@ -54,8 +54,8 @@ def reference(workspace: dict[str, str]) -> dict:
 def killed_and_resumed(workspace: dict[str, str], name: str, kills: int, seed: int) -> dict:
     """Start, SIGKILL at a random moment, resume, ... `kills` times; then resume to the end. Returns what the run saved.
 
-    A kill moment is drawn per start: a fifth of them a random 0.5-4 s after launch (imports, tokenizing,
-    the feature cache), the rest a random 0-0.3 s after the log line of a random optimizer step not reached
+    A kill moment is drawn per start: a fifth of them (and every one once the last step was logged) a random
+    0.5-4 s after launch (imports, tokenizing, the feature cache, the final evaluation), the rest a random 0-0.3 s after the log line of a random optimizer step not reached
     yet (training, checkpoint writes; after the last step: evaluation and saving the adapter).
     """
     rng = random.Random(seed)
@@ -63,7 +63,7 @@ def killed_and_resumed(workspace: dict[str, str], name: str, kills: int, seed: i
     for _ in range(kills):
         process = subprocess.Popen(command(workspace, name, resume=True), cwd=REPO, env=ENV, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if rng.random() < 0.2:
+        if rng.random() < 0.2 or reached >= MAX_STEPS:  # after the last step a restart logs no step: kill it by time
             time.sleep(rng.uniform(0.5, 4.0))
         else:
             target = rng.randint(min(reached + 1, MAX_STEPS), MAX_STEPS)

@@ -30,7 +30,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, LlamaConfig
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner, hub
+from latentreason import model as model_module
 from latentreason.hub import CONFIG_NAME, EVAL_RESULTS_NAME, LORA_DIR, MODEL_CARD_NAME, WEIGHTS_NAME
+from latentreason.hub import save as hub_save
 from latentreason.testing import save_tiny_backbone
 
 LABELS = ["zero", "one", "two", "three", "four"]
@@ -277,7 +279,7 @@ def _fail_writing_weights(monkeypatch: pytest.MonkeyPatch) -> None:
         Path(filename).write_bytes(b"\x00" * 100)  # part of the file is on disk when the disk fills up
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(hub, "save_file", half_written)
+    monkeypatch.setattr(hub_save, "save_file", half_written)
 
 
 def _fail_writing_card(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -394,7 +396,7 @@ def test_a_damaged_folder_fails_with_the_file_and_the_key(
 
 def test_the_other_files_are_checked_before_the_base_model_loads(copy_of_saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _truncate(copy_of_saved)
-    monkeypatch.setattr(hub, "attach_reasoner", lambda *a, **k: pytest.fail("the base model was loaded before the weights were read"))
+    monkeypatch.setattr(model_module, "attach_reasoner", lambda *a, **k: pytest.fail("the base model was loaded before the weights were read"))
     with pytest.raises(ValueError, match="truncated"):
         LatentReasonerModel.from_pretrained(copy_of_saved)
 
@@ -434,15 +436,15 @@ def test_a_local_base_that_is_not_on_this_machine_asks_for_base_model(copy_of_sa
 
 
 def test_remote_code_runs_only_when_asked(saved: tuple[LatentReasonerModel, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    assert inspect.signature(hub.from_pretrained).parameters["trust_remote_code"].default is False
+    assert inspect.signature(LatentReasonerModel.from_pretrained).parameters["trust_remote_code"].default is False
     seen: list[bool] = []
-    real_attach = hub.attach_reasoner
+    real_attach = model_module.attach_reasoner
 
     def spy(*args: Any, **kwargs: Any) -> LatentReasonerModel:
         seen.append(kwargs["trust_remote_code"])
         return real_attach(*args, **kwargs)
 
-    monkeypatch.setattr(hub, "attach_reasoner", spy)
+    monkeypatch.setattr(model_module, "attach_reasoner", spy)
     LatentReasonerModel.from_pretrained(saved[1])
     LatentReasonerModel.from_pretrained(saved[1], trust_remote_code=True)
     assert seen == [False, True]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 
 import pytest
+from test_training import REPO
 
-from latentreason.training.lock import LOCK_NAME, OutputDirInUseError, _process_start, acquire, hold_output_dir, release
+from latentreason.lock import LOCK_NAME, OutputDirInUseError, _process_start, acquire, hold_output_dir, release
 
 
 def write_lock(folder, pid: int, started: str | None) -> None:
@@ -46,8 +48,6 @@ def test_the_same_folder_cannot_be_held_twice(tmp_path) -> None:
 
 
 def test_a_reused_pid_or_an_unreadable_lock_is_stale(tmp_path) -> None:
-    import os
-
     write_lock(tmp_path, os.getpid(), "not-my-start-time")  # our pid, but another process's start time: reused
     with pytest.warns(UserWarning, match="stale"):
         release(acquire(tmp_path))
@@ -60,3 +60,19 @@ def test_release_never_removes_another_holders_lock(tmp_path) -> None:
     write_lock(tmp_path, 1, None)  # pid 1 on this host: alive
     release(tmp_path / LOCK_NAME)
     assert (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_second_train_into_a_held_folder_is_a_clear_cli_error(tmp_path) -> None:
+    """`latentreason train` into a folder a live run holds: exit status 2, one line naming the holder, no traceback."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lock(tmp_path / "run", sleeper.pid, _process_start(sleeper.pid))
+        result = subprocess.run([sys.executable, "-m", "latentreason.cli", "train", "recipes/parity.yaml",
+                                 f"training.output_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                                cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"pid {sleeper.pid}" in result.stderr and "in use by another training run" in result.stderr

@@ -15,8 +15,9 @@ from conftest import save_tiny_base
 from safetensors.torch import load_file
 
 from latentreason import LatentReasonerModel
+from latentreason.pipeline import train_recipe
 from latentreason.recipe import load_recipe
-from latentreason.training import latest_checkpoint, train_recipe
+from latentreason.training import latest_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread (conftest)
 

@@ -24,9 +24,10 @@ from test_training import REPO, tiny_overrides
 
 from latentreason import attach_reasoner
 from latentreason.data import IGNORE_INDEX, collate
+from latentreason.pipeline import train_recipe
 from latentreason.reasoner import Carry
 from latentreason.recipe import load_recipe
-from latentreason.training import TrainingConfig, latest_checkpoint, train_recipe
+from latentreason.training import TrainingConfig, latest_checkpoint
 from latentreason.training.loop import Trainer, exploration
 from latentreason.training.persistent import ExampleStream, PersistentBatch
 
@@ -39,7 +40,7 @@ import sys
 from accelerate import PartialState
 PartialState(cpu=True)
 from latentreason.recipe import load_recipe
-from latentreason.training import train_recipe
+from latentreason.pipeline import train_recipe
 train_recipe(load_recipe(sys.argv[1]))
 """
 
@@ -256,14 +257,14 @@ def test_trainer_refills_halted_slots_by_exploration_minimum(tmp_path) -> None:
     """The halting head always says "halt" (bias +5), so each example runs exactly its exploration minimum:
     1 step, or with probability 0.5 a draw from [2, N_sup]. The backbone runs once per example that enters a slot."""
     torch.manual_seed(0)
-    model = attach_reasoner(shared_backbone("llama"), reasoner_config(halt_exploration=0.5, max_supervision_steps=3))
+    model = attach_reasoner(shared_backbone("llama"), reasoner_config(max_supervision_steps=3))
     with torch.no_grad():
         model.reasoner.halt_head.bias.fill_(5.0)
     examples = [{key: value for key, value in example.items() if key in ("input_ids", "attention_mask", "labels")}
                 for example in variable_examples(20)]
     for example in examples:
         example["input_ids"][0] = 7  # a real token (the index marks are not needed here)
-    config = TrainingConfig(schedule="persistent", batch_size=8, max_steps=7, learning_rate=1e-3, warmup_steps=0, seed=3,
+    config = TrainingConfig(schedule="persistent", batch_size=8, max_steps=7, learning_rate=1e-3, warmup_steps=0, seed=3, halt_exploration=0.5,
                             checkpoint_every=None, report_to="none", progress_bar=False, output_dir=str(tmp_path))
     trainer = Trainer(model, examples, config, collate_fn=functools.partial(collate, pad_token_id=0))
     encoded_rows: list[int] = []

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from latentreason.testing import minilm_path
+from latentreason.packaged import minilm_path
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 

@@ -138,16 +138,13 @@ def grads_of(reasoner: Reasoner, x: torch.Tensor, answer: torch.Tensor, halt: to
 
 
 @pytest.fixture(params=["fused", "torch"])
-def cpu_ops(request, monkeypatch) -> str:
+def cpu_ops(request):
     """Both paths of the norm and the SwiGLU gate: latentreason's hand-written backwards (forced on at any
     size) and torch's autograd of the same ops."""
-    import latentreason.reasoner as reasoner_module
+    from latentreason.kernels import cpu_kernels
 
-    if request.param == "fused":
-        monkeypatch.setattr(reasoner_module, "FUSED_MIN_ELEMENTS", 0)
-    else:
-        monkeypatch.setattr(reasoner_module, "FUSED_CPU_OPS", False)
-    return request.param
+    with cpu_kernels(True, min_elements=0) if request.param == "fused" else cpu_kernels(False):
+        yield request.param
 
 
 @pytest.mark.parametrize("mixer", MIXERS)
@@ -299,7 +296,8 @@ def test_masked_mean_ignores_padding() -> None:
 @pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)])
 def test_rms_norm_backward_matches_autograd(needs: tuple[bool, bool]) -> None:
     """The hand-written RMSNorm backward: torch's gradcheck (float64), and the same gradients as autograd."""
-    from latentreason.reasoner import RMSNorm, _RMSNormFunction
+    from latentreason.kernels import _RMSNormFunction
+    from latentreason.reasoner import RMSNorm
 
     torch.manual_seed(0)
     h64 = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
@@ -310,7 +308,7 @@ def test_rms_norm_backward_matches_autograd(needs: tuple[bool, bool]) -> None:
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
     norm.weight.requires_grad_(needs[1])
-    h = torch.randn(4, 128, 64, requires_grad=needs[0])  # FUSED_MIN_ELEMENTS: large enough for the fused path
+    h = torch.randn(4, 128, 64, requires_grad=needs[0])  # above the kernels' min_elements: large enough for the fused path
     y = norm(h)
     assert y.grad_fn is not None and "RMSNormFunction" in type(y.grad_fn).__name__  # the fused path ran
     expected = rms_norm(h, norm.weight, 1e-5)
@@ -324,11 +322,11 @@ def test_rms_norm_backward_matches_autograd(needs: tuple[bool, bool]) -> None:
 
 def test_gated_silu_backward_matches_autograd() -> None:
     """The hand-written SwiGLU gating: torch's gradcheck (float64), and autograd's values and gradients in float32."""
-    from latentreason.reasoner import _GatedSiLUFunction, gated_silu
+    from latentreason.kernels import _GatedSiLUFunction, gated_silu
 
     torch.manual_seed(0)
     assert torch.autograd.gradcheck(_GatedSiLUFunction.apply, (torch.randn(3, 4, 10, dtype=torch.float64, requires_grad=True),))
-    gate_up = torch.randn(4, 64, 128, requires_grad=True)  # FUSED_MIN_ELEMENTS: large enough for the fused path
+    gate_up = torch.randn(4, 64, 128, requires_grad=True)  # above the kernels' min_elements: large enough for the fused path
     y = gated_silu(gate_up)
     assert "GatedSiLUFunction" in type(y.grad_fn).__name__  # the fused path ran
     expected = F.silu(gate_up[..., :64]) * gate_up[..., 64:]

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from latentreason.packaged import minilm_path
 from latentreason.recipe import SECTIONS, RecipeError, load_recipe, resolve_base
-from latentreason.testing import minilm_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.yaml")))

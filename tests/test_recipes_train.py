@@ -16,11 +16,11 @@ import os
 import pytest
 
 from latentreason import cli
+from latentreason.pipeline import load_run, predict, train_recipe
 from latentreason.recipe import RecipeError, load_recipe
 from latentreason.tasks import evaluate_pass_at_2, get_task
 from latentreason.testing import save_tiny_backbone
-from latentreason.text_outputs import TextPairEncoder
-from latentreason.training import load_run, predict, train_recipe
+from latentreason.text_pairs import TextPairEncoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK_RECIPES = sorted(path for path in glob.glob(os.path.join(REPO, "recipes", "*.yaml")) if load_recipe(path).data.task is not None)
@@ -110,7 +110,7 @@ def test_a_text_task_without_an_lm_output_names_the_fix(bases: dict[str, str], t
 
 def test_arc_task_trains_on_the_lm_head_path_with_its_answer_grids_as_labels(bases: dict[str, str], tmp_path) -> None:
     """The task's answers become the LM's token ids plus the end token, exactly as a JSONL pair's would."""
-    from latentreason.training.pipeline import load_tokenizer, prepare_data
+    from latentreason.pipeline import load_tokenizer, prepare_data
 
     path = os.path.join(REPO, "recipes", "arc.yaml")
     recipe = load_recipe(path, tiny_overrides(path, bases, tmp_path))

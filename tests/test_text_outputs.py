@@ -13,9 +13,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from latentreason import ReasonerConfig, attach_reasoner
-from latentreason.outputs import IGNORE_INDEX
+from latentreason.heads.lm import causal_lm, final_norm, move_padding
+from latentreason.losses import IGNORE_INDEX
 from latentreason.testing import DECODER_ARCHITECTURES, save_tiny_backbone, tiny_backbone, tiny_config
-from latentreason.text_outputs import TextPairEncoder, causal_lm, final_norm, move_padding
+from latentreason.text_pairs import TextPairEncoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUTS = ("lm_head", "latent_prefix")
@@ -374,7 +375,7 @@ def test_smollm2_both_paths_overfit_and_generate_the_answers(output):
     """
     from transformers import AutoTokenizer
 
-    from latentreason.testing import smollm2_path
+    from latentreason.packaged import smollm2_path
 
     path = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from latentreason import cli
 from latentreason.model import LatentReasonerModel
+from latentreason.pipeline import load_run, train_recipe
 from latentreason.recipe import load_recipe
 from latentreason.testing import tiny_config
-from latentreason.training import load_run, train_recipe
 
 WORDS = "zero one two three four five six seven eight nine ten plus".split()
 PAIRS = [{"input": f"{WORDS[a]} plus {WORDS[b]}", "output": WORDS[a + b]} for a in range(4) for b in range(4)]

@@ -22,10 +22,11 @@ from latentreason import ReasonerConfig, attach_reasoner
 from latentreason.backbone import count_calls
 from latentreason.data import PairEncoder, collate
 from latentreason.features import FeatureCache
+from latentreason.pipeline import train_recipe
 from latentreason.recipe import load_recipe
 from latentreason.tasks import get_task
 from latentreason.testing import tiny_tokenizer
-from latentreason.training import TrainingConfig, latest_checkpoint, train, train_recipe
+from latentreason.training import TrainingConfig, latest_checkpoint, train
 from latentreason.training.ema import ExponentialMovingAverage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,6 +176,22 @@ def test_training_config_rejects_bad_values() -> None:
         TrainingConfig(batch_size=10, gradient_accumulation_steps=3)
     with pytest.raises(ValueError, match="ema_decay"):
         TrainingConfig(ema_decay=1.5)
+    with pytest.raises(ValueError, match=r"`training.halt_exploration` must be a probability in \[0, 1\], got 1.5"):
+        TrainingConfig(halt_exploration=1.5)
+
+
+def test_halt_exploration_moved_to_training_and_old_places_still_load(tmp_path) -> None:
+    """It was a reasoner field: recipes and saved run recipes that set `reasoner.halt_exploration`, and saved
+    reasoner configs that hold it, still load; the value lands in the training config."""
+    from latentreason.hub import read_config
+
+    recipe = load_recipe(None, ["model.base=gpt2", "data.task=sort_words", "reasoner.halt_exploration=0.3"])
+    assert recipe.training.halt_exploration == 0.3 and "halt_exploration" not in recipe.reasoner
+    both = load_recipe(None, ["model.base=gpt2", "data.task=sort_words", "reasoner.halt_exploration=0.3", "training.halt_exploration=0.2"])
+    assert both.training.halt_exploration == 0.2  # the training section wins
+    path = tmp_path / "reasoner_config.json"
+    path.write_text(json.dumps({**ReasonerConfig(hidden_size=32, num_heads=2, num_labels=3).to_dict(), "halt_exploration": 0.1}))
+    assert read_config(path) == ReasonerConfig(hidden_size=32, num_heads=2, num_labels=3)
 
 
 def test_gradient_accumulation_matches_one_big_batch(workspace: dict[str, str]) -> None:
@@ -307,10 +324,10 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    from latentreason.training import load_run
+    from latentreason.data import torch_format
+    from latentreason.pipeline import load_run, prepare_data, with_features
     from latentreason.training.evaluation import evaluate, suggest_halt_threshold
     from latentreason.training.loop import _hold_out
-    from latentreason.training.pipeline import prepare_data, torch_format, with_features
 
     output_dir = os.path.join(workspace["root"], "calibrated")
     recipe = load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"], **{"training.calibrate_halting": 0.25}))
@@ -321,7 +338,7 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
     saved = json.load(open(os.path.join(output_dir, "reasoner_config.json")))["halt_threshold"]
     assert run.model.config.halt_threshold == saved == result.eval_results["halting"]["threshold"]
     # The same choice, made again here from the saved (EMA) weights on the same held-out slice.
-    from latentreason.training.pipeline import load_tokenizer
+    from latentreason.pipeline import load_tokenizer
 
     data = prepare_data(recipe, load_tokenizer(recipe))
     train_set = torch_format(with_features(run.model, data.train, recipe))

@@ -5,9 +5,21 @@ from __future__ import annotations
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 
 from latentreason.tasks import get_task
-from latentreason.visualize import DPI, PANEL_INCHES, TITLE_INCHES, plot_curve, plot_refinement, strip_size
+from latentreason.visualize import (
+    DPI,
+    PANEL_INCHES,
+    RIGHT,
+    TITLE_INCHES,
+    WRONG,
+    curve_figure,
+    plot_curve,
+    plot_refinement,
+    refinement_figure,
+    strip_size,
+)
 
 
 def read_png(path) -> np.ndarray:
@@ -44,6 +56,18 @@ def test_sudoku_picture_has_one_panel_per_step_and_marks_wrong_digits(tmp_path) 
     assert red_pixels(image[:, :panel]) > 0  # the wrong digits of step 1
     assert red_pixels(image[:, panel:]) == 0  # steps 2 and 3 are right
 
+    # What each panel shows is the data drawn: the givens in black, every other cell the step's digit,
+    # red exactly where it differs from the target, green elsewhere.
+    figure = refinement_figure("sudoku", example["input"], steps, example["output"])
+    givens, target = example["input"].split(), example["output"].split()
+    for axes, prediction in zip(figure.axes, steps):
+        drawn = [(text.get_text(), to_hex(text.get_color())) for text in axes.texts]
+        expected = [
+            (given, "#000000") if given != "0" else (cell, WRONG if cell != want else RIGHT)
+            for given, cell, want in zip(givens, prediction.split(), target)
+        ]
+        assert drawn == expected
+
 
 def test_maze_picture_draws_the_path(tmp_path) -> None:
     task = get_task("maze", size=9, num_train=1, num_test=1)
@@ -77,11 +101,14 @@ def test_arc_panels_and_malformed_predictions(tmp_path) -> None:
     assert read_png(path).shape[:2] == (round((PANEL_INCHES + TITLE_INCHES) * DPI), round(2 * PANEL_INCHES * DPI))
 
 
-def test_plot_curve_writes_a_png(tmp_path) -> None:
-    path = plot_curve([0.2, 0.45, 0.6, 0.58], tmp_path / "deep" / "curve.png", "Sudoku 4x4")
-    image = read_png(path)
-    assert image.shape[:2] == (350, 500)
-    assert (image < 0.9).any()  # something was drawn
+def test_plot_curve_draws_the_accuracies_it_is_given(tmp_path) -> None:
+    accuracies = [0.2, 0.45, 0.6, 0.58]
+    path = plot_curve(accuracies, tmp_path / "deep" / "curve.png", "Sudoku 4x4")
+    assert read_png(path).shape[:2] == (350, 500)
+    (axes,) = curve_figure(accuracies, "Sudoku 4x4").axes
+    (line,) = axes.lines
+    assert list(line.get_xdata()) == [1, 2, 3, 4] and list(line.get_ydata()) == accuracies
+    assert axes.get_title() == "Sudoku 4x4" and axes.get_ylim() == (0, 1.02)
 
 
 def test_plot_errors_are_clear(tmp_path) -> None:

@@ -178,7 +178,7 @@ class ArcTask(Task):
 def evaluate_pass_at_2(run: Any, *, views: int = 8, steps: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Score a trained ARC run ARC's way: answer several augmented views of each test example, vote.
 
-    `run` is a loaded run folder (`latentreason.training.load_run`) whose recipe trains `data.task: arc`.
+    `run` is a loaded run folder (`latentreason.pipeline.load_run`; anything with `.recipe`, `.encoder` and `.predict(inputs, steps=, halt=)`) whose recipe trains `data.task: arc`.
     View 0 of each test example is the example itself; views 1..`views - 1` are rotated/reflected,
     colour-permuted copies (seeded by `seed` and the example's index). Each view's answer is mapped back
     to the original frame and the answers vote (`pass_at_2`). A view whose prompt is longer than the
@@ -188,12 +188,10 @@ def evaluate_pass_at_2(run: Any, *, views: int = 8, steps: int | None = None, se
     averaged over the test examples, plus `num_examples`, `views` and one row per example.
 
     Example:
-        >>> from latentreason.training import load_run
+        >>> from latentreason.pipeline import load_run
         >>> scores = evaluate_pass_at_2(load_run("runs/arc"), views=8)            # doctest: +SKIP
         >>> scores["pass_at_2"], scores["exact"]                                  # doctest: +SKIP
     """
-    from ..training.pipeline import predict  # imported here: the task suite does not need the trainer
-
     if views < 1:
         raise ValueError(f"`views` must be >= 1 (view 0 is the unaugmented example), got {views}.")
     data = run.recipe.data
@@ -205,7 +203,7 @@ def evaluate_pass_at_2(run: Any, *, views: int = 8, steps: int | None = None, se
         example = task.get_example("test", index)
         shown = [({**example}, _identity)] + [task.augment_with_inverse(example, seeded_rng("arc-views", seed, index, view)) for view in range(1, views)]
         usable = [(view, inverse) for view, inverse in shown if _fits(run, view["input"])]
-        answers = [prediction.answer for prediction in predict(run, [view["input"] for view, _ in usable], steps=steps, halt=False)]
+        answers = [prediction.answer for prediction in run.predict([view["input"] for view, _ in usable], steps=steps, halt=False)]
         scores = pass_at_2(answers, [inverse for _, inverse in usable], example["output"])
         exact = task.score(answers[0], example["output"])["exact"] if usable and usable[0][1] is _identity else 0.0
         rows.append({"id": example["id"], "views": len(usable), "exact": exact, **scores})

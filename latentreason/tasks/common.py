@@ -32,11 +32,12 @@ import hashlib
 import random
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ..config import OutputKind
+
 if TYPE_CHECKING:
     import datasets
 
 Split = Literal["train", "test"]
-OutputKind = Literal["aligned", "label", "text"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 
 # A train draw that collides with the test split is redrawn; a task whose space of examples is too

@@ -46,7 +46,8 @@ class TrainingConfig:
 
     # --- deep supervision ------------------------------------------------------------------------
     supervision_steps: int | None = field(default=None, metadata={"help": "N_sup used in training: supervision steps (each its own optimizer step) per batch. Default: the reasoner's `max_supervision_steps`. Training with more steps than you test makes the refinement curve keep rising to its last step."})
-    halting: bool = field(default=True, metadata={"help": "Let samples stop early in training once their halt logit is > 0 (with the reasoner's `halt_exploration`); halted samples stop contributing to the loss."})
+    halting: bool = field(default=True, metadata={"help": "Let samples stop early in training once their halt logit is > 0 (after their `halt_exploration` minimum); halted samples stop contributing to the loss."})
+    halt_exploration: float = field(default=0.1, metadata={"help": "Probability that a sample is forced to run a random minimum number of steps in [2, N_sup] before it may halt (TRM's exploration). Recipes that still set it as `reasoner.halt_exploration` (where it lived before) are read as setting this."})
     # per_batch checkpoints fall on batch boundaries, where no carry is alive, and resume with plain Accelerate;
     # persistent never trains a halted sample (TRM's schedule) but must save every slot's carry.
     schedule: Schedule = field(default="per_batch", metadata={"help": "`per_batch`: each batch runs up to N_sup optimizer steps, halted samples ride along masked out until the whole batch halts. `persistent` (TRM): every optimizer step advances each of `batch_size` slots by one supervision step and a halted slot takes the next example (see docs/training.md)."})
@@ -96,6 +97,8 @@ class TrainingConfig:
             raise ValueError(f"`training.max_grad_norm` must be > 0 or None, got {self.max_grad_norm!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"`training.ema_decay` must be in [0, 1), got {self.ema_decay!r}.")
+        if not 0.0 <= self.halt_exploration <= 1.0:
+            raise ValueError(f"`training.halt_exploration` must be a probability in [0, 1], got {self.halt_exploration!r}.")
         if not 0.0 <= self.calibrate_halting < 1.0:
             raise ValueError(f"`training.calibrate_halting` must be a fraction in [0, 1) of the training data (0 = off), got {self.calibrate_halting!r}.")
         if self.loss not in ("softmax", "stablemax"):

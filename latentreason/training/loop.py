@@ -1,5 +1,8 @@
 """The training loop: deep supervision on Accelerate.
 
+(Over 400 lines on purpose: one Trainer, both schedules sharing its fit, optimizer step, evaluation and
+checkpointing; the persistent batch's bookkeeping is in persistent.py, evaluation in evaluation.py.)
+
 Runs unchanged on CPU, one or many GPUs (DDP through `accelerate launch`), with or without mixed
 precision: the loop body holds no device code. Each batch is trained as TRM trains it:
 
@@ -7,9 +10,9 @@ precision: the loop body holds no device code. Each batch is trained as TRM trai
         x = cached backbone features (or the backbone, once per batch)
         carry = fresh; active = every sample
         repeat N_sup:                                   # deep supervision
-            logits, halt_logits, carry = model(x, carry)   # carry comes back detached
-            loss = CE(logits, target | active) + 0.5 * BCE(halt_logits, exactly right | active)
-            backward; clip; optimizer step; scheduler step; EMA update
+            out = model(x, carry, labels, active)          # out.carry comes back detached
+            # out.loss = CE(logits, target | active) + 0.5 * BCE(halt_logits, exactly right | active)
+            backward(out.loss); clip; optimizer step; scheduler step; EMA update
             active &= not (halt_logits > 0 and step >= this sample's minimum steps)
             stop when no sample is active
 
@@ -19,7 +22,8 @@ set of examples, so data order, sharding across processes and resuming are plain
 alive. The price: halted samples ride along (masked out of the loss) until the whole batch halts or
 reaches N_sup. `persistent` is TRM's (`persistent.py`): every optimizer step advances each of B slots
 by one supervision step and a halted slot takes the next example, so no step is spent on a halted
-sample; its checkpoints hold every slot's carry. Both share `fit`, `optimizer_step` and `supervision_loss`.
+sample; its checkpoints hold every slot's carry. Both share `fit` and `optimizer_step`, and both backpropagate
+the model's own `out.loss` (`latentreason.losses.supervision_loss`, with halted samples masked out).
 
 Exploration (TRM): with probability `halt_exploration` a sample must run a random number of steps
 in [2, N_sup] before it may halt. The draws come from a generator seeded by (seed, batch index), or
@@ -40,7 +44,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
 from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin, set_seed
@@ -48,18 +51,20 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from ..losses import LossKind
-from ..outputs import IGNORE_INDEX
+from ..adapter_state import drop_frozen_backbone
+from ..hub.files import EVAL_RESULTS_NAME
 from .checkpoints import latest_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
-from .evaluation import evaluate, features_of, inputs_for_head, score, suggest_halt_threshold
+from .evaluation import evaluate, features_of, score, suggest_halt_threshold
 from .persistent import PersistentBatch, label_share, persistent_max_steps
 
 logger = logging.getLogger(__name__)
 
-EVAL_RESULTS_NAME = "eval_results.json"
-
+# In training a sample halts where its halt logit is > 0 (probability 0.5), as TRM trains. The test-time
+# `halt_threshold` (calibrated after training, or set by the user) deliberately doesn't move this: the
+# halting head's target, and so the data each sample is trained on, would otherwise depend on it.
+TRAINING_HALT_LOGIT = 0.0
 
 @dataclass
 class TrainState:
@@ -87,30 +92,18 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # logged training metrics
 
 
-def train(
-    model: Any,
-    train_dataset: Any,
-    config: TrainingConfig,
-    *,
-    collate_fn: Any,
-    eval_dataset: Any | None = None,
-    eval_steps: int | None = None,
-    eval_halt: bool = True,
-    eval_batch_size: int = 64,
-    resume: bool = False,
-    stop_after_steps: int | None = None,
-) -> TrainResult:
+def train(model: Any, train_dataset: Any, config: TrainingConfig, *, resume: bool = False, stop_after_steps: int | None = None,
+          **options: Any) -> TrainResult:
     """Train `model`'s reasoner on encoded examples with deep supervision; evaluate the EMA weights.
+
+    `Trainer(model, train_dataset, config, **options).fit(resume=..., stop_after_steps=...)` in one call:
+    `options` are the Trainer's (`collate_fn`, `eval_dataset`, `eval_steps`, `eval_halt`, `eval_batch_size`).
 
     Args:
         model: a `LatentReasonerModel` (from `attach_reasoner`).
         train_dataset: encoded examples (dicts with input_ids, attention_mask, labels and, when the
             feature cache is used, "features"): anything a `DataLoader` takes with `collate_fn`.
         config: the `TrainingConfig`.
-        collate_fn: batches a list of examples (e.g. `functools.partial(latentreason.data.collate, pad_token_id=...)`).
-        eval_dataset: examples for the final evaluation (and `eval_every`); None skips evaluation.
-        eval_steps: refinement steps at evaluation (default: the reasoner's `max_supervision_steps`).
-        eval_halt: report the halting numbers as the headline accuracy and exact match.
         resume: continue from the newest complete checkpoint in `config.output_dir`.
         stop_after_steps: stop as if the process crashed after this many optimizer steps (nothing more is
             saved; the schedule is that of the full run); used to test resuming.
@@ -121,15 +114,19 @@ def train(
         ...                collate_fn=partial(collate, pad_token_id=0), eval_dataset=encoded_test)
         >>> result.eval_results["per_step"][-1]["exact_match"]                      # doctest: +SKIP
     """
-    trainer = Trainer(
-        model, train_dataset, config, collate_fn=collate_fn, eval_dataset=eval_dataset,
-        eval_steps=eval_steps, eval_halt=eval_halt, eval_batch_size=eval_batch_size,
-    )
-    return trainer.fit(resume=resume, stop_after_steps=stop_after_steps)
+    return Trainer(model, train_dataset, config, **options).fit(resume=resume, stop_after_steps=stop_after_steps)
 
 
 class Trainer:
-    """One training run: everything is set up and `prepare`d once in `__init__`; `fit()` trains."""
+    """One training run: everything is set up and `prepare`d once in `__init__`; `fit()` trains.
+
+    Args (besides model, train_dataset and config, as in `train`):
+        collate_fn: batches a list of examples (e.g. `functools.partial(latentreason.data.collate, pad_token_id=...)`).
+        eval_dataset: examples for the final evaluation (and `eval_every`); None skips evaluation.
+        eval_steps: refinement steps at evaluation (default: the reasoner's `max_supervision_steps`).
+        eval_halt: report the halting numbers as the headline accuracy and exact match.
+        eval_batch_size: batch size of the evaluation.
+    """
 
     def __init__(
         self,
@@ -204,7 +201,7 @@ class Trainer:
         config, model = self.config, self.model
 
         def minimum_steps(position: int) -> int:
-            return int(exploration(position, config.seed, 1, self.supervision_steps, model.config.halt_exploration)[0])
+            return int(exploration(position, config.seed, 1, self.supervision_steps, config.halt_exploration)[0])
 
         # A training input side (LoRA) reads input_ids at every step; a frozen one runs once per example.
         encode = None if model.backbone_trains else functools.partial(features_of, model)
@@ -330,15 +327,14 @@ class Trainer:
         for step in range(1, self.supervision_steps + 1):
             for index, (x, mask, labels, minimum, ids) in enumerate(parts):
                 with accelerator.accumulate(self.wrapped):
-                    inputs = {"input_ids": ids} if backbone_per_step else {"features": x}
-                    inputs |= inputs_for_head(self.model, ids, labels)
-                    out = self.wrapped(attention_mask=mask, carry=carries[index], **inputs)
-                    loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, active[index], self.config.loss)
-                    self.optimizer_step(loss)
+                    out = self.wrapped(input_ids=ids, features=None if backbone_per_step else x, attention_mask=mask, labels=labels,
+                                       carry=carries[index], active=active[index], loss_kind=config.loss)
+                    self.optimizer_step(out.loss)
                 carries[index] = out.carry  # detached: the next step starts here but never backpropagates into this one
-                if config.halting and self.model.config.halting:
-                    active[index] &= ~((out.halt_logits.detach() > 0) & (step >= minimum))
-                loss_sum += loss.detach().float()
+                halted = self.halted(out)
+                if halted is not None:
+                    active[index] &= ~(halted & (step >= minimum))
+                loss_sum += out.loss.detach().float()
             if self.ema is not None:
                 self.ema.update()
             steps_done += 1
@@ -347,8 +343,8 @@ class Trainer:
             if int(still_active) == 0 or state.global_step >= stop_at:
                 break
 
-        right, scored, exact = score(out.logits.detach(), parts[-1][2])
-        totals = accelerator.reduce(torch.stack([loss_sum / (steps_done * chunks), right.sum(), scored.sum(), exact.float().mean()]).float(), "mean")
+        right, scored = score(out.logits.detach(), parts[-1][2])[:2]
+        totals = accelerator.reduce(torch.stack([loss_sum / (steps_done * chunks), right.sum(), scored.sum(), out.exact.float().mean()]).float(), "mean")
         return {
             "loss": float(totals[0]),
             "accuracy": float(totals[1] / totals[2].clamp(min=1)),
@@ -363,23 +359,20 @@ class Trainer:
         accelerator, config, slots = self.accelerator, self.config, self.slots
         batch, fresh = slots.refill()
         carry = None if slots.carry is None else self.model.reasoner.reset_carry(slots.carry, fresh)
-        ids, labels = batch["input_ids"], batch["labels"]
-        inputs = {"features": batch["features"]} if "features" in batch else {"input_ids": ids}
-        inputs |= inputs_for_head(self.model, ids, labels)
+        labels = batch["labels"]
         with accelerator.accumulate(self.wrapped):
-            out = self.wrapped(attention_mask=batch["attention_mask"], carry=carry, **inputs)
-            every_slot = torch.ones_like(fresh)
-            share = label_share(labels, accelerator.reduce)
-            loss = supervision_loss(self.model, out.logits, out.halt_logits, labels, every_slot, config.loss, share)
-            self.optimizer_step(loss)
+            out = self.wrapped(
+                input_ids=batch["input_ids"], features=batch.get("features"), attention_mask=batch["attention_mask"], labels=labels,
+                carry=carry, active=torch.ones_like(fresh), loss_kind=config.loss, task_weight=label_share(labels, accelerator.reduce),
+            )
+            self.optimizer_step(out.loss)
         if self.ema is not None:
             self.ema.update()
         self.state.global_step += 1
-        halts = out.halt_logits.detach() > 0 if config.halting and self.model.config.halting else None
-        slots.set_halted(accelerator.gather(slots.advance(out.carry, halts).long()))
+        slots.set_halted(accelerator.gather(slots.advance(out.carry, self.halted(out)).long()))
 
-        right, scored, exact = score(out.logits.detach(), labels)
-        totals = accelerator.reduce(torch.stack([loss.detach().float(), right.sum(), scored.sum(), exact.float().mean()]).float(), "mean")
+        right, scored = score(out.logits.detach(), labels)[:2]
+        totals = accelerator.reduce(torch.stack([out.loss.detach().float(), right.sum(), scored.sum(), out.exact.float().mean()]).float(), "mean")
         return {
             "loss": float(totals[0]),
             "accuracy": float(totals[1] / totals[2].clamp(min=1)),
@@ -398,10 +391,16 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad()
 
+    def halted(self, out: Any) -> torch.Tensor | None:
+        """(B,) bool: the samples whose halting head says stop at this step; None when samples never stop early in training."""
+        if not (self.config.halting and self.model.config.halting):
+            return None
+        return out.halt_logits.detach() > TRAINING_HALT_LOGIT
+
     def minimum_steps(self, device: torch.device) -> torch.Tensor:
         """This process's slice of the batch's exploration draws (see `exploration`)."""
         batch_index = self.state.epoch * len(self.train_loader) + self.state.batches_done
-        drawn = exploration(batch_index, self.config.seed, self.config.batch_size, self.supervision_steps, self.model.config.halt_exploration)
+        drawn = exploration(batch_index, self.config.seed, self.config.batch_size, self.supervision_steps, self.config.halt_exploration)
         return drawn.chunk(self.accelerator.num_processes)[self.accelerator.process_index].to(device)
 
     # --- evaluation, logging, weights ------------------------------------------------------------
@@ -465,28 +464,6 @@ def adamw(params: list[torch.nn.Parameter], **settings: Any) -> torch.optim.Adam
     return torch.optim.AdamW(params, **settings)
 
 
-def supervision_loss(model: Any, logits: torch.Tensor, halt_logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor,
-                     loss: LossKind = "softmax", task_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Task loss (x `task_weight` when given) + `halt_loss_weight` x halting BCE (target: "exactly right"), over the active samples only.
-
-    Halted samples are masked out with the ignore index; a micro-batch with no active sample left
-    gives a zero loss that still touches every weight (so DDP's gradient all-reduce lines up).
-    """
-    exact = model.head.exact(logits.detach(), labels)
-    targets = labels.masked_fill(~active.view(-1, *([1] * (labels.dim() - 1))), IGNORE_INDEX)
-    zero = logits.sum() * 0.0 + halt_logits.sum() * 0.0
-    task_loss = model.head.loss(logits, targets, loss) if bool((targets != IGNORE_INDEX).any()) else zero
-    if task_weight is not None:
-        task_loss = task_loss * task_weight
-    if not model.config.halting:
-        return task_loss + zero
-    if bool(active.any()):
-        halt_loss = F.binary_cross_entropy_with_logits(halt_logits[active].float(), exact[active].float())
-    else:
-        halt_loss = zero
-    return task_loss + model.config.halt_loss_weight * halt_loss + zero
-
-
 def exploration(batch_index: int, seed: int, batch_size: int, supervision_steps: int, probability: float) -> torch.Tensor:
     """Minimum steps before each sample of the global batch may halt: 1, or with `probability` a draw from [2, N_sup]."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + batch_index)
@@ -498,8 +475,7 @@ def exploration(batch_index: int, seed: int, batch_size: int, supervision_steps:
 def _drop_frozen_backbone(models: list[Any], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
     """Checkpoints hold the trainable adapter (and LoRA), never the frozen backbone (it comes back from the base model)."""
     for state in weights:
-        for key in [k for k in state if k.startswith(("backbone.", "module.backbone.")) and "lora_" not in k]:
-            del state[key]
+        drop_frozen_backbone(state)
 
 
 def _hold_out(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from ..outputs import IGNORE_INDEX
+from ..losses import IGNORE_INDEX
 from ..reasoner import Carry
 
 # What one supervision step reads from an example; other columns (cell_positions, ...) stay out of the slots.

@@ -13,6 +13,7 @@ data encoding filled in: output kind and max length; the tokenizer comes from th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -26,18 +27,16 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from .. import recipe as recipes  # a module import: latentreason.recipe imports this package too
-from ..config import LM_OUTPUTS
-from ..data import PairEncoder, collate, infer_label_names, load_pairs
-from ..model import LatentReasonerModel, attach_reasoner
-from ..text_outputs import TextPairEncoder
-from .evaluation import evaluate
-from .loop import EVAL_RESULTS_NAME, TrainResult, train
-
-LORA_CACHE_OFF = (
-    "LoRA is on the backbone (model.lora): its weights train, so its features change at every step and cannot be cached. "
-    "The feature cache is off for this run; the backbone runs on every supervision step (slower)."
-)
+from . import recipe as recipes
+from .config import LM_OUTPUTS
+from .data import Encoder, PairEncoder, collate, infer_label_names, load_pairs, torch_format
+from .features import cached_features
+from .model import LatentReasonerModel, attach_reasoner
+from .tasks import get_task
+from .text_pairs import TextPairEncoder
+from .training.evaluation import evaluate
+from .lock import hold_output_dir
+from .training.loop import EVAL_RESULTS_NAME, TrainResult, train
 
 
 @dataclass
@@ -46,7 +45,7 @@ class PreparedData:
 
     train: datasets.Dataset
     eval: datasets.Dataset | None
-    encoder: PairEncoder | TextPairEncoder
+    encoder: Encoder
     output_kind: str
     label_names: list[str]
     max_length: int
@@ -70,8 +69,6 @@ def read_pairs(recipe: recipes.Recipe) -> tuple[datasets.Dataset, datasets.Datas
     """Raw pairs of the recipe: (train, eval or None, output kind, label names or None to infer)."""
     data = recipe.data
     if data.task is not None:
-        from ..tasks import get_task
-
         task = get_task(data.task, **data.task_options)
         return task.to_dataset("train"), task.to_dataset("test"), task.output_kind, task.labels()
     columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
@@ -136,11 +133,8 @@ def prepare_text_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     # Without data.max_length every prompt is accepted, and max_length becomes the longest one.
     encoder = TextPairEncoder(tokenizer, output, num_slots=slots, max_length=data.max_length or 1_000_000)
 
-    def encode(pairs: datasets.Dataset, desc: str) -> datasets.Dataset:
-        return pairs.map(encoder.encode, with_indices=True, remove_columns=pairs.column_names, desc=desc)
-
-    train_set = encode(train_pairs, "Tokenizing train")
-    eval_set = encode(eval_pairs, "Tokenizing eval") if eval_pairs is not None else None
+    train_set = encoder.encode_dataset(train_pairs, desc="Tokenizing train")
+    eval_set = encoder.encode_dataset(eval_pairs, desc="Tokenizing eval") if eval_pairs is not None else None
     lengths = [len(ids) for ids in train_set["input_ids"]] + ([len(ids) for ids in eval_set["input_ids"]] if eval_set else [])
     encoder.max_length = data.max_length or max(lengths)
     return PreparedData(train_set, eval_set, encoder, output, [], encoder.max_length)
@@ -167,26 +161,8 @@ def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerMod
 
 
 def with_features(model: LatentReasonerModel, dataset: datasets.Dataset | None, recipe: recipes.Recipe) -> datasets.Dataset | None:
-    """Add cached backbone features (computed once per example; the main process writes the cache first)."""
-    if dataset is None or not recipe.training.use_feature_cache:
-        return dataset
-    if model.backbone_trains:
-        if PartialState().is_main_process:
-            print(LORA_CACHE_OFF)
-        return dataset
-    from ..features import FeatureCache
-
-    cache = FeatureCache(recipe.training.cache_dir)
-    state = PartialState()
-    with state.main_process_first():
-        return cache.features_for(model, dataset, progress=state.is_local_main_process)
-
-
-def torch_format(dataset: datasets.Dataset | None) -> datasets.Dataset | None:
-    if dataset is None:
-        return None
-    numeric = [name for name in ("input_ids", "attention_mask", "labels", "cell_positions", "features") if name in dataset.column_names]
-    return dataset.with_format("torch", columns=numeric)
+    """Add cached backbone features as `recipe.training` asks (see `latentreason.features.cached_features`)."""
+    return cached_features(model, dataset, recipe.training)
 
 
 def train_recipe(recipe: recipes.Recipe, *, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
@@ -197,6 +173,13 @@ def train_recipe(recipe: recipes.Recipe, *, resume: bool = False, stop_after_ste
         >>> result = train_recipe(recipe)                                                # doctest: +SKIP
         >>> result.eval_results["per_step"]                                              # doctest: +SKIP
     """
+    # One run per output folder: a second run into a folder a live run holds stops here, before it reads anything.
+    holding = hold_output_dir(recipe.training.output_dir) if PartialState().is_main_process else contextlib.nullcontext()
+    with holding:
+        return _train_recipe(recipe, resume=resume, stop_after_steps=stop_after_steps)
+
+
+def _train_recipe(recipe: recipes.Recipe, *, resume: bool, stop_after_steps: int | None) -> TrainResult:
     tokenizer = load_tokenizer(recipe)
     data = prepare_data(recipe, tokenizer)
     model = build_model(recipe, data)
@@ -229,7 +212,11 @@ class Run:
 
     model: LatentReasonerModel
     recipe: recipes.Recipe
-    encoder: PairEncoder | TextPairEncoder
+    encoder: Encoder
+
+    def predict(self, inputs: list[str], **options: Any) -> list[Prediction]:
+        """`predict(self, inputs, **options)`: what a task's own scorer calls (e.g. ARC's `evaluate_pass_at_2`)."""
+        return predict(self, inputs, **options)
 
 
 def load_run(run_dir: str, *, halt_threshold: float | None = None) -> Run:
@@ -273,10 +260,7 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
         if pairs is None:
             raise ValueError(f"The recipe of {run_dir} has no evaluation data: pass one with --data FILE.")
         name = EVAL_RESULTS_NAME
-    if isinstance(run.encoder, TextPairEncoder):
-        encoded = torch_format(pairs.map(run.encoder.encode, with_indices=True, remove_columns=pairs.column_names, desc="Tokenizing eval"))
-    else:
-        encoded = torch_format(run.encoder.encode_dataset(pairs, desc="Tokenizing eval"))
+    encoded = torch_format(run.encoder.encode_dataset(pairs, desc="Tokenizing eval"))
     accelerator = Accelerator()
     loader = accelerator.prepare(
         DataLoader(encoded, batch_size=recipe.eval.batch_size, collate_fn=functools.partial(collate, pad_token_id=run.encoder.tokenizer.pad_token_id))
@@ -316,7 +300,7 @@ def predict(
     model, encoder = run.model, run.encoder
     steps = steps or run.recipe.eval.steps or model.config.max_supervision_steps
     halt = run.recipe.eval.halt if halt is None else halt
-    if isinstance(encoder, TextPairEncoder):
+    if model.config.output in LM_OUTPUTS:  # the frozen LM writes the answer
         if trajectories != 1:
             raise ValueError("--trajectories applies to runs that predict labels; text runs refine one trajectory. Leave it out.")
         return [predict_text(model, encoder, text, steps, max_new_tokens=max_new_tokens) for text in inputs]
@@ -327,7 +311,7 @@ def predict(
         )
     predictions = []
     for text in inputs:
-        row = encoder.encode({"input": text, "output": _placeholder_output(text, encoder)})
+        row = encoder.encode_input(text)
         input_ids = torch.tensor([row["input_ids"]])
         refined = model.refine(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), steps=steps, halt=halt,
                                trajectories=trajectories, noise=noise, select=select)
@@ -359,9 +343,3 @@ def predict_text(
     # show: one encoding of the prompt, one refinement run, the slots read after each step.
     per_step = [encoder.decode(tokens[:, :max_new_tokens])[0] for tokens in model.generate_steps(**prompts, steps=steps)]
     return Prediction(text, per_step[-1], per_step, steps)
-
-
-def _placeholder_output(text: str, encoder: PairEncoder) -> str:
-    """An output of the right shape for encoding an input whose answer is unknown (its labels are not used)."""
-    first = encoder.label_names[0]
-    return " ".join([first] * len(text.split())) if encoder.output_kind == "aligned" else first
