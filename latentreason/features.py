@@ -13,7 +13,9 @@ An entry is keyed by everything the features depend on (`FeatureCache.key`): the
 fingerprint, the storage dtype and `CACHE_FORMAT_VERSION`. Any change gives a new key, so a stale
 entry is never read. Entries are written to a temporary folder beside the final one and renamed
 into place (`os.replace`), so an interrupted write leaves only a temporary folder that is never
-read. The cache stores only the features; they are joined to the given dataset column-wise.
+read. The entry records its file's length and SHA-256 at write time and both are checked at open: a
+truncated or corrupted file (a bad disk, a copy cut short) is recomputed with a warning, never trained
+on. The cache stores only the features; they are joined to the given dataset column-wise.
 
 With trainable backbone weights (LoRA) features change while training, so caching is refused.
 """
@@ -45,11 +47,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Bump when the stored layout or the way features are computed changes: old entries are then ignored.
-CACHE_FORMAT_VERSION = "1"
+CACHE_FORMAT_VERSION = "2"  # 2: entries record their file's length and SHA-256
 
 FEATURES_COLUMN = "features"
 FEATURES_FILE = "features.arrow"
-METADATA_FILE = "key.json"  # what the key was made of, for people inspecting the cache
+METADATA_FILE = "key.json"  # what the key was made of (for people inspecting the cache) and the file's integrity record
 _TEMPORARY_MARK = ".tmp-"
 _BATCHES_PER_CHUNK = 64  # rows held in memory at once while computing: batch_size x this
 
@@ -147,15 +149,18 @@ class FeatureCache:
             return _join(dataset, features)
 
         entry = self.path(model, dataset)
+        if (entry / FEATURES_FILE).is_file():
+            problem = damage(entry, len(dataset))
+            if problem:
+                logger.warning("The feature cache entry %s is damaged (%s): recomputing it.", entry, problem)
+                _remove(entry)
         if not (entry / FEATURES_FILE).is_file():
             self._write_entry(model, dataset, entry, batch_size, progress)
-        features = Dataset.from_file(str(entry / FEATURES_FILE))
-        if len(features) != len(dataset):
-            raise RuntimeError(
-                f"The feature cache entry {entry} has {len(features)} rows for a dataset of {len(dataset)}: it is corrupt. "
-                "Delete that folder to recompute it."
-            )
-        return _join(dataset, features)
+            problem = damage(entry, len(dataset))
+            if problem:
+                raise RuntimeError(f"The feature cache entry {entry} is damaged right after it was written ({problem}): "
+                                   f"check the disk under {self.cache_dir}, or set training.use_feature_cache=false.")
+        return _join(dataset, Dataset.from_file(str(entry / FEATURES_FILE)))
 
     def _write_entry(self, model: LatentReasonerModel, dataset: Dataset, entry: Path, batch_size: int, progress: bool) -> None:
         """Compute into a temporary folder beside `entry`, then rename it into place (atomic)."""
@@ -163,7 +168,8 @@ class FeatureCache:
         temporary = Path(tempfile.mkdtemp(prefix=entry.name + _TEMPORARY_MARK, dir=self.cache_dir))
         try:
             self._compute(model, dataset, temporary / FEATURES_FILE, batch_size, progress)
-            (temporary / METADATA_FILE).write_text(json.dumps(self.key_fields(model, dataset), indent=2, sort_keys=True) + "\n")
+            record = self.key_fields(model, dataset) | {"integrity": _integrity(temporary / FEATURES_FILE, len(dataset))}
+            (temporary / METADATA_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
             try:
                 os.replace(temporary, entry)
             except OSError:
@@ -203,6 +209,47 @@ class FeatureCache:
                 writer.write_batch({FEATURES_COLUMN: results})
             writer.finalize()
         bar.close()
+
+
+def _integrity(file: Path, rows: int) -> dict[str, Any]:
+    """What an entry's file must still be at open: its rows, its length in bytes and its SHA-256."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"rows": rows, "bytes": file.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def damage(entry: Path, rows: int) -> str | None:
+    """Why the cache entry `entry` can't be trusted for a dataset of `rows` rows, or None if it can.
+
+    Checks the integrity record written with it: the row count, then the file's length (cheap: catches
+    a truncated file), then its SHA-256 (catches flipped bytes).
+    """
+    try:
+        record = json.loads((entry / METADATA_FILE).read_text(encoding="utf-8"))["integrity"]
+        expected_rows, expected_bytes, expected_digest = int(record["rows"]), int(record["bytes"]), str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"no readable integrity record in {METADATA_FILE}: {error}"
+    if expected_rows != rows:
+        return f"{expected_rows} rows recorded for a dataset of {rows}"
+    file = entry / FEATURES_FILE
+    size = file.stat().st_size
+    if size != expected_bytes:
+        return f"{FEATURES_FILE} is {size} bytes, {expected_bytes} were written"
+    if _integrity(file, rows)["sha256"] != expected_digest:
+        return f"{FEATURES_FILE} does not match the SHA-256 recorded when it was written"
+    return None
+
+
+def _remove(entry: Path) -> None:
+    """Move a damaged entry aside (atomic: a reader never sees half of it), then delete it."""
+    doomed = entry.with_name(entry.name + _TEMPORARY_MARK + "damaged-" + os.urandom(4).hex())
+    try:
+        os.replace(entry, doomed)
+    except OSError:
+        return  # another process moved it first
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _join(dataset: Dataset, features: Dataset) -> Dataset:

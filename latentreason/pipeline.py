@@ -31,11 +31,11 @@ from . import recipe as recipes
 from .config import LM_OUTPUTS
 from .data import Encoder, PairEncoder, collate, infer_label_names, load_pairs, torch_format
 from .features import cached_features
+from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
 from .tasks import get_task
 from .text_pairs import TextPairEncoder
 from .training.evaluation import evaluate
-from .lock import hold_output_dir
 from .training.loop import EVAL_RESULTS_NAME, TrainResult, train
 
 

@@ -137,10 +137,16 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     where = str(path) if path is not None else "the recipe"
     values = _moved_keys(values)
     _check_keys(values, where)
+    for item in overrides or []:  # one at a time first, so an error names the override that caused it
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
+            reason = str(error).splitlines()[0]
+            raise RecipeError(f"Bad override {item!r} ({reason}). Write overrides as section.key=value, e.g. training.max_steps=100.") from error
     try:
         override_values = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides or [])))
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"Bad override ({error}). Write overrides as section.key=value, e.g. training.max_steps=100.") from error
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise RecipeError(f"Bad overrides {list(overrides or [])} ({error}). Write overrides as section.key=value, e.g. training.max_steps=100.") from error
     override_values = _moved_keys(override_values)
     _check_keys(override_values, "the command-line overrides")
 
@@ -151,6 +157,9 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             merged: DictConfig = OmegaConf.merge(schema, values.get(name) or {}, override_values.get(name) or {})
         except OmegaConfBaseException as error:
             raise RecipeError(f"Section `{name}` of {where} (with overrides): {_short_error(error)}") from error
+        except TypeError as error:  # e.g. a list given where the schema holds a mapping (data.task_options=[1, 2])
+            raise RecipeError(f"Section `{name}` of {where} (with overrides): a value has the wrong shape ({error}). "
+                              f"Check the types of the `{name}.*` keys against docs/configuration.md.") from error
         plain = OmegaConf.to_container(merged, resolve=True)
         if name == "reasoner":
             sections[name] = {key: value for key, value in plain.items() if key in (values.get(name) or {}) or key in (override_values.get(name) or {})}

@@ -149,3 +149,32 @@ def test_a_shuffled_subset_gets_its_own_matching_features(tmp_path: Path) -> Non
     for row, source in zip(rows, (6, 0, 3)):
         assert row["input_ids"].tolist() == dataset[source]["input_ids"]
         torch.testing.assert_close(row["features"], full[source]["features"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "no integrity record"])
+def test_a_damaged_entry_is_recomputed_with_a_warning_never_read(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from latentreason.features import METADATA_FILE
+
+    model, dataset = tiny_model(), encoded_dataset()
+    cache = FeatureCache(tmp_path)
+    good = cache.features_for(model, dataset, progress=False)["features"][:]
+    entry = cache.path(model, dataset)
+    file = entry / FEATURES_FILE
+    data = file.read_bytes()
+    if damage == "truncated":
+        file.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped byte":  # same length, one feature value changed
+        middle = len(data) - 64
+        file.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
+    else:
+        record = json.loads((entry / METADATA_FILE).read_text())
+        del record["integrity"]
+        (entry / METADATA_FILE).write_text(json.dumps(record))
+    with count_calls(model.backbone) as calls, caplog.at_level("WARNING", logger="latentreason.features"):
+        again = cache.features_for(model, dataset, progress=False)
+    assert calls[0] > 0  # recomputed, not read
+    assert "damaged" in caplog.text and str(entry) in caplog.text
+    assert again["features"][:] == good
+    assert [path.name for path in tmp_path.iterdir()] == [entry.name]  # the damaged copy is gone

@@ -182,3 +182,32 @@ def test_state_tracking_benchmark_tiny_preset() -> None:
     for row in result["depth"]:
         line = next(line for line in page.splitlines() if line.startswith(f"| {row['length']} | {row['name']} |"))
         assert f"{row['data']['last_cell']['mean']:.3f}" in line
+
+
+def test_state_tracking_recipe_trains_a_users_own_pairs_from_the_command_line(tmp_path) -> None:
+    """The recipe's header, as a user runs it: export pairs, train with only paths changed (and a short budget), predict."""
+    import os
+    import subprocess
+    import sys
+
+    from test_training import REPO
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "latentreason.cli", *args], cwd=REPO, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    train, test, run = tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "run"
+    cli("export-task", "permutations", str(train), "length=6", "min_length=1", "num_train=96", "num_test=16")
+    cli("export-task", "permutations", str(test), "--split", "test", "length=6", "min_length=1", "num_train=96", "num_test=16")
+    cli("train", "recipes/state_tracking.yaml", f"data.train_file={train}", f"data.eval_file={test}", f"training.output_dir={run}",
+        "training.max_steps=6", "training.checkpoint_every=null", "reasoner.hidden_size=32", "training.progress_bar=false")
+    results = json.loads((run / "eval_results.json").read_text())
+    assert [row["step"] for row in results["per_step"]] == list(range(1, 9))  # N_sup = 8 refinement steps at test
+    assert results["num_examples"] == 16 and "last_cell" in results["per_step"][-1]
+    first = json.loads(test.read_text().splitlines()[0])
+    predicted = cli("predict", str(run), first["input"]).stdout.strip().splitlines()[-1]
+    assert len(predicted.split()) == len(first["input"].split())
+    assert set(predicted.split()) <= {"1", "2", "3", "4", "5"}
