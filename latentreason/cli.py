@@ -15,6 +15,7 @@ on CPUs (gloo) `torchrun --standalone --nproc_per_node 2 -m latentreason.cli tra
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -194,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, OutputDirInUseError) as error:
+        print(f"latentreason {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno != errno.ENOSPC:  # a full disk is the user's to fix; anything else is a bug to report
+            raise
         print(f"latentreason {args.command}: error: {error}", file=sys.stderr)
         return 2
 

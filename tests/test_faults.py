@@ -11,6 +11,7 @@ Default suite: 3 kills. Slow suite (`-m slow`): 20 more, over other moments.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -104,3 +105,57 @@ def test_twenty_more_kills_lose_nothing(workspace: dict[str, str], reference: di
     resumed = killed_and_resumed(workspace, f"killed_{seed}", kills=5, seed=seed)
     assert resumed["kills"] == 5
     assert_same_run(resumed, reference)
+
+
+# --- a full disk -----------------------------------------------------------------------------------
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_during_save_pretrained_keeps_the_previous_adapter(tmp_path, monkeypatch) -> None:
+    from conftest import reasoner_config, shared_backbone
+
+    import latentreason.hub.save as hub_save
+    from latentreason import attach_reasoner
+    from latentreason.hub.files import read_weights
+    from latentreason.storage import DiskFullError
+
+    model = attach_reasoner(shared_backbone("bert"), reasoner_config())
+    folder = tmp_path / "adapter"
+    model.save_pretrained(folder)
+    before = read_weights(folder)
+    with torch.no_grad():
+        for parameter in model.reasoner.parameters():
+            parameter.add_(1.0)
+
+    def partial_write(weights, path, metadata=None):
+        open(path, "wb").write(b"\0" * 100)  # some bytes land, then the disk is full
+        no_space()
+
+    monkeypatch.setattr(hub_save, "save_file", partial_write)
+    with pytest.raises(DiskFullError) as error:
+        model.save_pretrained(folder)
+    message = str(error.value)
+    assert str(folder) in message and "bytes are needed" in message and "free" in message
+    needed = int(re.search(r"about ([\d,]+) bytes", message).group(1).replace(",", ""))
+    assert needed >= sum(t.numel() * t.element_size() for t in before.values())
+    after = read_weights(folder)  # the previous adapter, whole
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no staging folder left behind
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch) -> None:
+    from accelerate import Accelerator
+
+    from latentreason.storage import DiskFullError
+    from latentreason.training.checkpoints import latest_checkpoint, save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(4, 4))
+    first = save_checkpoint(accelerator, str(tmp_path), step=3, keep=2)
+    monkeypatch.setattr(accelerator, "save_state", no_space)
+    with pytest.raises(DiskFullError, match="step 6") as error:
+        save_checkpoint(accelerator, str(tmp_path), step=6, keep=2)
+    assert str(tmp_path / "checkpoints") in str(error.value)
+    assert latest_checkpoint(str(tmp_path)) == first
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-3"]  # the partial one is gone

@@ -21,6 +21,7 @@ LAYERS = {
     "latentreason": "core",  # __version__ and lazy public names (resolved on attribute access, not imported)
     "latentreason.config": "core",
     "latentreason.losses": "core",
+    "latentreason.storage": "core",
     "latentreason.adapter_state": "core",
     "latentreason.kernels": "core",
     "latentreason.reasoner": "core",

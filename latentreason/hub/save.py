@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from ..adapter_state import check_adapter_state_dict, without_backbone
 from ..lora import lora_adapter, peft_state_dict
+from ..storage import explain_disk_full
 from .card import model_card
 from .files import (
     CONFIG_NAME,
@@ -96,21 +97,23 @@ def save_pretrained(
     # whose folders are private) so the saved folder gets the usual permissions.
     staging = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:12]}"
     staging.mkdir()
-    try:
-        (staging / CONFIG_NAME).write_text(config_to_json(config), encoding="utf-8")
-        save_file(weights, staging / WEIGHTS_NAME, metadata=weights_metadata())
-        usual_permissions(staging / WEIGHTS_NAME)  # safetensors writes 0600; the other files follow the umask
-        lora = lora_adapter(model)
-        if lora is not None:
-            averaged = peft_state_dict(state_dict or {})  # e.g. the trainer's EMA of the LoRA weights
-            lora.save_pretrained(staging / LORA_DIR, **({"state_dict": averaged} if averaged else {}))
-        if write_eval_results:
-            (staging / EVAL_RESULTS_NAME).write_text(json.dumps(eval_results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        card = model_card(config, eval_results=eval_results, dataset_name=dataset_name, load_name=str(target))
-        card.save(staging / MODEL_CARD_NAME)
-        move_into_place(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    needed = sum(tensor.numel() * tensor.element_size() for tensor in weights.values()) + 64 * 1024  # + config, card
+    with explain_disk_full(target, "the adapter folder", needed):
+        try:
+            (staging / CONFIG_NAME).write_text(config_to_json(config), encoding="utf-8")
+            save_file(weights, staging / WEIGHTS_NAME, metadata=weights_metadata())
+            usual_permissions(staging / WEIGHTS_NAME)  # safetensors writes 0600; the other files follow the umask
+            lora = lora_adapter(model)
+            if lora is not None:
+                averaged = peft_state_dict(state_dict or {})  # e.g. the trainer's EMA of the LoRA weights
+                lora.save_pretrained(staging / LORA_DIR, **({"state_dict": averaged} if averaged else {}))
+            if write_eval_results:
+                (staging / EVAL_RESULTS_NAME).write_text(json.dumps(eval_results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            card = model_card(config, eval_results=eval_results, dataset_name=dataset_name, load_name=str(target))
+            card.save(staging / MODEL_CARD_NAME)
+            move_into_place(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -208,6 +208,16 @@ def score_cells(prediction: str, target: str) -> dict[str, float]:
     return {"cell_accuracy": right / length, "exact": float(predicted == wanted)}
 
 
+def length_range(task: str, length: int, min_length: int | None, maximum: int | None = None) -> int:
+    """Check a task's `length` (1..maximum) and `min_length` (1..length); returns `min_length`, `length` when unset."""
+    if length < 1 or (maximum is not None and length > maximum):
+        raise ValueError(f"{task} `length` must be " + (f"in 1..{maximum}" if maximum is not None else ">= 1") + f", got {length}.")
+    min_length = length if min_length is None else min_length
+    if not 1 <= min_length <= length:
+        raise ValueError(f"{task} `min_length` must be in 1..length ({length}), got {min_length}.")
+    return min_length
+
+
 def seeded_rng(*parts: object) -> random.Random:
     """A random generator seeded by a stable digest of `parts` (the same on every run and platform)."""
     digest = hashlib.sha256(repr(parts).encode()).digest()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .common import Task, register_task
+from .common import Task, length_range, register_task
 
 
 @dataclass
@@ -20,12 +20,7 @@ class ParityOptions:
     min_length: int | None = field(default=None, metadata={"help": "Shortest string; lengths are drawn from min_length..length. Default: all have `length` bits."})
 
     def __post_init__(self) -> None:
-        if self.length < 1:
-            raise ValueError(f"parity `length` must be >= 1, got {self.length}.")
-        if self.min_length is None:
-            self.min_length = self.length
-        if not 1 <= self.min_length <= self.length:
-            raise ValueError(f"parity `min_length` must be in 1..length ({self.length}), got {self.min_length}.")
+        self.min_length = length_range('parity', self.length, self.min_length)
 
 
 @register_task

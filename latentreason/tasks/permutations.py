@@ -33,7 +33,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .common import Task, register_task
+from .common import Task, length_range, register_task
 
 GROUP_SIZES = {"s3": 3, "s4": 4, "s5": 5}
 MAX_LENGTH = 512
@@ -71,12 +71,7 @@ class PermutationsOptions:
     def __post_init__(self) -> None:
         if self.group not in GROUP_SIZES:
             raise ValueError(f"permutations `group` must be one of {sorted(GROUP_SIZES)}, got {self.group!r}.")
-        if not 1 <= self.length <= MAX_LENGTH:
-            raise ValueError(f"permutations `length` must be in 1..{MAX_LENGTH}, got {self.length}.")
-        if self.min_length is None:
-            self.min_length = self.length
-        if not 1 <= self.min_length <= self.length:
-            raise ValueError(f"permutations `min_length` must be in 1..length ({self.length}), got {self.min_length}.")
+        self.min_length = length_range('permutations', self.length, self.min_length, MAX_LENGTH)
         if self.input not in ("elements", "swaps"):
             raise ValueError(f"permutations `input` must be 'elements' or 'swaps', got {self.input!r}.")
         if self.output not in ("ball", "state"):

@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .common import Task, register_task
+from .common import Task, length_range, register_task
 
 NOT_ANSWER = "_"
 MAX_CUPS = 9
@@ -65,12 +65,7 @@ class ShellGameOptions:
     def __post_init__(self) -> None:
         if not 3 <= self.cups <= MAX_CUPS:
             raise ValueError(f"shell_game `cups` must be in 3..{MAX_CUPS}, got {self.cups}.")
-        if not 1 <= self.length <= MAX_LENGTH:
-            raise ValueError(f"shell_game `length` must be in 1..{MAX_LENGTH}, got {self.length}.")
-        if self.min_length is None:
-            self.min_length = self.length
-        if not 1 <= self.min_length <= self.length:
-            raise ValueError(f"shell_game `min_length` must be in 1..length ({self.length}), got {self.min_length}.")
+        self.min_length = length_range('shell_game', self.length, self.min_length, MAX_LENGTH)
         if self.phrasing not in PHRASINGS:
             raise ValueError(f"shell_game `phrasing` must be one of {sorted(PHRASINGS)}, got {self.phrasing!r}.")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .common import Task, register_task
+from .common import Task, length_range, register_task
 
 MAX_LENGTH = 64
 MAX_WORD_VALUE = 999
@@ -50,12 +50,7 @@ class SortWordsOptions:
     as_digits: bool = field(default=False, metadata={"help": "Write numbers as digits (`42`) instead of words (`forty-two`)."})
 
     def __post_init__(self) -> None:
-        if not 1 <= self.length <= MAX_LENGTH:
-            raise ValueError(f"sort_words `length` must be in 1..{MAX_LENGTH}, got {self.length}.")
-        if self.min_length is None:
-            self.min_length = self.length
-        if not 1 <= self.min_length <= self.length:
-            raise ValueError(f"sort_words `min_length` must be in 1..length ({self.length}), got {self.min_length}.")
+        self.min_length = length_range('sort_words', self.length, self.min_length, MAX_LENGTH)
         limit = MAX_DIGIT_VALUE if self.as_digits else MAX_WORD_VALUE
         if not 1 <= self.max_value <= limit:
             raise ValueError(f"sort_words `max_value` must be in 1..{limit} (as_digits={self.as_digits}), got {self.max_value}.")

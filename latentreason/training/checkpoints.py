@@ -13,6 +13,8 @@ import shutil
 
 from accelerate import Accelerator
 
+from ..storage import explain_disk_full, folder_bytes
+
 CHECKPOINTS_DIR = "checkpoints"
 _STEP = re.compile(r"^step-(\d+)$")
 
@@ -41,7 +43,14 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, keep: 
         shutil.rmtree(staging, ignore_errors=True)  # left over from a crash
         os.makedirs(staging)
     accelerator.wait_for_everyone()
-    accelerator.save_state(staging)
+    previous = latest_checkpoint(output_dir)
+    # A checkpoint is about as large as the one before it (or at least what was written of this one).
+    with explain_disk_full(root, f"the checkpoint of step {step}", lambda: max(folder_bytes(previous or staging), folder_bytes(staging))):
+        try:
+            accelerator.save_state(staging)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # give back what the partial write took
+            raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if os.path.exists(final):  # the same step saved again (a resumed run): move the old one out of the way first
