@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from . import recipe as recipes
 from .config import LM_OUTPUTS
-from .data import Encoder, PairEncoder, collate, infer_label_names, load_pairs, torch_format
+from .data import DataError, Encoder, PairEncoder, collate, infer_label_names, load_pairs, torch_format
 from .features import cached_features
 from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
@@ -37,6 +38,8 @@ from .tasks import get_task
 from .text_pairs import TextPairEncoder
 from .training.evaluation import evaluate
 from .training.loop import EVAL_RESULTS_NAME, TrainResult, train
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,14 +77,68 @@ def read_pairs(recipe: recipes.Recipe) -> tuple[datasets.Dataset, datasets.Datas
     columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
     train_pairs = load_pairs(data.train_file, **columns)
     eval_pairs = load_pairs(data.eval_file, **columns) if data.eval_file else None
-    output_kind = data.output_kind or guess_output_kind(train_pairs)
+    if text_output(recipe) is not None:  # free-text answers through the LM: nothing to line up
+        return train_pairs, eval_pairs, "text", None
+    output_kind = data.output_kind or guess_output_kind(train_pairs, str(data.train_file), skip_bad_rows=data.skip_bad_rows)
+    if output_kind == "aligned":  # every row must line up; a row that does not is named (or skipped), never trained on
+        train_pairs = aligned_rows(train_pairs, str(data.train_file), data.skip_bad_rows)
+        eval_pairs = aligned_rows(eval_pairs, str(data.eval_file), data.skip_bad_rows) if eval_pairs is not None else None
     return train_pairs, eval_pairs, output_kind, None
 
 
-def guess_output_kind(pairs: datasets.Dataset) -> str:
-    """`aligned` when every output has as many whitespace-separated cells as its input (and more than one), else `label`."""
-    same = all(len(i.split()) == len(o.split()) for i, o in zip(pairs["input"], pairs["output"]))
-    return "aligned" if same and any(len(o.split()) > 1 for o in pairs["output"]) else "label"
+# A file whose rows line up cell for cell except for a few is aligned data with bad rows, not a label task.
+ALIGNED_MAJORITY = 0.9
+
+
+def _misaligned(pairs: datasets.Dataset) -> list[int]:
+    """Indices of the rows whose output has another number of whitespace-separated cells than their input."""
+    return [index for index, (i, o) in enumerate(zip(pairs["input"], pairs["output"])) if len(i.split()) != len(o.split())]
+
+
+def guess_output_kind(pairs: datasets.Dataset, where: str = "the pairs", *, skip_bad_rows: bool = False) -> str:
+    """`aligned` when the outputs line up with their inputs cell for cell (and have more than one cell), else `label`.
+
+    When nearly all rows line up (`ALIGNED_MAJORITY`) but a few do not, that is aligned data with bad rows:
+    a `DataError` names them (with `skip_bad_rows` the kind is `aligned` and `aligned_rows` drops them),
+    rather than a silent switch to one class per whole output string.
+    """
+    bad = _misaligned(pairs)
+    if not any(len(output.split()) > 1 for output in pairs["output"]):
+        return "label"
+    if not bad:
+        return "aligned"
+    if len(bad) > (1 - ALIGNED_MAJORITY) * len(pairs):
+        return "label"
+    if skip_bad_rows:
+        return "aligned"
+    raise DataError(
+        f"{where}: {len(pairs) - len(bad)} of {len(pairs)} rows have one output cell per input cell, but {_rows(bad)} "
+        "do not. Fix or remove those rows, or set data.skip_bad_rows=true to skip them; if each whole output is one "
+        "class label, set data.output_kind=label."
+    )
+
+
+def aligned_rows(pairs: datasets.Dataset, where: str, skip_bad_rows: bool) -> datasets.Dataset:
+    """`pairs` whose every output lines up with its input; misaligned rows are an error naming them, or skipped."""
+    bad = _misaligned(pairs)
+    if not bad:
+        return pairs
+    if not skip_bad_rows:
+        raise DataError(
+            f"{where}: {_rows(bad)} {'has' if len(bad) == 1 else 'have'} another number of output cells than input cells; "
+            "aligned outputs need one output cell per whitespace-separated input cell. Fix or remove "
+            f"{'it' if len(bad) == 1 else 'them'}, or set data.skip_bad_rows=true to skip {'it' if len(bad) == 1 else 'them'}."
+        )
+    logger.warning("%s: skipped %s (another number of output cells than input cells).", where, _rows(bad))
+    keep = sorted(set(range(len(pairs))) - set(bad))
+    return pairs.select(keep)
+
+
+def _rows(indices: list[int]) -> str:
+    """`row 4` or `rows 4, 9, 12 and 3 more` (1-based, in the order read)."""
+    shown = ", ".join(str(index + 1) for index in indices[:5])
+    more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
+    return f"row {shown}" if len(indices) == 1 else f"rows {shown}{more}"
 
 
 def text_output(recipe: recipes.Recipe) -> str | None:

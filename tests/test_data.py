@@ -360,3 +360,28 @@ def test_an_input_alone_encodes_as_in_its_pair(output_kind: str) -> None:
     assert encoder.encode_input(pair["input"]) == {key: row[key] for key in ("input_ids", "attention_mask", "cell_positions")}
     with pytest.raises(DataError, match="more than max_length=2"):
         PairEncoder(tokenizer, output_kind, labels, max_length=2).encode_input(pair["input"])
+
+
+def test_one_misaligned_row_among_aligned_ones_is_named_never_a_silent_label_task(tmp_path) -> None:
+    """Issue 25: 60 aligned rows and one with a cell too few used to turn into a 61-class label task, silently."""
+    import json
+
+    from latentreason.pipeline import read_pairs
+    from latentreason.recipe import load_recipe
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"input": " ".join(str((i + k) % 10) for k in range(8)), "output": " ".join(str((i * k) % 10) for k in range(8))} for i in range(60)]
+    rows.insert(41, {"input": "1 2 3 4 5 6 7 8", "output": "1 2 3 4 5 6 7"})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def recipe(*overrides: str):
+        return load_recipe(None, ["model.base=x", f"data.train_file={path}", *overrides])
+
+    with pytest.raises(DataError, match=r"pairs\.jsonl: 60 of 61 rows .* row 42 do not"):
+        read_pairs(recipe())
+    with pytest.raises(DataError, match=r"pairs\.jsonl: row 42 has another number of output cells"):
+        read_pairs(recipe("data.output_kind=aligned"))
+    train, _, kind, _ = read_pairs(recipe("data.skip_bad_rows=true"))
+    assert kind == "aligned" and len(train) == 60 and "1 2 3 4 5 6 7" not in train["output"]
+    train, _, kind, _ = read_pairs(recipe("data.output_kind=label"))  # said so: one class per output
+    assert kind == "label" and len(train) == 61
