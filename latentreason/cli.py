@@ -48,6 +48,7 @@ Results are printed and written to RUN_DIR/eval_results.json (eval_results_<file
 examples:
   latentreason eval runs/sudoku_6x6
   latentreason eval runs/sudoku_6x6 --data hard_puzzles.jsonl --steps 16 --no-halt
+  latentreason eval runs/sudoku_6x6 --steps 64 --trajectories 8 --noise 0.3 --select vote
 """
 
 PREDICT_HELP = """\
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="headline numbers with halting (default: the recipe's eval.halt)")
     evaluate.add_argument("--halt-threshold", type=float, metavar="P",
                           help="halt once the halt probability is above P (default: the adapter's reasoner.halt_threshold, 0.5 unless set)")
+    evaluate.add_argument("--trajectories", type=_positive, default=1, metavar="M",
+                          help="run M refinement trajectories per example, all but one with noise on the carry, and score the one kept (default: 1)")
+    evaluate.add_argument("--noise", type=_non_negative_float, default=0.0, metavar="SIGMA",
+                          help="with --trajectories: std of the Gaussian noise added to the carry after every step (default: 0)")
+    evaluate.add_argument("--select", choices=("halt", "vote"), default="halt",
+                          help="with --trajectories: keep the most confident halting head (halt) or the most frequent answer (vote)")
 
     predict = command("predict", "answer inputs with a trained run", PREDICT_HELP)
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
@@ -235,7 +242,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_run
 
-    results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt, halt_threshold=args.halt_threshold)
+    results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt, halt_threshold=args.halt_threshold,
+                           trajectories=args.trajectories, noise=args.noise, select=args.select)
     if _is_main_process():
         print(format_results(results))
     return 0

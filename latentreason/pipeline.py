@@ -301,8 +301,11 @@ def load_run(run_dir: str, *, halt_threshold: float | None = None) -> Run:
 
 
 def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | None = None, halt: bool | None = None,
-                 halt_threshold: float | None = None) -> dict[str, Any]:
+                 halt_threshold: float | None = None, trajectories: int = 1, noise: float = 0.0, select: str = "halt",
+                 seed: int = 0) -> dict[str, Any]:
     """Evaluate a run on its own test data (the task's test split or `data.eval_file`) or on `data_file`.
+
+    `trajectories`, `noise`, `select`, `seed`: test-time breadth, as in `latentreason.training.evaluate`.
 
     Writes `eval_results.json` into the run folder (`eval_results_<file name>.json` for another file).
     `halt_threshold` overrides the saved one (see `load_run`); the halting curve covers the others.
@@ -324,7 +327,8 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
     )
     model = run.model.to(accelerator.device)
     results = evaluate(
-        model, loader, accelerator, steps or recipe.eval.steps or model.config.max_supervision_steps, halt=recipe.eval.halt if halt is None else halt
+        model, loader, accelerator, steps or recipe.eval.steps or model.config.max_supervision_steps, halt=recipe.eval.halt if halt is None else halt,
+        trajectories=trajectories, noise=noise, select=select, seed=seed,
     )
     if accelerator.is_main_process:
         with open(os.path.join(run_dir, name), "w", encoding="utf-8") as handle:

@@ -33,7 +33,9 @@ def check(trajectories: int, noise: float, select: str) -> None:
 
 def expand(tensor: torch.Tensor | None, trajectories: int) -> torch.Tensor | None:
     """Repeat each example `trajectories` times, the copies of one example next to each other: (B, ...) -> (B*M, ...)."""
-    return None if tensor is None else tensor.repeat_interleave(trajectories, dim=0)
+    if tensor is None or trajectories == 1:
+        return tensor
+    return tensor.repeat_interleave(trajectories, dim=0)
 
 
 def perturb(carry: Carry, trajectories: int, noise: float, generator: torch.Generator | None) -> Carry:

@@ -81,3 +81,59 @@ def test_depth_far_past_n_sup_keeps_nothing_for_backward_and_one_logits_tensor(m
 def test_bad_values_name_the_fix(model: LatentReasonerModel, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         model.refine(IDS, **kwargs)
+
+
+def _evaluate(model: LatentReasonerModel, labels: torch.Tensor, **kwargs) -> dict:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from latentreason.data import collate
+    from latentreason.training import evaluate
+
+    rows = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": label, "cell_positions": torch.arange(6)}
+            for ids, label in zip(IDS, labels)]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(DataLoader(rows, batch_size=2, collate_fn=lambda batch: collate(batch, pad_token_id=0)))
+    return evaluate(model, loader, accelerator, 4, halt=True, **kwargs)
+
+
+LABELS = torch.randint(0, 3, IDS.shape, generator=torch.Generator().manual_seed(4))
+
+
+def test_evaluate_with_trajectories_without_noise_equals_the_plain_evaluation(model: LatentReasonerModel) -> None:
+    plain = _evaluate(model, LABELS)
+    many = _evaluate(model, LABELS, trajectories=4, noise=0.0, select="vote")
+    for key in ("per_step", "halting_curve", "all_steps", "accuracy", "exact_match"):
+        assert many[key] == plain[key], key
+    assert many["trajectories"] == {"count": 4, "noise": 0.0, "select": "vote", "seed": 0}
+
+
+@pytest.mark.parametrize("select", ["halt", "vote"])
+def test_evaluate_scores_the_trajectory_a_plain_loop_keeps(model: LatentReasonerModel, select: str) -> None:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from latentreason.data import collate
+    from latentreason.training import evaluate
+
+    M = 6
+    logits, halts = _all_trajectories(model, M, 0.7, 4)
+    kept_answers = []
+    for example in range(IDS.shape[0]):
+        answers = [tuple(logits[example, t].argmax(-1).tolist()) for t in range(M)]
+        if select == "halt":
+            kept = max(range(M), key=lambda t: halts[example, t].item())
+        else:
+            counts = collections.Counter(answers)
+            kept = max((t for t in range(M) if counts[answers[t]] == max(counts.values())), key=lambda t: halts[example, t].item())
+        kept_answers.append(answers[kept])
+    labels = torch.tensor(kept_answers)
+    labels[::2, 0] = (labels[::2, 0] + 1) % 3  # every other example: the kept answer is wrong in one cell
+    # One batch of all examples draws the noise in the same order as the loop above.
+    rows = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": label, "cell_positions": torch.arange(6)}
+            for ids, label in zip(IDS, labels)]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(DataLoader(rows, batch_size=len(rows), collate_fn=lambda batch: collate(batch, pad_token_id=0)))
+    results = evaluate(model, loader, accelerator, 4, halt=False, trajectories=M, noise=0.7, select=select)
+    assert results["per_step"][-1]["exact_match"] == len(range(1, IDS.shape[0], 2)) / IDS.shape[0]
+    assert results["trajectories"]["count"] == M

@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 
 from ..config import probability_to_logit
 from ..losses import IGNORE_INDEX
+from ..trajectories import check as check_trajectories
+from ..trajectories import choose, expand, perturb, pick
 
 # Halt probabilities at which `evaluate` also scores halting: exact match against mean steps used.
 HALTING_CURVE = (0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
@@ -70,6 +72,10 @@ def evaluate(
     *,
     halt: bool = True,
     progress: bool = False,
+    trajectories: int = 1,
+    noise: float = 0.0,
+    select: str = "halt",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Accuracy and exact match after each refinement step 1..`steps`, and with halting.
 
@@ -79,6 +85,10 @@ def evaluate(
         accelerator: the run's `Accelerator` (for gathering across processes).
         steps: refinement steps to run.
         halt: report the numbers with halting at the top level (else those after the last step).
+        trajectories, noise, select, seed: test-time breadth (`latentreason.trajectories`): each example runs
+            `trajectories` times, all but the first with N(0, noise^2) added to the carry after every step, and
+            after each step the trajectory that `select` picks ("halt": the most confident halting head,
+            "vote": the most frequent answer) is the one scored. 1 (the default) is the plain run.
 
     Returns:
         `{"accuracy", "exact_match", "mean_steps", "per_step": [{"step", "accuracy", "exact_match"}, ...],
@@ -86,20 +96,29 @@ def evaluate(
         "all_steps": {...}, "num_examples", "steps", "halt"}`; the top-level accuracy and
         exact match are those with halting when `halt` and the reasoner has a halting head, else after the last step.
     """
+    check_trajectories(trajectories, noise, select)
+    generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     totals: dict[str, list[torch.Tensor]] = {"right": [], "scored": [], "exact": [], "halt_logits": [], "last": []}
     for batch in tqdm(dataloader, desc="Evaluating", disable=not (progress and accelerator.is_local_main_process), leave=False):
         features, mask, labels = features_of(model, batch), batch["attention_mask"], batch["labels"]
+        wide = {name: expand(value, trajectories) for name, value in
+                (("features", features), ("attention_mask", mask), ("input_ids", batch["input_ids"]), ("labels", labels))}
         carry, right, exact, halt_logits, last = None, [], [], [], []
         for _ in range(steps):
-            out = model(features=features, attention_mask=mask, carry=carry, **inputs_for_head(model, batch["input_ids"], labels))
-            carry = out.carry
-            step_right, scored, step_exact = score(out.logits, labels)
+            out = model(features=wide["features"], attention_mask=wide["attention_mask"], carry=carry,
+                        **inputs_for_head(model, wide["input_ids"], wide["labels"]))
+            carry = perturb(out.carry, trajectories, noise, generator)
+            logits, step_halt = out.logits, out.halt_logits.float()
+            if trajectories > 1:  # keep one trajectory per example: the one `select` picks at this step
+                chosen = choose(logits.argmax(-1), step_halt, trajectories, select)
+                logits, step_halt = pick(logits, chosen, trajectories), pick(step_halt, chosen, trajectories)
+            step_right, scored, step_exact = score(logits, labels)
             right.append(step_right)
             exact.append(step_exact)
-            halt_logits.append(out.halt_logits.float())
-            last.append(last_cell_right(out.logits, labels))
+            halt_logits.append(step_halt)
+            last.append(last_cell_right(logits, labels))
         gathered = accelerator.gather_for_metrics(
             (torch.stack(right, 1), scored, torch.stack(exact, 1), torch.stack(halt_logits, 1), torch.stack(last, 1)))
         for key, value in zip(totals, gathered):
@@ -143,6 +162,7 @@ def evaluate(
                       "last_cell": per_step[-1]["last_cell"], "steps": steps},
         "num_examples": int(exact.shape[0]),
         "steps": steps,
+        "trajectories": {"count": trajectories, "noise": noise, "select": select, "seed": seed},
         "halt": uses_halting,
     }
 
