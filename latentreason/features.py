@@ -40,6 +40,7 @@ from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
 from .data import collate
+from .storage import explain_disk_full
 
 if TYPE_CHECKING:
     from .model import LatentReasonerModel
@@ -166,17 +167,20 @@ class FeatureCache:
         """Compute into a temporary folder beside `entry`, then rename it into place (atomic)."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=entry.name + _TEMPORARY_MARK, dir=self.cache_dir))
-        try:
-            self._compute(model, dataset, temporary / FEATURES_FILE, batch_size, progress)
-            record = self.key_fields(model, dataset) | {"integrity": _integrity(temporary / FEATURES_FILE, len(dataset))}
-            (temporary / METADATA_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        tokens = sum(len(ids) for ids in dataset["input_ids"])
+        needed = tokens * model.backbone.hidden_size * torch.empty((), dtype=self.dtype).element_size()
+        with explain_disk_full(self.cache_dir, "the feature cache entry", needed):
             try:
-                os.replace(temporary, entry)
-            except OSError:
-                if not (entry / FEATURES_FILE).is_file():  # not a lost race with another writer: a real failure
-                    raise
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)
+                self._compute(model, dataset, temporary / FEATURES_FILE, batch_size, progress)
+                record = self.key_fields(model, dataset) | {"integrity": _integrity(temporary / FEATURES_FILE, len(dataset))}
+                (temporary / METADATA_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+                try:
+                    os.replace(temporary, entry)
+                except OSError:
+                    if not (entry / FEATURES_FILE).is_file():  # not a lost race with another writer: a real failure
+                        raise
+            finally:
+                shutil.rmtree(temporary, ignore_errors=True)
         logger.info("Cached backbone features of %d examples in %s", len(dataset), entry)
 
     @torch.no_grad()

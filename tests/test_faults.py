@@ -159,3 +159,22 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
     assert str(tmp_path / "checkpoints") in str(error.value)
     assert latest_checkpoint(str(tmp_path)) == first
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step-3"]  # the partial one is gone
+
+
+def test_a_full_disk_while_caching_features_names_the_cache_and_leaves_no_entry(tmp_path, monkeypatch) -> None:
+    from conftest import reasoner_config, shared_backbone
+    from test_features import encoded_dataset
+
+    from latentreason import attach_reasoner
+    from latentreason.features import FeatureCache
+    from latentreason.storage import DiskFullError
+
+    model, dataset = attach_reasoner(shared_backbone("bert"), reasoner_config()), encoded_dataset()
+    cache = FeatureCache(tmp_path / "cache")
+    monkeypatch.setattr(FeatureCache, "_compute", lambda *args, **kwargs: no_space())
+    with pytest.raises(DiskFullError, match="feature cache entry") as error:
+        cache.features_for(model, dataset, progress=False)
+    tokens = sum(len(ids) for ids in dataset["input_ids"])
+    assert str(tmp_path / "cache") in str(error.value)
+    assert f"{tokens * model.backbone.hidden_size * 2:,d} bytes are needed" in str(error.value)  # float16 features
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial entry, nothing that a later run could read
