@@ -121,12 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="headline numbers with halting (default: the recipe's eval.halt)")
     evaluate.add_argument("--halt-threshold", type=float, metavar="P",
                           help="halt once the halt probability is above P (default: the adapter's reasoner.halt_threshold, 0.5 unless set)")
-    evaluate.add_argument("--trajectories", type=_positive, default=1, metavar="M",
-                          help="run M refinement trajectories per example, all but one with noise on the carry, and score the one kept (default: 1)")
-    evaluate.add_argument("--noise", type=_non_negative_float, default=0.0, metavar="SIGMA",
-                          help="with --trajectories: std of the Gaussian noise added to the carry after every step (default: 0)")
-    evaluate.add_argument("--select", choices=("halt", "vote"), default="halt",
-                          help="with --trajectories: keep the most confident halting head (halt) or the most frequent answer (vote)")
+    _add_breadth_flags(evaluate, "example, all but one with noise on the carry, and score the one kept")
 
     predict = command("predict", "answer inputs with a trained run", PREDICT_HELP)
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
@@ -135,12 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print the answer after each refinement step; K sets how many steps (default: the recipe's eval.steps)")
     predict.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="stop refining once the halting head says so")
     predict.add_argument("--halt-threshold", type=float, metavar="P", help="with --halt: stop once the halt probability is above P")
-    predict.add_argument("--trajectories", type=_positive, default=1, metavar="M",
-                         help="run M refinement trajectories per input, all but one with noise on the carry, and keep one (default: 1)")
-    predict.add_argument("--noise", type=_non_negative_float, default=0.0, metavar="SIGMA",
-                         help="with --trajectories: std of the Gaussian noise added to the carry after every step (default: 0)")
-    predict.add_argument("--select", choices=("halt", "vote"), default="halt",
-                         help="with --trajectories: keep the most confident halting head (halt) or the most frequent answer (vote)")
+    _add_breadth_flags(predict, "input, all but one with noise on the carry, and keep one")
     predict.add_argument("--max-new-tokens", type=int, metavar="N",
                          help="text runs only: the longest answer in tokens (latent_prefix: default 32; lm_head: default all answer slots)")
 
@@ -184,6 +174,15 @@ def _at_least(kind: type, minimum: float):
 
 
 _positive, _non_negative, _non_negative_float = _at_least(int, 1), _at_least(int, 0), _at_least(float, 0)
+
+
+def _add_breadth_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """--trajectories, --noise and --select: test-time breadth (see latentreason.trajectories)."""
+    parser.add_argument("--trajectories", type=_positive, default=1, metavar="M", help=f"run M refinement trajectories per {what} (default: 1)")
+    parser.add_argument("--noise", type=_non_negative_float, default=0.0, metavar="SIGMA",
+                        help="with --trajectories: std of the Gaussian noise added to the carry after every step (default: 0)")
+    parser.add_argument("--select", choices=("halt", "vote"), default="halt",
+                        help="with --trajectories: keep the most confident halting head (halt) or the most frequent answer (vote)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,19 +44,24 @@ def _all_trajectories(model: LatentReasonerModel, trajectories: int, noise: floa
     return out.logits.view(IDS.shape[0], trajectories, *out.logits.shape[1:]), out.halt_logits.view(IDS.shape[0], trajectories)
 
 
+def _kept(logits: torch.Tensor, halts: torch.Tensor, example: int, select: str) -> int:
+    """The trajectory a selection written here keeps: the most confident, or the most frequent answer (ties: most confident)."""
+    trajectories = logits.shape[1]
+    answers = [tuple(logits[example, t].argmax(-1).tolist()) for t in range(trajectories)]
+    candidates = range(trajectories)
+    if select == "vote":
+        counts = collections.Counter(answers)
+        candidates = [t for t in candidates if counts[answers[t]] == max(counts.values())]
+    return max(candidates, key=lambda t: halts[example, t].item())
+
+
 @pytest.mark.parametrize("select", ["halt", "vote"])
 def test_the_kept_trajectory_is_the_one_a_plain_loop_picks(model: LatentReasonerModel, select: str) -> None:
     M, steps = 6, 4
     logits, halts = _all_trajectories(model, M, 0.7, steps)
     out = model.refine(IDS, steps=steps, trajectories=M, noise=0.7, select=select, seed=0)
     for example in range(IDS.shape[0]):
-        answers = [tuple(logits[example, t].argmax(-1).tolist()) for t in range(M)]
-        if select == "halt":
-            expected = max(range(M), key=lambda t: halts[example, t].item())
-        else:
-            counts = collections.Counter(answers)
-            top = max(counts.values())
-            expected = max((t for t in range(M) if counts[answers[t]] == top), key=lambda t: halts[example, t].item())
+        expected = _kept(logits, halts, example, select)
         assert out.trajectory[example].item() == expected
         assert torch.equal(out.logits[example], logits[example, expected])
     assert len(set(map(tuple, logits.argmax(-1).flatten(0, 1).tolist()))) > IDS.shape[0]  # the noise made trajectories differ
@@ -118,16 +123,7 @@ def test_evaluate_scores_the_trajectory_a_plain_loop_keeps(model: LatentReasoner
 
     M = 6
     logits, halts = _all_trajectories(model, M, 0.7, 4)
-    kept_answers = []
-    for example in range(IDS.shape[0]):
-        answers = [tuple(logits[example, t].argmax(-1).tolist()) for t in range(M)]
-        if select == "halt":
-            kept = max(range(M), key=lambda t: halts[example, t].item())
-        else:
-            counts = collections.Counter(answers)
-            kept = max((t for t in range(M) if counts[answers[t]] == max(counts.values())), key=lambda t: halts[example, t].item())
-        kept_answers.append(answers[kept])
-    labels = torch.tensor(kept_answers)
+    labels = torch.stack([logits[example, _kept(logits, halts, example, select)].argmax(-1) for example in range(IDS.shape[0])])
     labels[::2, 0] = (labels[::2, 0] + 1) % 3  # every other example: the kept answer is wrong in one cell
     # One batch of all examples draws the noise in the same order as the loop above.
     rows = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": label, "cell_positions": torch.arange(6)}
