@@ -1,9 +1,12 @@
-"""The `latentreason` command: train, eval, predict, push, tasks, export-task.
+"""The `latentreason` command: train, eval, predict, push, recipes, tasks, export-task, convert-trm.
 
     latentreason train recipes/sudoku_6x6.yaml training.max_steps=200 [--resume]
+    latentreason train sudoku_6x6 training.max_steps=200          # a built-in recipe by name
     latentreason eval runs/sudoku_6x6 [--data test.jsonl] [--steps 8] [--halt | --no-halt]
     latentreason predict runs/sudoku_6x6 "0 2 0 4 ..." [--steps]
     latentreason push runs/sudoku_6x6 user/sudoku-reasoner [--private]
+    latentreason recipes                                         # the built-in recipes and their purpose
+    latentreason recipes copy custom_pairs my_pairs.yaml         # write one out to edit
     latentreason tasks
     latentreason export-task sudoku sudoku.jsonl size=4 num_train=100
     latentreason convert-trm checkpoints/sudoku/step_50000 trm-sudoku
@@ -31,13 +34,27 @@ recipe.yaml, and resumable checkpoints.
 
 Override any recipe key with section.key=value (sections: model, data, reasoner, training, eval, hub).
 
+RECIPE is a YAML file, or the name of a built-in recipe (`latentreason recipes` lists them; an
+installed latentreason has them too, no clone needed).
+
 examples:
   latentreason train recipes/sudoku_6x6.yaml
+  latentreason train sudoku_6x6 training.max_steps=200                                  # built-in, by name
   latentreason train recipes/custom_pairs.yaml data.train_file=mine.jsonl data.eval_file=mine_test.jsonl
   latentreason train recipes/sort_words.yaml training.max_steps=100 reasoner.hidden_size=64
   latentreason train recipes/sudoku_6x6.yaml --resume        # continue from the last checkpoint
   accelerate launch --num_processes 2 -m latentreason.cli train recipes/sort_words.yaml      # GPUs
   torchrun --standalone --nproc_per_node 2 -m latentreason.cli train recipes/sort_words.yaml  # CPUs (gloo)
+"""
+
+RECIPES_HELP = """\
+List the recipes shipped with latentreason, one line each: its name and what it trains. Train one by
+name (`latentreason train NAME ...`), or copy it to a file to edit and train that.
+
+examples:
+  latentreason recipes
+  latentreason recipes copy custom_pairs                  # writes custom_pairs.yaml here
+  latentreason recipes copy text_pairs configs/ --force    # writes configs/text_pairs.yaml, replacing it
 """
 
 EVAL_HELP = """\
@@ -110,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=summary, description=details, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     train = command("train", "train a reasoner from a YAML recipe", TRAIN_HELP)
-    train.add_argument("recipe", metavar="RECIPE.yaml", help="the recipe file (see recipes/)")
+    train.add_argument("recipe", metavar="RECIPE", help="a recipe file, or a built-in recipe's name (see `latentreason recipes`)")
     train.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
     train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in training.output_dir")
 
@@ -139,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("repo_id", metavar="REPO_ID", help="e.g. your-name/sudoku-reasoner")
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login`)")
+
+    recipes = command("recipes", "list the built-in recipes, or copy one to edit", RECIPES_HELP)
+    recipe_actions = recipes.add_subparsers(dest="recipe_action", metavar="ACTION")
+    copy = recipe_actions.add_parser("copy", help="write a built-in recipe to a file to edit", description="Write a built-in recipe to a file to edit.")
+    copy.add_argument("name", metavar="NAME", help="the built-in recipe (see `latentreason recipes`)")
+    copy.add_argument("path", nargs="?", metavar="PATH", help="file or folder to write (default: NAME.yaml here)")
+    copy.add_argument("--force", action="store_true", help="replace PATH if it exists")
 
     command("tasks", "list the built-in tasks and their options", "List the built-in tasks, their output kind and options.")
 
@@ -274,6 +298,20 @@ def run_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_recipes(args: argparse.Namespace) -> int:
+    from .recipe import builtin_recipes, copy_recipe, recipe_purpose
+
+    if args.recipe_action == "copy":
+        target = copy_recipe(args.name, args.path, overwrite=args.force)
+        print(f"Wrote the {os.path.splitext(os.path.basename(args.name))[0]} recipe to {target}; train it with `latentreason train {target}`")
+        return 0
+    shipped = builtin_recipes()
+    width = max(map(len, shipped))
+    for name, path in shipped.items():
+        print(textwrap.fill(recipe_purpose(path), width=110, initial_indent=f"{name:<{width}}  ", subsequent_indent=" " * (width + 2)))
+    return 0
+
+
 def run_tasks(args: argparse.Namespace) -> int:
     from .tasks import TASKS
 
@@ -318,6 +356,7 @@ COMMANDS = {
     "eval": run_eval,
     "predict": run_predict,
     "push": run_push,
+    "recipes": run_recipes,
     "tasks": run_tasks,
     "export-task": run_export_task,
     "convert-trm": run_convert_trm,

