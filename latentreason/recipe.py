@@ -23,9 +23,9 @@ import dataclasses
 import difflib
 import os
 import shutil
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
