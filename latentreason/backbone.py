@@ -85,6 +85,39 @@ def resolve_commit(name_or_path: str, revision: str | None = None, **kwargs: Any
     return resolved.resolved
 
 
+class BaseModelUnavailable(FileNotFoundError):
+    """A base model that is neither a local folder, a packaged model, nor a Hub repo that can be fetched now."""
+
+
+def pin_hub_revision(name: str, revision: str | None = None, **kwargs: Any) -> str:
+    """The commit that `revision` of the Hub repo `name` points to now (the local cache when offline).
+
+    Fails at once, in one line that names the base and the ways out, when the repo is not a valid id,
+    does not exist, or is neither reachable nor cached: before transformers spends a minute on retries.
+    """
+    where = "the base model (model.base)"
+    fixes = ("use a local folder of the model, a packaged model (packaged:all-MiniLM-L6-v2, packaged:SmolLM2-135M-Instruct), "
+             "or fetch it once where the Hub is reachable (it is cached then; HF_HUB_OFFLINE=1 reads only the cache)")
+    try:
+        resolved = resolve_revision(
+            name,
+            revision=revision,
+            cache_dir=kwargs.get("cache_dir"),
+            token=kwargs.get("token"),
+            local_files_only=bool(kwargs.get("local_files_only")),
+        )
+    except HFValidationError:
+        raise BaseModelUnavailable(f"{where} {name!r} is neither a local folder nor a valid Hub id: check the path, or {fixes}.") from None
+    except RevisionResolutionError as error:
+        reason = str(error).split(": ", 1)[-1].split(" (")[0].rstrip(".")
+        raise BaseModelUnavailable(f"Cannot load {where} {name!r} (revision {revision or 'main'}): {reason}. To run without the Hub, {fixes}.") from None
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        reason = "no such repo, or it is private or gated (log in with `hf auth login`)" if status in (401, 403, 404) else f"the Hub answered {status}"
+        raise BaseModelUnavailable(f"Cannot load {where} {name!r} (revision {revision or 'main'}): {reason}.") from None
+    return resolved.resolved
+
+
 class FrozenBackbone(nn.Module):
     """A frozen Hugging Face model that returns the hidden states of one layer.
 

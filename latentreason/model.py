@@ -35,7 +35,7 @@ from transformers.utils import ModelOutput
 from . import hub
 from . import trajectories as trajectories_lib
 from .adapter_state import check_adapter_state_dict, without_backbone
-from .backbone import FrozenBackbone, load_pretrained, resolve_commit
+from .backbone import FrozenBackbone, load_pretrained, pin_hub_revision
 from .config import LM_OUTPUTS, ReasonerConfig
 from .embeddings import TokenEmbeddings
 from .heads import OutputHead, build_output_head
@@ -43,6 +43,7 @@ from .heads.lm import move_padding
 from .hub.load import base_commit, base_to_load, warn_if_other_revision
 from .lora import apply_lora
 from .losses import LossKind, supervision_loss
+from .packaged import PACKAGED_MODELS, installed_copy
 from .reasoner import Carry, Reasoner, RMSNorm
 
 
@@ -68,6 +69,7 @@ class RefineOutput(ModelOutput):
     halted_at: torch.Tensor | None = None  # (B,) 1-based step at which each sample stopped
     carry: Carry | None = None
     trajectory: torch.Tensor | None = None  # (B,) the trajectory kept per sample (with trajectories > 1)
+    step_halt_logits: list[torch.Tensor] | None = None  # (B,) halt logit after step 1..steps, beside step_logits
 
 
 class LatentReasonerModel(nn.Module):
@@ -269,7 +271,7 @@ class LatentReasonerModel(nn.Module):
         Breadth: `trajectories=M` runs M copies of each example in one batch (the backbone reads it once),
         all but the first with Gaussian `noise` (std) added to the carry after every step (drawn from `seed`),
         and keeps one per example: `select="halt"` the most confident halting head, `"vote"` the most
-        frequent final answer (see `latentreason.trajectories`). `step_logits` are the kept trajectory's.
+        frequent final answer (see `latentreason.trajectories`). `step_logits` (and `step_halt_logits`) are the kept trajectory's.
         """
         if steps is None:
             steps = self.config.max_supervision_steps
@@ -281,7 +283,7 @@ class LatentReasonerModel(nn.Module):
         M = trajectories
         features, input_ids, attention_mask = (trajectories_lib.expand(t, M) for t in (features, input_ids, attention_mask))
         generator = torch.Generator().manual_seed(seed) if noise and M > 1 else None
-        carry, step_logits, final, final_halt = None, [], None, None
+        carry, step_logits, step_halt_logits, final, final_halt = None, [], [], None, None
         batch = features.shape[0]
         halted_at = torch.full((batch,), steps, dtype=torch.long, device=features.device)
         done = torch.zeros(batch, dtype=torch.bool, device=features.device)
@@ -290,6 +292,7 @@ class LatentReasonerModel(nn.Module):
             carry = out.carry if out.carry is None else trajectories_lib.perturb(out.carry, M, noise, generator)
             if every_step:
                 step_logits.append(out.logits)
+                step_halt_logits.append(out.halt_logits)
             if final is None:
                 final, final_halt = out.logits.clone(), out.halt_logits.clone()
             else:
@@ -302,9 +305,9 @@ class LatentReasonerModel(nn.Module):
                 if bool(done.all()):
                     break
         if not every_step:
-            step_logits = [final]  # the one prediction kept: each sample's at the step it stopped
+            step_logits, step_halt_logits = [final], [final_halt]  # the one prediction kept: each sample's at the step it stopped
         if M == 1:
-            return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry)
+            return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry, step_halt_logits=step_halt_logits)
         chosen = trajectories_lib.choose(final.argmax(-1), final_halt, M, select)
         return RefineOutput(
             logits=trajectories_lib.pick(final, chosen, M),
@@ -312,6 +315,7 @@ class LatentReasonerModel(nn.Module):
             halted_at=trajectories_lib.pick(halted_at, chosen, M),
             carry=None if carry is None else Carry(trajectories_lib.pick(carry.answer, chosen, M), trajectories_lib.pick(carry.latent, chosen, M)),
             trajectory=chosen,
+            step_halt_logits=[trajectories_lib.pick(logits, chosen, M) for logits in step_halt_logits],
         )
 
     # --- text answers (the LM output paths) ------------------------------------------------------
@@ -560,18 +564,26 @@ def attach_reasoner(
         >>> model = attach_reasoner("Qwen/Qwen2.5-0.5B", ReasonerConfig(num_labels=10))  # doctest: +SKIP
         >>> model.print_trainable_parameters()                                # doctest: +SKIP
     """
+    source = None
     if isinstance(base, str):
-        # Pin the commit that a branch or tag name points to now (names move); a local folder has none.
-        revision = resolve_commit(base, revision, **load_kwargs) or revision
+        # A packaged model (or the Hub id of one, at no pinned revision) loads from the PyPI package's copy
+        # and is recorded by its Hub id, so that the adapter loads anywhere.
+        copy = installed_copy(base) if revision is None or base in PACKAGED_MODELS else None
+        if copy is not None:
+            path, name, revision, source = copy.folder, copy.hub_id, None, copy.source
+        elif os.path.exists(base):
+            path, name = base, base
+        else:
+            # Pin the commit that a branch or tag name points to now (names move); fail in one line if unreachable.
+            path, name, revision = base, base, pin_hub_revision(base, revision, **load_kwargs)
         model = load_pretrained(
-            base,
+            path,
             revision=revision,
             causal_lm=config.output in LM_OUTPUTS,
             trust_remote_code=trust_remote_code,
             dtype=dtype,
             **load_kwargs,
         )
-        name = base
     elif isinstance(base, PreTrainedModel):
         model = base
         name = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None) or None
@@ -583,6 +595,7 @@ def attach_reasoner(
     config = config.replace(
         base_model_name_or_path=name or config.base_model_name_or_path,
         base_model_revision=revision,
+        base_model_source=source if isinstance(base, str) else config.base_model_source,
         backbone_hidden_size=config.backbone_hidden_size or backbone.hidden_size,
         backbone_model_type=config.backbone_model_type or backbone.model_type,
         backbone_num_layers=backbone.num_layers,

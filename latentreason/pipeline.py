@@ -208,7 +208,7 @@ def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerMod
         )
     set_seed(recipe.training.seed)  # the same initial weights in every process and every run
     return attach_reasoner(
-        recipes.resolve_base(recipe.model.base),
+        recipe.model.base,  # a packaged: name is recorded as the Hub id it copies
         config,
         revision=recipe.model.revision,
         trust_remote_code=recipe.model.trust_remote_code,
@@ -289,6 +289,15 @@ def load_run(run_dir: str, *, halt_threshold: float | None = None) -> Run:
         )
     recipe = recipes.load_recipe(recipe_path)
     model = LatentReasonerModel.from_pretrained(run_dir, base_model=recipes.resolve_base(recipe.model.base))
+    return run_for_model(model, recipe, halt_threshold=halt_threshold)
+
+
+def run_for_model(model: LatentReasonerModel, recipe: recipes.Recipe, *, halt_threshold: float | None = None) -> Run:
+    """A loaded reasoner with the encoder for its inputs (its base model's tokenizer): what `load_run` returns.
+
+    `recipe` names the base model (its tokenizer) and the data encoding; for an adapter without a recipe
+    (one loaded from the Hub), a `Recipe()` whose `model.base` is the adapter's base serves.
+    """
     model.eval()
     if halt_threshold is not None:
         model.config = model.config.replace(halt_threshold=halt_threshold)  # validated: a probability in (0, 1)
@@ -344,6 +353,8 @@ class Prediction:
     answer: str
     per_step: list[str]
     halted_at: int
+    # The halting head's probability after each step, beside `per_step` (label runs; empty for the text paths).
+    halt_probabilities: list[float] = dataclasses.field(default_factory=list)
 
 
 @torch.no_grad()
@@ -378,7 +389,8 @@ def predict(
                                trajectories=trajectories, noise=noise, select=select)
         per_step = [encoder.decode(logits[0], row["cell_positions"]) for logits in refined.step_logits]
         answer = encoder.decode(refined.logits[0], row["cell_positions"])
-        predictions.append(Prediction(text, answer, per_step, int(refined.halted_at[0])))
+        halt_probabilities = [float(torch.sigmoid(logits[0])) for logits in refined.step_halt_logits]
+        predictions.append(Prediction(text, answer, per_step, int(refined.halted_at[0]), halt_probabilities))
     return predictions
 
 

