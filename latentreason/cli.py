@@ -81,7 +81,9 @@ examples:
 
 PUSH_HELP = """\
 Upload a trained run (adapter config, weights, model card, eval results) to the Hugging Face Hub.
-Checkpoints and recipes stay local.
+Checkpoints and recipes stay local. Before uploading, the token is checked with the Hub, and a run
+whose base model is a path on this machine is refused (others could not load it) unless
+--allow-local-base.
 
 example:
   latentreason push runs/sudoku_6x6 your-name/sudoku-reasoner --private
@@ -155,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("run_dir", metavar="RUN_DIR")
     push.add_argument("repo_id", metavar="REPO_ID", help="e.g. your-name/sudoku-reasoner")
     push.add_argument("--private", action="store_true", help="create the repository as private")
-    push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login`)")
+    push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login`, or HF_TOKEN)")
+    push.add_argument("--allow-local-base", action="store_true",
+                      help="publish even though the base model is a path on this machine (others cannot load it)")
 
     recipes = command("recipes", "list the built-in recipes, or copy one to edit", RECIPES_HELP)
     recipe_actions = recipes.add_subparsers(dest="recipe_action", metavar="ACTION")
@@ -293,7 +297,8 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     from .hub import push_folder
 
-    info = push_folder(args.run_dir, args.repo_id, private=args.private or None, token=args.token)
+    info = push_folder(args.run_dir, args.repo_id, private=args.private or None, token=args.token,
+                       allow_local_base=args.allow_local_base)
     print(f"Pushed {args.run_dir} to {getattr(info, 'repo_url', args.repo_id)}")
     return 0
 

@@ -35,7 +35,7 @@ from transformers.utils import ModelOutput
 from . import hub
 from . import trajectories as trajectories_lib
 from .adapter_state import check_adapter_state_dict, without_backbone
-from .backbone import FrozenBackbone, load_pretrained, pin_hub_revision
+from .backbone import FrozenBackbone, load_pretrained, resolve_base_model
 from .config import LM_OUTPUTS, ReasonerConfig
 from .embeddings import TokenEmbeddings
 from .heads import OutputHead, build_output_head
@@ -43,7 +43,6 @@ from .heads.lm import move_padding
 from .hub.load import base_commit, base_to_load, warn_if_other_revision
 from .lora import apply_lora
 from .losses import LossKind, supervision_loss
-from .packaged import PACKAGED_MODELS, installed_copy
 from .reasoner import Carry, Reasoner, RMSNorm
 
 
@@ -566,16 +565,8 @@ def attach_reasoner(
     """
     source = None
     if isinstance(base, str):
-        # A packaged model (or the Hub id of one, at no pinned revision) loads from the PyPI package's copy
-        # and is recorded by its Hub id, so that the adapter loads anywhere.
-        copy = installed_copy(base) if revision is None or base in PACKAGED_MODELS else None
-        if copy is not None:
-            path, name, revision, source = copy.folder, copy.hub_id, None, copy.source
-        elif os.path.exists(base):
-            path, name = base, base
-        else:
-            # Pin the commit that a branch or tag name points to now (names move); fail in one line if unreachable.
-            path, name, revision = base, base, pin_hub_revision(base, revision, **load_kwargs)
+        resolved = resolve_base_model(base, revision, **load_kwargs)
+        path, name, revision, source = resolved.path, resolved.name, resolved.revision, resolved.source
         model = load_pretrained(
             path,
             revision=revision,

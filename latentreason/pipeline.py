@@ -29,6 +29,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from . import recipe as recipes
+from .backbone import resolve_base_model
 from .config import LM_OUTPUTS
 from .data import DataError, Encoder, PairEncoder, collate, infer_label_names, load_pairs, torch_format
 from .features import cached_features
@@ -58,9 +59,8 @@ def load_tokenizer(recipe: recipes.Recipe) -> Any:
     """The base model's tokenizer (with a padding token: the EOS token when it has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        recipes.resolve_base(recipe.model.base), revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code
-    )
+    base = resolve_base_model(recipe.model.base, recipe.model.revision)  # fails in one line when it cannot load
+    tokenizer = AutoTokenizer.from_pretrained(base.path, revision=base.revision, trust_remote_code=recipe.model.trust_remote_code)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"The tokenizer of {recipe.model.base} has neither a padding nor an EOS token; set tokenizer.pad_token.")

@@ -119,7 +119,11 @@ def copy_of_saved(saved: tuple[LatentReasonerModel, Path], tmp_path: Path) -> Pa
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """Record what would go to the Hub; `uploaded` receives the files that upload_folder would send."""
-    record: dict[str, Any] = {"create_repo": [], "create_branch": [], "upload_folder": [], "uploaded": tmp_path / "uploaded"}
+    record: dict[str, Any] = {"whoami": [], "create_repo": [], "create_branch": [], "upload_folder": [], "uploaded": tmp_path / "uploaded"}
+
+    def whoami(self: HfApi, token: Any = None, **kwargs: Any) -> dict[str, str]:
+        record["whoami"].append(self.token)
+        return {"name": "user"}
 
     def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> str:
         record["create_repo"].append({"repo_id": repo_id, "token": self.token, **kwargs})
@@ -138,6 +142,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
             shutil.copyfile(folder / relative, target)
         return "commit"
 
+    monkeypatch.setattr(HfApi, "whoami", whoami)
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_branch", create_branch)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
@@ -506,7 +511,8 @@ def test_the_cards_usage_snippet_runs_as_pasted(base_dir: Path, tmp_path: Path, 
 
 def test_push_to_hub_hands_over_exactly_our_files(saved: tuple[LatentReasonerModel, Path], fake_hub: dict[str, Any]) -> None:
     model = saved[0]
-    assert model.push_to_hub("user/sudoku-reasoner", private=True, token="hf_test", eval_results=EVAL_RESULTS) == "commit"
+    assert model.push_to_hub("user/sudoku-reasoner", private=True, token="hf_test", eval_results=EVAL_RESULTS, allow_local_base=True) == "commit"
+    assert fake_hub["whoami"] == ["hf_test"]  # the token is checked before anything is created
 
     assert fake_hub["create_repo"] == [{"repo_id": "user/sudoku-reasoner", "token": "hf_test", "private": True, "exist_ok": True, "repo_type": "model"}]
     assert fake_hub["create_branch"] == []
@@ -529,7 +535,7 @@ def test_a_training_run_folder_is_pushable_as_is(base_dir: Path, tmp_path: Path,
     (run / EVAL_RESULTS_NAME).write_text(json.dumps(EVAL_RESULTS))
     model.save_pretrained(run, dataset_name="tiny-org/sudoku-6x6")
 
-    hub.push_folder(run, "user/sudoku-reasoner", revision="v1", commit_message="first version")
+    hub.push_folder(run, "user/sudoku-reasoner", revision="v1", commit_message="first version", allow_local_base=True)
     assert fake_hub["create_branch"] == [{"repo_id": "user/sudoku-reasoner", "branch": "v1", "exist_ok": True, "repo_type": "model"}]
     (call,) = fake_hub["upload_folder"]
     assert call["revision"] == "v1" and call["commit_message"] == "first version"

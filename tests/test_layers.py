@@ -30,12 +30,12 @@ LAYERS = {
     "latentreason.heads": "core",
     "latentreason.trajectories": "core",
     "latentreason.lora": "core",
+    "latentreason.packaged": "core",  # which PyPI package holds a copy of which Hub model: attach_reasoner resolves bases through it
     "latentreason.hub": "core",  # the adapter format the model saves itself in (see docs/architecture.md)
     "latentreason.model": "core",
     "latentreason.data": "io",
     "latentreason.text_pairs": "io",
     "latentreason.features": "io",
-    "latentreason.packaged": "io",
     "latentreason.convert_trm": "io",
     "latentreason.lock": "io",
     "latentreason.training": "training",

@@ -32,7 +32,7 @@ from .files import (
     validate_folder,
 )
 from .load import resolve_folder
-from .push import push_folder, push_to_hub
+from .push import PushError, push_folder, push_to_hub
 from .save import save_pretrained
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "config_to_json",
     "lora_folder",
     "model_card",
+    "PushError",
     "push_folder",
     "push_to_hub",
     "read_config",
