@@ -161,13 +161,17 @@ class FrozenBackbone(nn.Module):
         self.hidden_size: int = self.text_config.hidden_size
         self.num_layers: int = self.text_config.num_hidden_layers
         self.model_type: str = config.model_type
+        self.read_layer(layer)
+        self.freeze()
+
+    def read_layer(self, layer: int) -> None:
+        """Return hidden state `layer` from now on."""
         if not -(self.num_layers + 1) <= layer <= self.num_layers:
             raise ValueError(
                 f"`backbone_layer`={layer} is out of range for {self.model_type} with {self.num_layers} layers: "
                 f"use 0..{self.num_layers} (0 = embeddings, {self.num_layers} = last block) or -1..-{self.num_layers + 1}."
             )
         self.layer = layer
-        self.freeze()
 
     def freeze(self) -> None:
         self.model.requires_grad_(False)

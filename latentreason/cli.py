@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _join_cpu_process_group()
+    if not sys.stderr.isatty():
+        _quiet_progress_bars()
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, OutputDirInUseError) as error:
@@ -236,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"latentreason {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _quiet_progress_bars() -> None:
+    """Redirected to a file, the libraries' carriage-return bars (tokenizing, loading weights) are noise: off."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
 
 
 def _join_cpu_process_group() -> None:

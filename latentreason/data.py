@@ -125,6 +125,8 @@ def load_pairs(
 
     inputs: list[str] = []
     outputs: list[str] = []
+    origins: list[int] = []  # the line (file) or row (Dataset) number of each kept pair
+    unit = "row"
     skipped = 0
     for where, values in rows:
         try:
@@ -139,6 +141,8 @@ def load_pairs(
             continue
         inputs.append(text_in)
         outputs.append(text_out)
+        unit, number = where.rsplit(" ", 2)[1:]
+        origins.append(int(number))
 
     if skipped:
         logger.warning("%s: skipped %d bad row(s) of %d (skip_bad_rows=True).", name, skipped, skipped + len(inputs))
@@ -151,7 +155,38 @@ def load_pairs(
     info = DatasetInfo(description=f"{_SKIPPED_PREFIX}{skipped}")
     info.features = Features({"input": Value("string"), "output": Value("string")})
     table = InMemoryTable.from_pydict({"input": inputs, "output": outputs})
-    return Dataset(table, info=info, fingerprint=fingerprint)
+    dataset = Dataset(table, info=info, fingerprint=fingerprint)
+    _ORIGINS[fingerprint] = (name, unit, origins)
+    return dataset
+
+
+# fingerprint of a dataset load_pairs made -> (source name, "line" or "row", the number of each pair in it)
+_ORIGINS: dict[str, tuple[str, str, list[int]]] = {}
+
+
+def row_origin(dataset: Dataset, index: int) -> str:
+    """Where pair `index` of `dataset` came from: "data.jsonl, line 7" (the file's own numbering) for a
+    dataset that `load_pairs` made, else "row 8" (1-based)."""
+    origin = _ORIGINS.get(dataset._fingerprint)
+    if origin is None:
+        return f"row {index + 1}"
+    name, unit, numbers = origin
+    return f"{name}, {unit} {numbers[index]}"
+
+
+def row_origins(dataset: Dataset, indices: Sequence[int], limit: int = 5) -> str:
+    """`data.jsonl, line 7` or `data.jsonl, lines 7, 9, 12 and 3 more`."""
+    if not indices:
+        return "no rows"
+    origin = _ORIGINS.get(dataset._fingerprint)
+    if origin is None:
+        name, unit, numbers = None, "row", [index + 1 for index in range(max(indices) + 1)]
+    else:
+        name, unit, numbers = origin
+    shown = ", ".join(str(numbers[index]) for index in indices[:limit])
+    more = f" and {len(indices) - limit} more" if len(indices) > limit else ""
+    where = f"{unit} {shown}" if len(indices) == 1 else f"{unit}s {shown}{more}"
+    return f"{name}, {where}" if name else where
 
 
 def skipped_rows(dataset: Dataset) -> int:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,7 +196,7 @@ class FeatureCache:
         pad_token_id = getattr(model.backbone.model.config, "pad_token_id", None) or 0
         tokens = dataset.select_columns(["input_ids", "attention_mask"])
         chunk_size = batch_size * _BATCHES_PER_CHUNK
-        bar = tqdm(total=len(dataset), desc="Backbone features", unit="example", disable=not progress)
+        bar = tqdm(total=len(dataset), desc="Backbone features", unit="example", disable=not (progress and sys.stderr.isatty()))
         with ArrowWriter(features=storage, path=str(file)) as writer:
             for chunk_start in range(0, len(dataset), chunk_size):
                 chunk = tokens[chunk_start : chunk_start + chunk_size]

@@ -443,6 +443,11 @@ class LatentReasonerModel(nn.Module):
         """Write the adapter into a folder: see `latentreason.hub.save_pretrained` for the options."""
         return hub.save_pretrained(self, save_directory, **kwargs)
 
+    def read_backbone_layer(self, layer: int) -> None:
+        """Read another hidden layer of the backbone from now on (before training: `model.layer: auto` picks one)."""
+        self.backbone.read_layer(layer)
+        self.config = self.config.replace(backbone_layer=layer)
+
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
         """Save into a temporary folder and upload it: see `latentreason.hub.push_to_hub` for the options."""
         return hub.push_to_hub(self, repo_id, **kwargs)

@@ -31,13 +31,25 @@ from torch.utils.data import DataLoader
 from . import recipe as recipes
 from .backbone import resolve_base_model
 from .config import LM_OUTPUTS
-from .data import DataError, Encoder, PairEncoder, collate, infer_label_names, load_pairs, torch_format
+from .data import (
+    DataError,
+    Encoder,
+    PairEncoder,
+    collate,
+    infer_label_names,
+    load_pairs,
+    row_origin,
+    row_origins,
+    skipped_rows,
+    torch_format,
+)
 from .features import cached_features
 from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
 from .tasks import get_task
 from .text_pairs import TextPairEncoder
 from .training.evaluation import evaluate
+from .training.layer_probe import choose_layer
 from .training.loop import EVAL_RESULTS_NAME, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -53,6 +65,21 @@ class PreparedData:
     output_kind: str
     label_names: list[str]
     max_length: int
+    summary: list[str] = dataclasses.field(default_factory=list)  # what was read, printed when training starts
+    answer_slots: int | None = None  # the LM paths: sized from the data when the recipe says auto
+
+
+@dataclass
+class RawPairs:
+    """The recipe's pairs as read: splits, output kind, and what to tell the user about them."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    output_kind: str
+    label_names: list[str] | None  # None: inferred from the data
+    evidence: str  # why this output kind
+    skipped: list[str] = dataclasses.field(default_factory=list)  # "file, lines ...: why", for the summary
+    sources: tuple[str, str | None] = ("", None)  # where train and eval came from
 
 
 def load_tokenizer(recipe: recipes.Recipe) -> Any:
@@ -68,77 +95,112 @@ def load_tokenizer(recipe: recipes.Recipe) -> Any:
     return tokenizer
 
 
-def read_pairs(recipe: recipes.Recipe) -> tuple[datasets.Dataset, datasets.Dataset | None, str, list[str] | None]:
-    """Raw pairs of the recipe: (train, eval or None, output kind, label names or None to infer)."""
+def read_pairs(recipe: recipes.Recipe) -> RawPairs:
+    """The recipe's raw pairs, with the output kind (said by the recipe or the task, or read from the rows)."""
     data = recipe.data
     if data.task is not None:
         task = get_task(data.task, **data.task_options)
-        return task.to_dataset("train"), task.to_dataset("test"), task.output_kind, task.labels()
+        return RawPairs(task.to_dataset("train"), task.to_dataset("test"), task.output_kind, task.labels(),
+                        f"task {data.task!r} says so", sources=(f"task {data.task}, train split", f"task {data.task}, test split"))
     columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
     train_pairs = load_pairs(data.train_file, **columns)
     eval_pairs = load_pairs(data.eval_file, **columns) if data.eval_file else None
+    sources = (str(data.train_file), str(data.eval_file) if data.eval_file else None)
+    skipped = [f"{name}: {count} malformed row{'s' if count > 1 else ''} (see the warning above)" for name, pairs in zip(sources, (train_pairs, eval_pairs))
+               if pairs is not None and (count := skipped_rows(pairs))]
     if text_output(recipe) is not None:  # free-text answers through the LM: nothing to line up
-        return train_pairs, eval_pairs, "text", None
-    output_kind = data.output_kind or guess_output_kind(train_pairs, str(data.train_file), skip_bad_rows=data.skip_bad_rows)
+        return RawPairs(train_pairs, eval_pairs, "text", None, f"reasoner.output={text_output(recipe)}", skipped, sources)
+    if data.output_kind is None:
+        choice = guess_output_kind(train_pairs, sources[0], skip_bad_rows=data.skip_bad_rows)
+        output_kind, evidence = choice.kind, choice.evidence
+        if choice.skipped:
+            skipped.append(f"{row_origins(train_pairs, choice.skipped)}: of the rarer output kind")
+            train_pairs = train_pairs.select(sorted(set(range(len(train_pairs))) - set(choice.skipped)))
+    else:
+        output_kind, evidence = data.output_kind, "data.output_kind says so"
     if output_kind == "aligned":  # every row must line up; a row that does not is named (or skipped), never trained on
-        train_pairs = aligned_rows(train_pairs, str(data.train_file), data.skip_bad_rows)
-        eval_pairs = aligned_rows(eval_pairs, str(data.eval_file), data.skip_bad_rows) if eval_pairs is not None else None
-    return train_pairs, eval_pairs, output_kind, None
+        train_pairs, dropped = aligned_rows(train_pairs, sources[0], data.skip_bad_rows)
+        skipped += dropped
+        if eval_pairs is not None:
+            eval_pairs, dropped = aligned_rows(eval_pairs, str(sources[1]), data.skip_bad_rows)
+            skipped += dropped
+    return RawPairs(train_pairs, eval_pairs, output_kind, None, evidence, skipped, sources)
 
 
-# A file whose rows line up cell for cell except for a few is aligned data with bad rows, not a label task.
-ALIGNED_MAJORITY = 0.9
+def _cells(text: str) -> int:
+    return len(text.split())
 
 
-def _misaligned(pairs: datasets.Dataset) -> list[int]:
-    """Indices of the rows whose output has another number of whitespace-separated cells than their input."""
-    return [index for index, (i, o) in enumerate(zip(pairs["input"], pairs["output"])) if len(i.split()) != len(o.split())]
+def _row_kinds(pairs: datasets.Dataset) -> tuple[list[int], list[int]]:
+    """(rows that line up: as many output cells as input cells, more than one; rows that do not).
+
+    A row with one input cell and one output cell is evidence for neither kind."""
+    aligned, unaligned = [], []
+    for index, (text_in, text_out) in enumerate(zip(pairs["input"], pairs["output"])):
+        cells_in, cells_out = _cells(text_in), _cells(text_out)
+        if cells_in != cells_out:
+            unaligned.append(index)
+        elif cells_out > 1:
+            aligned.append(index)
+    return aligned, unaligned
 
 
-def guess_output_kind(pairs: datasets.Dataset, where: str = "the pairs", *, skip_bad_rows: bool = False) -> str:
-    """`aligned` when the outputs line up with their inputs cell for cell (and have more than one cell), else `label`.
+@dataclass
+class OutputKindChoice:
+    """The output kind read from the data, the evidence for it, and the rows skipped because they disagree."""
 
-    When nearly all rows line up (`ALIGNED_MAJORITY`) but a few do not, that is aligned data with bad rows:
-    a `DataError` names them (with `skip_bad_rows` the kind is `aligned` and `aligned_rows` drops them),
-    rather than a silent switch to one class per whole output string.
+    kind: str
+    evidence: str
+    skipped: list[int] = dataclasses.field(default_factory=list)  # indices into the pairs
+
+
+def guess_output_kind(pairs: datasets.Dataset, where: str = "the pairs", *, skip_bad_rows: bool = False) -> OutputKindChoice:
+    """`aligned` when every output lines up with its input cell for cell, `label` when none does.
+
+    Never a guess from a majority: when some rows line up and others do not, a `DataError` names the
+    file, lines of both kinds and the fixes. With `skip_bad_rows` the rows of the rarer kind are skipped
+    (and reported) instead; `data.output_kind` says the kind outright.
     """
-    bad = _misaligned(pairs)
-    if not any(len(output.split()) > 1 for output in pairs["output"]):
-        return "label"
-    if not bad:
-        return "aligned"
-    if len(bad) > (1 - ALIGNED_MAJORITY) * len(pairs):
-        return "label"
-    if skip_bad_rows:
-        return "aligned"
-    raise DataError(
-        f"{where}: {len(pairs) - len(bad)} of {len(pairs)} rows have one output cell per input cell, but {_rows(bad)} "
-        "do not. Fix or remove those rows, or set data.skip_bad_rows=true to skip them; if each whole output is one "
-        "class label, set data.output_kind=label."
-    )
+    aligned, unaligned = _row_kinds(pairs)
+    if not aligned:
+        example = f"e.g. {row_origin(pairs, unaligned[0])}: {_cells(pairs[unaligned[0]]['input'])} input cells, " \
+                  f"{_cells(pairs[unaligned[0]]['output'])} output cells" if unaligned else "every output is one cell"
+        return OutputKindChoice("label", f"no output lines up with its input cell for cell ({example}): each whole output is a class")
+    if not unaligned:
+        return OutputKindChoice("aligned", f"all {len(aligned)} rows with more than one cell have one output cell per input cell")
+    if not skip_bad_rows:
+        first_unaligned = pairs[unaligned[0]]
+        raise DataError(
+            f"{where}: the rows disagree on the output kind. {len(aligned)} rows line up cell for cell (aligned: one label per "
+            f"input cell, e.g. {row_origin(pairs, aligned[0])}), {len(unaligned)} do not (label: one class per whole output, "
+            f"{row_origins(pairs, unaligned)}; {row_origin(pairs, unaligned[0]).rsplit(', ', 1)[-1]} has "
+            f"{_cells(first_unaligned['input'])} input cells and {_cells(first_unaligned['output'])} output cells). "
+            "Fix or remove the rows that are wrong, set data.output_kind=aligned or data.output_kind=label to say which "
+            "is meant, or set data.skip_bad_rows=true to skip the rows of the rarer kind."
+        )
+    kind, keep, skip = ("aligned", aligned, unaligned) if len(aligned) >= len(unaligned) else ("label", unaligned, aligned)
+    reason = "do not line up with their inputs" if kind == "aligned" else "line up cell for cell"
+    logger.warning("%s: skipped %s: they %s, unlike the other %d rows (data.skip_bad_rows).", where, row_origins(pairs, skip), reason, len(keep))
+    return OutputKindChoice(kind, f"{len(keep)} rows are {kind}; {len(skip)} rows that {reason} were skipped", skip)
 
 
-def aligned_rows(pairs: datasets.Dataset, where: str, skip_bad_rows: bool) -> datasets.Dataset:
-    """`pairs` whose every output lines up with its input; misaligned rows are an error naming them, or skipped."""
-    bad = _misaligned(pairs)
+def aligned_rows(pairs: datasets.Dataset, where: str, skip_bad_rows: bool) -> tuple[datasets.Dataset, list[str]]:
+    """`pairs` whose every output lines up with its input, and where the skipped ones came from.
+
+    A misaligned row is an error naming its file and line, or (with `skip_bad_rows`) skipped and reported."""
+    bad = [index for index, (i, o) in enumerate(zip(pairs["input"], pairs["output"])) if _cells(i) != _cells(o)]
     if not bad:
-        return pairs
+        return pairs, []
     if not skip_bad_rows:
         raise DataError(
-            f"{where}: {_rows(bad)} {'has' if len(bad) == 1 else 'have'} another number of output cells than input cells; "
+            f"{row_origins(pairs, bad)}: the output has another number of cells than the input; "
             "aligned outputs need one output cell per whitespace-separated input cell. Fix or remove "
             f"{'it' if len(bad) == 1 else 'them'}, or set data.skip_bad_rows=true to skip {'it' if len(bad) == 1 else 'them'}."
         )
-    logger.warning("%s: skipped %s (another number of output cells than input cells).", where, _rows(bad))
+    skipped = row_origins(pairs, bad)
+    logger.warning("skipped %s (another number of output cells than input cells; data.skip_bad_rows).", skipped)
     keep = sorted(set(range(len(pairs))) - set(bad))
-    return pairs.select(keep)
-
-
-def _rows(indices: list[int]) -> str:
-    """`row 4` or `rows 4, 9, 12 and 3 more` (1-based, in the order read)."""
-    shown = ", ".join(str(index + 1) for index in indices[:5])
-    more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
-    return f"row {shown}" if len(indices) == 1 else f"rows {shown}{more}"
+    return pairs.select(keep), [f"{skipped}: another number of output cells than input cells"]
 
 
 def text_output(recipe: recipes.Recipe) -> str | None:
@@ -151,7 +213,8 @@ def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     """Read, check and tokenize the recipe's data (labels from all splits; max_length from the data when unset)."""
     if text_output(recipe) is not None:
         return prepare_text_data(recipe, tokenizer)
-    train_pairs, eval_pairs, output_kind, label_names = read_pairs(recipe)
+    pairs = read_pairs(recipe)
+    train_pairs, eval_pairs, output_kind, label_names = pairs.train, pairs.eval, pairs.output_kind, pairs.label_names
     if output_kind == "text":
         raise recipes.RecipeError(
             f"Task {recipe.data.task!r} answers in free text (output kind 'text': an answer need not line up with the input), "
@@ -169,7 +232,26 @@ def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     lengths = [len(ids) for ids in train_set["input_ids"]] + ([len(ids) for ids in eval_set["input_ids"]] if eval_set else [])
     max_length = recipe.data.max_length or max(lengths)
     encoder.max_length = max_length
-    return PreparedData(train_set, eval_set, encoder, output_kind, label_names, max_length)
+    shown = " ".join(label_names[:20]) + (f" ... ({len(label_names) - 20} more)" if len(label_names) > 20 else "")
+    longest = max(_cells(text) for text in train_pairs["input"])
+    summary = [
+        *_split_lines(pairs),
+        f"output kind: {output_kind} ({pairs.evidence})",
+        f"labels: {len(label_names)}{' per cell' if output_kind == 'aligned' else ' classes'}: {shown}",
+        f"lengths: inputs up to {longest} cells, {max(lengths)} tokens; max_length {max_length}",
+        *(f"skipped: {line}" for line in pairs.skipped),
+    ]
+    return PreparedData(train_set, eval_set, encoder, output_kind, label_names, max_length, summary)
+
+
+def _split_lines(pairs: RawPairs) -> list[str]:
+    train_source, eval_source = pairs.sources
+    lines = [f"train: {len(pairs.train)} rows from {train_source}"]
+    if pairs.eval is not None:
+        lines.append(f"eval: {len(pairs.eval)} rows from {eval_source}")
+    else:
+        lines.append("eval: none (set data.eval_file to score held-out rows after training)")
+    return lines
 
 
 def prepare_text_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
@@ -180,13 +262,15 @@ def prepare_text_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     """
     output = text_output(recipe)
     data = recipe.data
-    if data.task is not None:
-        train_pairs, eval_pairs, _, _ = read_pairs(recipe)
+    pairs = read_pairs(recipe)
+    train_pairs, eval_pairs = pairs.train, pairs.eval
+    every_answer = list(train_pairs["output"]) + (list(eval_pairs["output"]) if eval_pairs is not None else [])
+    longest_answer = max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in every_answer)
+    if output == "lm_head" and recipe.reasoner.get("num_answer_slots") is None:
+        slots, how = longest_answer + 1, "sized from the data: the longest answer + its end token"
     else:
-        columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
-        train_pairs = load_pairs(data.train_file, **columns)
-        eval_pairs = load_pairs(data.eval_file, **columns) if data.eval_file else None
-    slots = recipe.reasoner_config(output=output).answer_slots
+        slots = recipe.reasoner_config(output=output).answer_slots
+        how = "latent thoughts the LM reads" if output == "latent_prefix" else "reasoner.num_answer_slots"
     # Without data.max_length every prompt is accepted, and max_length becomes the longest one.
     encoder = TextPairEncoder(tokenizer, output, num_slots=slots, max_length=data.max_length or 1_000_000)
 
@@ -194,13 +278,20 @@ def prepare_text_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     eval_set = encoder.encode_dataset(eval_pairs, desc="Tokenizing eval") if eval_pairs is not None else None
     lengths = [len(ids) for ids in train_set["input_ids"]] + ([len(ids) for ids in eval_set["input_ids"]] if eval_set else [])
     encoder.max_length = data.max_length or max(lengths)
-    return PreparedData(train_set, eval_set, encoder, output, [], encoder.max_length)
+    summary = [
+        *_split_lines(pairs),
+        f"output: text through the LM (reasoner.output={output})",
+        f"lengths: prompts up to {max(lengths)} tokens (max_length {encoder.max_length}); answers up to {longest_answer} tokens; "
+        f"{slots} answer slots ({how})",
+        *(f"skipped: {line}" for line in pairs.skipped),
+    ]
+    return PreparedData(train_set, eval_set, encoder, output, [], encoder.max_length, summary, answer_slots=slots)
 
 
 def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerModel:
     """A fresh reasoner on the recipe's base model, sized for the data (labels, max length, output path)."""
     if data.output_kind in LM_OUTPUTS:
-        config = recipe.reasoner_config(max_length=data.max_length, output=data.output_kind)
+        config = recipe.reasoner_config(max_length=data.max_length, output=data.output_kind, num_answer_slots=data.answer_slots)
     else:
         output = "token_classification" if data.output_kind == "aligned" else "sequence_classification"
         config = recipe.reasoner_config(
@@ -215,6 +306,27 @@ def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerMod
         dtype=recipe.model.dtype,
         lora=dict(recipe.model.lora) if recipe.model.lora is not None else None,
     )
+
+
+# The LM output paths have no per-cell labels to probe with: they read the layer at this fraction of the
+# depth (8 of SmolLM2-135M's 30 blocks, the layer the text demo reads).
+LM_LAYER_FRACTION = 0.27
+
+
+def choose_backbone_layer(model: LatentReasonerModel, data: PreparedData, recipe: recipes.Recipe) -> int:
+    """`model.layer: auto`: the layer a quick probe on the training rows scores best (see training.layer_probe)."""
+    main = PartialState().is_main_process
+    num_layers = model.backbone.num_layers
+    if data.output_kind in LM_OUTPUTS:
+        layer = max(1, round(LM_LAYER_FRACTION * num_layers))
+        if main:
+            print(f"model.layer=auto: layer {layer} of {num_layers} (the text outputs read about a quarter of the depth; "
+                  "set model.layer to choose another)", flush=True)
+        return layer
+    choice = choose_layer(model.backbone, data.train, len(data.label_names), pooled=data.output_kind == "label", seed=recipe.training.seed)
+    if main:
+        print(choice.describe(), flush=True)
+    return choice.layer
 
 
 def with_features(model: LatentReasonerModel, dataset: datasets.Dataset | None, recipe: recipes.Recipe) -> datasets.Dataset | None:
@@ -239,7 +351,13 @@ def train_recipe(recipe: recipes.Recipe, *, resume: bool = False, stop_after_ste
 def _train_recipe(recipe: recipes.Recipe, *, resume: bool, stop_after_steps: int | None) -> TrainResult:
     tokenizer = load_tokenizer(recipe)
     data = prepare_data(recipe, tokenizer)
+    if PartialState().is_main_process:
+        print("Data:\n" + "\n".join(f"  {line}" for line in data.summary), flush=True)
     model = build_model(recipe, data)
+    if recipe.model.layer == "auto":
+        layer = choose_backbone_layer(model, data, recipe)
+        model.read_backbone_layer(layer)
+        recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, layer=layer))  # saved as chosen
     train_set = torch_format(with_features(model, data.train, recipe))
     eval_set = torch_format(with_features(model, data.eval, recipe))
     result = train(
@@ -258,7 +376,9 @@ def _train_recipe(recipe: recipes.Recipe, *, resume: bool, stop_after_steps: int
         output_dir = recipe.training.output_dir
         model.save_pretrained(output_dir, eval_results=result.eval_results, state_dict=result.adapter_state_dict)
         output_kind = None if data.output_kind in LM_OUTPUTS else data.output_kind  # the LM paths are named by reasoner.output
-        resolved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, output_kind=output_kind, max_length=data.max_length))
+        reasoner = {**recipe.reasoner, **({"num_answer_slots": data.answer_slots} if data.answer_slots is not None else {})}
+        resolved = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, output_kind=output_kind, max_length=data.max_length),
+                                       reasoner=reasoner)
         resolved.save(os.path.join(output_dir, recipes.RECIPE_NAME))
     return result
 
@@ -311,13 +431,21 @@ def run_for_model(model: LatentReasonerModel, recipe: recipes.Recipe, *, halt_th
 
 def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | None = None, halt: bool | None = None,
                  halt_threshold: float | None = None, trajectories: int = 1, noise: float = 0.0, select: str = "halt",
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, wrong_examples: int = 5) -> dict[str, Any]:
     """Evaluate a run on its own test data (the task's test split or `data.eval_file`) or on `data_file`.
 
     `trajectories`, `noise`, `select`, `seed`: test-time breadth, as in `latentreason.training.evaluate`.
+    `wrong_examples`: how many of the first wrongly answered examples (in data order) to report, as
+    `results["wrong_examples"]`: `[{"index", "where", "input", "prediction", "target"}, ...]`, the input and
+    target as the data holds them and the prediction decoded as `predict` decodes it (for `latent_prefix`,
+    the teacher-forced answer that was scored). `results["per_position"]` is the accuracy per answer cell.
 
     Writes `eval_results.json` into the run folder (`eval_results_<file name>.json` for another file).
     `halt_threshold` overrides the saved one (see `load_run`); the halting curve covers the others.
+
+    Example:
+        >>> results = evaluate_run("runs/sort_words", wrong_examples=3)                 # doctest: +SKIP
+        >>> [row["accuracy"] for row in results["per_position"]], results["wrong_examples"][0]["prediction"]  # doctest: +SKIP
     """
     run = load_run(run_dir, halt_threshold=halt_threshold)
     recipe = run.recipe
@@ -325,7 +453,7 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
         pairs = load_pairs(data_file, input_column=recipe.data.input_column, output_column=recipe.data.output_column)
         name = f"eval_results_{os.path.splitext(os.path.basename(data_file))[0]}.json"
     else:
-        _, pairs, _, _ = read_pairs(recipe)
+        pairs = read_pairs(recipe).eval
         if pairs is None:
             raise ValueError(f"The recipe of {run_dir} has no evaluation data: pass one with --data FILE.")
         name = EVAL_RESULTS_NAME
@@ -337,12 +465,23 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
     model = run.model.to(accelerator.device)
     results = evaluate(
         model, loader, accelerator, steps or recipe.eval.steps or model.config.max_supervision_steps, halt=recipe.eval.halt if halt is None else halt,
-        trajectories=trajectories, noise=noise, select=select, seed=seed,
+        trajectories=trajectories, noise=noise, select=select, seed=seed, keep_wrong=wrong_examples,
     )
+    results["wrong_examples"] = [wrong_example(run, pairs, encoded, row["index"], row["prediction_ids"]) for row in results.pop("wrong")]
     if accelerator.is_main_process:
         with open(os.path.join(run_dir, name), "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=2, sort_keys=True)
     return results
+
+
+def wrong_example(run: Run, pairs: datasets.Dataset, encoded: datasets.Dataset, index: int, prediction_ids: list[int] | int) -> dict[str, Any]:
+    """Example `index` of the evaluated pairs, as the data holds it, beside the answer it got (decoded from `prediction_ids`)."""
+    if run.model.config.output in LM_OUTPUTS:
+        prediction = run.encoder.decode([prediction_ids])[0]
+    else:
+        prediction = run.encoder.decode(torch.tensor(prediction_ids), encoded[index]["cell_positions"])
+    pair = pairs[index]
+    return {"index": index, "where": row_origin(pairs, index), "input": pair["input"], "prediction": prediction, "target": pair["output"]}
 
 
 @dataclass

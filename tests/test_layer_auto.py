@@ -1,0 +1,120 @@
+"""`model.layer: auto` and the data summary printed when training starts.
+
+The probe must find the layer that carries a task's signal: once on a stand-in backbone where exactly
+one layer holds it (the others are noise), once end to end on a real tiny BERT whose last block was
+made blind (its output LayerNorm zeroed), where `latentreason train` must read an earlier layer and
+record it in the run's recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModel
+
+from latentreason import LatentReasonerModel
+from latentreason.cli import main
+from latentreason.losses import IGNORE_INDEX
+from latentreason.testing import save_tiny_backbone
+from latentreason.training.layer_probe import candidate_layers, choose_layer
+
+
+class OneLayerKnows:
+    """A stand-in backbone: hidden state `layer` encodes each token's label (plus noise), the others are noise."""
+
+    def __init__(self, num_layers: int, layer: int, num_labels: int, hidden: int = 16) -> None:
+        self.num_layers, self.layer, self.num_labels, self.hidden = num_layers, layer, num_labels, hidden
+        self.codes = torch.randn(num_labels, hidden, generator=torch.Generator().manual_seed(1))
+
+    def encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> SimpleNamespace:
+        generator = torch.Generator().manual_seed(int(input_ids.sum()))
+        states = [torch.randn(*input_ids.shape, self.hidden, generator=generator) for _ in range(self.num_layers + 1)]
+        states[self.layer] = self.codes[input_ids % self.num_labels] + 0.3 * states[self.layer]
+        return SimpleNamespace(hidden_states=tuple(states))
+
+
+def rows_for(num_rows: int, num_labels: int, length: int = 6) -> list[dict[str, list[int]]]:
+    rng = random.Random(0)
+    rows = []
+    for _ in range(num_rows):
+        ids = [rng.randrange(1, 50) for _ in range(length)]
+        rows.append({"input_ids": ids, "labels": [IGNORE_INDEX] + [i % num_labels for i in ids[1:]]})  # position 0 unlabelled
+    return rows
+
+
+@pytest.mark.parametrize("knowing", [1, 3])
+def test_the_probe_picks_the_one_layer_that_carries_the_signal(knowing: int) -> None:
+    backbone = OneLayerKnows(num_layers=4, layer=knowing, num_labels=5)
+    choice = choose_layer(backbone, rows_for(120, 5), 5, pooled=False, steps=60)
+    assert choice.layer == knowing
+    assert choice.scores[knowing] > 0.9 and max(s for layer, s in choice.scores.items() if layer != knowing) < 0.5
+    assert list(choice.scores) == [0, 1, 2, 3, 4] and choice.rows == 120
+
+
+def test_a_pooled_label_task_is_probed_per_row() -> None:
+    backbone = OneLayerKnows(num_layers=3, layer=2, num_labels=3)
+    rows = [{"input_ids": [7] * 5, "labels": 7 % 3}, {"input_ids": [8] * 5, "labels": 8 % 3}, {"input_ids": [9] * 5, "labels": 9 % 3}] * 30
+    assert choose_layer(backbone, rows, 3, pooled=True, steps=60).layer == 2
+
+
+def test_candidate_layers_cover_a_deep_model_sparsely_and_keep_the_last() -> None:
+    assert candidate_layers(6) == [0, 1, 2, 3, 4, 5, 6]
+    deep = candidate_layers(30)
+    assert len(deep) == 9 and deep[0] == 0 and deep[-1] == 30 and deep == sorted(set(deep))
+
+
+@pytest.fixture(scope="module")
+def blind_last_layer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny BERT whose last block outputs zeros (its output LayerNorm has weight and bias 0)."""
+    path = tmp_path_factory.mktemp("blind") / "bert"
+    save_tiny_backbone("bert", path)
+    model = AutoModel.from_pretrained(path)
+    norm = model.encoder.layer[-1].output.LayerNorm
+    torch.nn.init.zeros_(norm.weight)
+    torch.nn.init.zeros_(norm.bias)
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_train_with_layer_auto_reads_a_layer_that_sees_and_says_so(blind_last_layer: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(3)
+    lines = []
+    for _ in range(200):
+        digits = [rng.randrange(10) for _ in range(6)]
+        lines.append(json.dumps({"input": " ".join(map(str, digits)), "output": " ".join(str(d % 3) for d in digits)}))
+    lines.insert(17, "not json")  # skipped with skip_bad_rows, and reported
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(lines[:160]) + "\n")
+    held_out = tmp_path / "test.jsonl"
+    held_out.write_text("\n".join(lines[160:]) + "\n")
+    out = tmp_path / "run"
+    status = main(["train", "custom_pairs", f"model.base={blind_last_layer}", f"data.train_file={train}", f"data.eval_file={held_out}",
+                   "data.skip_bad_rows=true", f"training.output_dir={out}", "training.max_steps=2", "training.use_feature_cache=false",
+                   "reasoner.hidden_size=16", "reasoner.num_heads=2"])
+    printed = capsys.readouterr().out
+    assert status == 0
+
+    chosen = yaml.safe_load((out / "recipe.yaml").read_text())["model"]["layer"]
+    assert chosen in (0, 1)  # the last layer (2) sees nothing
+    assert LatentReasonerModel.from_pretrained(out).config.backbone_layer == chosen
+    (line,) = [line for line in printed.splitlines() if line.startswith("model.layer=auto")]
+    scores = dict(part.split(": ") for part in line.split("per layer: ")[1].split(";")[0].split(", "))
+    assert line.startswith(f"model.layer=auto chose layer {chosen} ")
+    assert float(scores["2"]) < float(scores[str(chosen)]) - 0.2
+
+    summary = printed.split("Data:\n")[1].split("\nmodel.layer")[0].splitlines()
+    assert summary == [
+        f"  train: 159 rows from {train}",
+        f"  eval: 41 rows from {held_out}",
+        "  output kind: aligned (all 159 rows with more than one cell have one output cell per input cell)",
+        "  labels: 3 per cell: 0 1 2",
+        "  lengths: inputs up to 6 cells, 11 tokens; max_length 11",
+        f"  skipped: {train}: 1 malformed row (see the warning above)",
+    ]
