@@ -28,6 +28,7 @@ from . import (
     accuracy_parity,
     accuracy_sort,
     accuracy_sudoku6,
+    default_recipes,
     demo_variants,
     memory,
     overhead,
@@ -47,7 +48,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze, "accuracy_sort": accuracy_sort, "ablation": ablation,
     "ablation_maze": ablation_maze, "rounding": rounding, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time,
     "scaling_maze": scaling_maze, "trm_parity": trm_parity, "demo_variants": demo_variants,
-    "state_tracking": state_tracking,
+    "state_tracking": state_tracking, "default_recipes": default_recipes,
 }
 PRESETS = ("full", "quick", "tiny")
 

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import state_tracking  # noqa: E402
+from . import default_recipes, state_tracking  # noqa: E402
 from .harness import REPO_ROOT  # noqa: E402
 
 PRESET_ORDER = ("full", "quick", "tiny")
@@ -41,7 +41,8 @@ def write_report(results_dir: Path, doc_path: Path, img_dir: Path) -> Path:
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     sections = [HEADER]
     for name, render in (("trm_parity", parity_section), ("demo_variants", demo_variants_section),
-                         ("state_tracking", lambda result, img_dir, doc_dir: state_tracking.render(result)), ("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
+                         ("state_tracking", lambda result, img_dir, doc_dir: state_tracking.render(result)),
+                         ("default_recipes", lambda result, img_dir, doc_dir: default_recipes.render(result)), ("memory", memory_section), ("speed", speed_section), ("overhead", overhead_section),
                          ("accuracy", accuracy_section), ("accuracy_sudoku6", accuracy_section), ("accuracy_parity", accuracy_section),
                          ("accuracy_maze", accuracy_section), ("accuracy_sort", accuracy_section),
                          ("ablation", ablation_section), ("ablation_maze", ablation_section), ("rounding", rounding_section),

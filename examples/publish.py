@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in files_to_upload(folder):
         print(f"  {name}")
     card = str(model_card(config, eval_results=read_eval_results(folder), load_name=args.repo_id))
-    print("\nmodel card (first lines):\n" + "\n".join(card.splitlines()[:24]) + "\n  ...")
+    lines = card.splitlines()
+    usage_end = next((i for i, line in enumerate(lines) if line == "```" and any(earlier.startswith("```python") for earlier in lines[:i])), 23)
+    print("\nmodel card (up to its usage snippet):\n" + "\n".join(lines[: usage_end + 1]) + "\n  ...")
 
     # 3. Upload, only when asked, with a token, and never in smoke mode.
     if args.smoke:

@@ -1,9 +1,10 @@
-"""The `latentreason` command: train, eval, predict, push, recipes, tasks, export-task, convert-trm.
+"""The `latentreason` command: train, eval, predict, plot, push, recipes, tasks, export-task, convert-trm.
 
     latentreason train recipes/sudoku_6x6.yaml training.max_steps=200 [--resume]
     latentreason train sudoku_6x6 training.max_steps=200          # a built-in recipe by name
-    latentreason eval runs/sudoku_6x6 [--data test.jsonl] [--steps 8] [--halt | --no-halt]
+    latentreason eval runs/sudoku_6x6 [--data test.jsonl] [--steps 8] [--halt | --no-halt] [--show-wrong 5]
     latentreason predict runs/sudoku_6x6 "0 2 0 4 ..." [--steps]
+    latentreason plot runs/sudoku_6x6 [--example test:0 ...] [--out DIR]   # the answer after each step, as PNGs
     latentreason push runs/sudoku_6x6 user/sudoku-reasoner [--private]
     latentreason recipes                                         # the built-in recipes and their purpose
     latentreason recipes copy custom_pairs my_pairs.yaml         # write one out to edit
@@ -61,9 +62,13 @@ EVAL_HELP = """\
 Evaluate a trained run: accuracy (per cell) and exact match (whole answers) after each refinement
 step, and with halting. Uses the run's own test data unless --data gives a file of pairs (JSONL/CSV).
 Results are printed and written to RUN_DIR/eval_results.json (eval_results_<file>.json for --data).
+Also printed (and written): the accuracy per answer position (per cell of an aligned output, per
+answer token of a text output), and the first wrongly answered examples in data order, each with
+its input, prediction and target.
 
 examples:
   latentreason eval runs/sudoku_6x6
+  latentreason eval runs/sudoku_6x6 --show-wrong 20          # more wrong examples (0: none)
   latentreason eval runs/sudoku_6x6 --data hard_puzzles.jsonl --steps 16 --no-halt
   latentreason eval runs/sudoku_6x6 --steps 64 --trajectories 8 --noise 0.3 --select vote
 """
@@ -77,6 +82,22 @@ examples:
   latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps
   latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps 32 --trajectories 8 --noise 0.3 --select vote
   latentreason predict runs/text_pairs "two plus three" --max-new-tokens 8
+"""
+
+PLOT_HELP = """\
+Draw a trained run refining its answers: one PNG per example with the answer after every refinement
+step side by side (a Sudoku grid filling in, a maze path appearing, a strip of cells per step for
+sequence tasks; green where right, red where wrong), and curve.png, the accuracy per refinement step
+from RUN_DIR/eval_results.json. Halting is off, so every step is drawn. Prints each file it writes.
+
+--example SPLIT:INDEX takes an example (and its target) from the run's own data: the task's split, or
+the pair at that 0-based index of data.train_file (train) or data.eval_file (test). Without INPUT or
+--example, test:0 is drawn.
+
+examples:
+  latentreason plot runs/sudoku_4x4                                       # test:0 and the curve, in runs/sudoku_4x4/plots
+  latentreason plot runs/maze --example test:0 --example test:3 --out pictures
+  latentreason plot runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps 8
 """
 
 PUSH_HELP = """\
@@ -141,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--halt-threshold", type=float, metavar="P",
                           help="halt once the halt probability is above P (default: the adapter's reasoner.halt_threshold, 0.5 unless set)")
     _add_breadth_flags(evaluate, "example, all but one with noise on the carry, and score the one kept")
+    evaluate.add_argument("--show-wrong", type=_non_negative, default=5, metavar="N",
+                          help="print the first N wrongly answered examples, in data order (default: 5; 0: none)")
 
     predict = command("predict", "answer inputs with a trained run", PREDICT_HELP)
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
@@ -152,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_breadth_flags(predict, "input, all but one with noise on the carry, and keep one")
     predict.add_argument("--max-new-tokens", type=int, metavar="N",
                          help="text runs only: the longest answer in tokens (latent_prefix: default 32; lm_head: default all answer slots)")
+
+    plot = command("plot", "draw a trained run's answer after each refinement step", PLOT_HELP)
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
+    plot.add_argument("input", nargs="?", metavar="INPUT", help="an input text in the training data's format, drawn as refine_input.png")
+    plot.add_argument("--example", action="append", default=[], metavar="SPLIT:INDEX",
+                      help="an example of the run's own data, e.g. test:0, drawn as refine_test_0.png (repeat for more)")
+    plot.add_argument("--target", help="the right answer for INPUT, to colour its cells right and wrong")
+    plot.add_argument("--steps", type=_positive, metavar="K", help="refinement steps to draw (default: the recipe's eval.steps)")
+    plot.add_argument("--out", metavar="DIR", help="the folder to write the PNGs into (default: RUN_DIR/plots)")
 
     push = command("push", "upload a trained run to the Hugging Face Hub", PUSH_HELP)
     push.add_argument("run_dir", metavar="RUN_DIR")
@@ -281,10 +313,27 @@ def run_eval(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_run
 
     results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt, halt_threshold=args.halt_threshold,
-                           trajectories=args.trajectories, noise=args.noise, select=args.select)
+                           trajectories=args.trajectories, noise=args.noise, select=args.select, wrong_examples=args.show_wrong)
     if _is_main_process():
         print(format_results(results))
+        print(format_mistakes(results))
     return 0
+
+
+def format_mistakes(results: dict[str, Any]) -> str:
+    """The accuracy per answer position (when there is more than one) and the wrong examples `evaluate_run` kept."""
+    lines = []
+    if len(results["per_position"]) > 1:
+        cells = " ".join(f"{row['position']}:{row['accuracy']:.3f}" for row in results["per_position"])
+        lines.append(textwrap.fill(cells, width=110, initial_indent="accuracy per answer position: ", subsequent_indent="  "))
+    examples = results["wrong_examples"]
+    wrong = results["num_examples"] - round(results["exact_match"] * results["num_examples"])
+    if examples:
+        lines.append(f"wrong answers: {wrong} of {results['num_examples']}; the first {len(examples)}, in data order:")
+        for example in examples:
+            lines += [f"  {example['where']}", f"    input:      {example['input']}", f"    prediction: {example['prediction'] or '(empty)'}",
+                      f"    target:     {example['target']}"]
+    return "\n".join(lines)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -302,6 +351,17 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"answer ({how}): {prediction.answer}")
         else:
             print(prediction.answer)
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from .visualize import CURVE_NAME, plot_run
+
+    written = plot_run(args.run_dir, args.out, examples=args.example, input=args.input, target=args.target, steps=args.steps)
+    for path in written:
+        print(f"wrote {path}")
+    if not any(os.path.basename(path) == CURVE_NAME for path in written):
+        print(f"no {CURVE_NAME}: {args.run_dir} has no eval_results.json yet (`latentreason eval {args.run_dir}` writes it)")
     return 0
 
 
@@ -371,6 +431,7 @@ COMMANDS = {
     "train": run_train,
     "eval": run_eval,
     "predict": run_predict,
+    "plot": run_plot,
     "push": run_push,
     "recipes": run_recipes,
     "tasks": run_tasks,

@@ -45,6 +45,7 @@ from .data import (
 )
 from .features import cached_features
 from .lock import hold_output_dir
+from .losses import IGNORE_INDEX
 from .model import LatentReasonerModel, attach_reasoner
 from .tasks import get_task
 from .text_pairs import TextPairEncoder
@@ -353,6 +354,11 @@ def _train_recipe(recipe: recipes.Recipe, *, resume: bool, stop_after_steps: int
     data = prepare_data(recipe, tokenizer)
     if PartialState().is_main_process:
         print("Data:\n" + "\n".join(f"  {line}" for line in data.summary), flush=True)
+    if len(data.train) < recipe.training.batch_size:  # before the backbone spends minutes on features
+        raise recipes.RecipeError(
+            f"The training set has {len(data.train)} examples, fewer than one batch of {recipe.training.batch_size}: "
+            "lower `training.batch_size` or add examples."
+        )
     model = build_model(recipe, data)
     if recipe.model.layer == "auto":
         layer = choose_backbone_layer(model, data, recipe)
@@ -467,7 +473,7 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
         model, loader, accelerator, steps or recipe.eval.steps or model.config.max_supervision_steps, halt=recipe.eval.halt if halt is None else halt,
         trajectories=trajectories, noise=noise, select=select, seed=seed, keep_wrong=wrong_examples,
     )
-    results["wrong_examples"] = [wrong_example(run, pairs, encoded, row["index"], row["prediction_ids"]) for row in results.pop("wrong")]
+    results["wrong_examples"] = [wrong_example(run, pairs, encoded, row["index"], row["prediction_ids"]) for row in results.pop("wrong", [])]
     if accelerator.is_main_process:
         with open(os.path.join(run_dir, name), "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=2, sort_keys=True)
@@ -475,12 +481,21 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
 
 
 def wrong_example(run: Run, pairs: datasets.Dataset, encoded: datasets.Dataset, index: int, prediction_ids: list[int] | int) -> dict[str, Any]:
-    """Example `index` of the evaluated pairs, as the data holds it, beside the answer it got (decoded from `prediction_ids`)."""
+    """Example `index` of the evaluated pairs, as the data holds it, beside the answer it got (decoded from `prediction_ids`).
+
+    A text answer whose wrong tokens decode to nothing (a special token, or an id the tokenizer lacks, where
+    the end token belongs) would read as the target: it is shown token by token over the answer's scored
+    length instead, `<id N>` for an id with no text.
+    """
+    pair = pairs[index]
     if run.model.config.output in LM_OUTPUTS:
         prediction = run.encoder.decode([prediction_ids])[0]
+        if prediction == pair["output"].strip():
+            scored = int((torch.as_tensor(encoded[index]["labels"]) != IGNORE_INDEX).sum())
+            pieces = [run.encoder.tokenizer.decode([token], skip_special_tokens=False).strip() for token in prediction_ids[:scored]]
+            prediction = " ".join(piece or f"<id {token}>" for piece, token in zip(pieces, prediction_ids))
     else:
         prediction = run.encoder.decode(torch.tensor(prediction_ids), encoded[index]["cell_positions"])
-    pair = pairs[index]
     return {"index": index, "where": row_origin(pairs, index), "input": pair["input"], "prediction": prediction, "target": pair["output"]}
 
 

@@ -10,6 +10,10 @@ Figures are built with `matplotlib.figure.Figure` (no pyplot, no global state, n
 and saved at a fixed size: grid pictures are `PANEL_INCHES * DPI` pixels per panel wide and
 `(PANEL_INCHES + TITLE_INCHES) * DPI` high; strip pictures are `strip_size(...)`.
 
+`plot_run` (the `latentreason plot` command) draws them for a trained run: it refines examples of the
+run's own data (or a given input) as `latentreason predict` does, with halting off so that every step
+shows, and plots the accuracy curve from the run's `eval_results.json`.
+
 Example:
     >>> from latentreason.visualize import plot_refinement
     >>> plot_refinement("sudoku", "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1",
@@ -20,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -29,8 +34,13 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from . import recipe as recipes
+from .data import load_pairs
+from .pipeline import Run, load_run, predict
+from .tasks import get_task
 from .tasks.grid import text_to_grid
 from .tasks.sudoku import BOX_SHAPES
+from .training import EVAL_RESULTS_NAME
 
 DPI = 100
 PANEL_INCHES = 2.4  # side of one grid panel
@@ -40,6 +50,9 @@ CHAR_INCHES = 0.075  # cells widen with their longest text (number words)
 ROW_INCHES = 0.4  # height of one row in a strip picture
 LABEL_INCHES = 1.5  # room left of the strip rows for their labels
 MAX_STRIP_INCHES = 40.0  # wider strips squeeze their cells rather than grow without bound
+
+STRIP = "strip"  # the picture of runs without a grid drawing (any task other than sudoku, maze, arc; data files)
+CURVE_NAME = "curve.png"  # what `plot_run` names the accuracy-per-step curve in its output folder
 
 RIGHT, WRONG, UNSCORED, MISSED = "#2e9d4a", "#d62728", "#1f5fbf", "#bfe6c8"
 ARC_COLOURS = ["#000000", "#0074d9", "#ff4136", "#2ecc40", "#ffdc00", "#aaaaaa", "#f012be", "#ff851b", "#7fdbff", "#870c25"]
@@ -171,6 +184,7 @@ def _draw_arc(axes: Any, input: str, prediction: str, target: str | None) -> Non
 
 
 _GRID_PANELS: dict[str, Callable[[Any, str, str, str | None], None]] = {"sudoku": _draw_sudoku, "maze": _draw_maze, "arc": _draw_arc}
+GRID_TASKS: tuple[str, ...] = tuple(_GRID_PANELS)  # the tasks drawn as grids; any other task (or data file) gets the strip
 
 
 # --- strips for sequence tasks -----------------------------------------------------------------
@@ -196,6 +210,115 @@ def _strip_figure(input: str, step_predictions: Sequence[str], target: str | Non
             axes.text(col + 0.5, row + 0.5, cell, ha="center", va="center", fontsize=5 if squeezed else 7, rotation=90 if squeezed else 0)
     figure.suptitle("answer after each refinement step", fontsize=9, y=1 - 0.1 * TITLE_INCHES / height)
     return figure
+
+
+# --- a trained run -----------------------------------------------------------------------------
+def plot_run(
+    run_dir: str,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    examples: Sequence[str] = (),
+    input: str | None = None,
+    target: str | None = None,
+    steps: int | None = None,
+) -> list[str]:
+    """Draw a trained run refining answers, step by step, and its accuracy per step; returns the PNGs written.
+
+    Each of `examples` (`"test:0"`, `"train:12"`: see `run_example`) becomes `refine_test_0.png`, a free
+    `input` (with `target` to colour it, else uncoloured) `refine_input.png`; with neither, `test:0` is drawn.
+    `curve.png` plots accuracy per refinement step from the run's eval_results.json, when it has one.
+    `out_dir` defaults to `RUN_DIR/plots`; `steps` to the recipe's eval.steps.
+
+    Example:
+        >>> plot_run("runs/sudoku_4x4", "plots", examples=["test:0", "test:1"])       # doctest: +SKIP
+        ['plots/refine_test_0.png', 'plots/refine_test_1.png', 'plots/curve.png']
+    """
+    if target is not None and input is None:
+        raise ValueError("A target colours a free INPUT; an --example brings its own target.")
+    out_dir = os.fspath(out_dir) if out_dir is not None else os.path.join(run_dir, "plots")
+    if input is None and not examples:
+        examples = ["test:0"]
+    for spec in examples:
+        parse_example(spec)  # every spec checked before the run loads
+    run = load_run(run_dir)
+    written = [refinement_picture(run, os.path.join(out_dir, f"refine_{spec.replace(':', '_')}.png"), example=spec, steps=steps)
+               for spec in examples]
+    if input is not None:
+        written.append(refinement_picture(run, os.path.join(out_dir, "refine_input.png"), input=input, target=target, steps=steps))
+    if os.path.isfile(os.path.join(run_dir, EVAL_RESULTS_NAME)):
+        written.append(curve_picture(run_dir, os.path.join(out_dir, CURVE_NAME)))
+    return written
+
+
+def refinement_picture(
+    run: Run | str,
+    path: str | os.PathLike,
+    *,
+    input: str | None = None,
+    example: str | None = None,
+    target: str | None = None,
+    steps: int | None = None,
+) -> str:
+    """Refine one input with a run (loaded, or its folder) and draw the answer after each step to `path` (a PNG).
+
+    Give exactly one of `input` (a text in the run's input format) or `example` (`"test:0"`, from the run's
+    own data, which also gives the target). `steps` defaults to the recipe's `eval.steps`. Returns `path`.
+    """
+    if (input is None) == (example is None):
+        raise ValueError("Give exactly one of an INPUT text or --example SPLIT:INDEX.")
+    run = load_run(run) if isinstance(run, str) else run
+    if example is not None:
+        input, example_target = run_example(run.recipe, example)
+        target = example_target if target is None else target
+    (prediction,) = predict(run, [input], steps=steps, halt=False)
+    return plot_refinement(run.recipe.data.task or STRIP, input, prediction.per_step, target, path)
+
+
+def curve_picture(run_dir: str, path: str | os.PathLike) -> str:
+    """Plot accuracy against refinement step from `run_dir`'s eval_results.json to `path`; returns `path`."""
+    results_path = os.path.join(run_dir, EVAL_RESULTS_NAME)
+    if not os.path.isfile(results_path):
+        raise FileNotFoundError(f"{results_path} does not exist: evaluate the run first with `latentreason eval {run_dir}`.")
+    with open(results_path, encoding="utf-8") as handle:
+        results = json.load(handle)
+    accuracy = [row["accuracy"] for row in results["per_step"]]
+    exact = [row["exact_match"] for row in results["per_step"]]
+    name = os.path.basename(os.path.normpath(run_dir))
+    return plot_curve(accuracy, path, title=f"{name}: accuracy per step (exact {exact[0]:.0%} -> {exact[-1]:.0%})")
+
+
+def parse_example(spec: str) -> tuple[str, int]:
+    """`"test:0"` -> `("test", 0)`; raises `ValueError` naming the expected form otherwise."""
+    split, _, index = spec.partition(":")
+    if split not in ("train", "test") or not index.isdigit():
+        raise ValueError(f"--example must look like test:0 or train:12 (a split and an example index), got {spec!r}.")
+    return split, int(index)
+
+
+def run_example(recipe: recipes.Recipe, spec: str) -> tuple[str, str]:
+    """The (input, target) of example `spec` ("test:0") of a run's own data: its task's split (`data.task`
+    with `data.task_options`), or the pair at that 0-based index of `data.train_file` / `data.eval_file`."""
+    split, index = parse_example(spec)
+    data = recipe.data
+    if data.task is not None:
+        task = get_task(data.task, **data.task_options)
+        _check_index(spec, index, task.num_examples(split), f"split {split!r} of task {data.task!r}")
+        example = task.get_example(split, index)
+    else:
+        key = {"train": "train_file", "test": "eval_file"}[split]
+        path = getattr(data, key)
+        if path is None:
+            raise ValueError(f"--example {spec}: the run has no {split} data (data.{key}); pass an INPUT text instead, "
+                             "with --target for the right answer.")
+        pairs = load_pairs(path, input_column=data.input_column, output_column=data.output_column, skip_bad_rows=data.skip_bad_rows)
+        _check_index(spec, index, len(pairs), str(path))
+        example = pairs[index]
+    return example["input"], example["output"]
+
+
+def _check_index(spec: str, index: int, count: int, where: str) -> None:
+    if index >= count:
+        raise ValueError(f"--example {spec}: example {index} is out of range: {where} has {count}.")
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -90,6 +90,109 @@ def test_eval_halt_threshold_sets_the_headline_and_the_curve_covers_it(custom_ru
     assert "halt_threshold" in capsys.readouterr().err
 
 
+def write_pairs_with_mistakes(path: str, count: int, seed: int, mistaken: tuple[int, ...]) -> list[dict[str, str]]:
+    """`write_pairs`, with the targets of rows `mistaken` rotated by one cell: no model of the mapping answers those."""
+    write_pairs(path, count, seed)
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    for index in mistaken:
+        cells = rows[index]["output"].split()
+        rows[index]["output"] = " ".join(cells[1:] + cells[:1]) if len(set(cells)) > 1 else " ".join(["fifth" if c != "fifth" else "first" for c in cells])
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return rows
+
+
+def printed_wrong_examples(printed: str) -> list[tuple[str, str, str]]:
+    """(input, prediction, target) of each wrong example that `latentreason eval` printed."""
+    lines = [line.strip() for line in printed.splitlines()]
+    return [tuple(line.split(": ", 1)[1].strip() for line in lines[index : index + 3])
+            for index, line in enumerate(lines) if line.startswith("input:")]
+
+
+@pytest.fixture(scope="module")
+def mistakes(custom_run: dict[str, str]) -> dict:
+    """`latentreason eval --data` on 24 fresh pairs, three of them with wrong targets, and what `predict` answers to each."""
+    path = os.path.join(custom_run["root"], "mistakes.jsonl")
+    rows = write_pairs_with_mistakes(path, 24, seed=5, mistaken=(2, 9, 17))
+    return {"path": path, "rows": rows}
+
+
+def test_eval_shows_the_first_wrong_examples_as_predict_answers_them(custom_run: dict[str, str], mistakes: dict,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rows = mistakes["rows"]
+    assert cli.main(["predict", custom_run["run"], *(row["input"] for row in rows)]) == 0
+    answers = capsys.readouterr().out.strip().splitlines()
+    wrong = [index for index, (answer, row) in enumerate(zip(answers, rows)) if answer != row["output"]]
+    assert {2, 9, 17} <= set(wrong) and len(wrong) > 3  # the rotated targets, and some the model gets wrong on its own
+
+    assert cli.main(["eval", custom_run["run"], "--data", mistakes["path"], "--show-wrong", "3"]) == 0
+    printed = capsys.readouterr().out
+    shown = printed_wrong_examples(printed)
+    assert shown == [(rows[index]["input"], answers[index], rows[index]["output"]) for index in wrong[:3]]
+    assert all(prediction != target for _, prediction, target in shown)
+    assert f"wrong answers: {len(wrong)} of 24; the first 3, in data order:" in printed
+    with open(os.path.join(custom_run["run"], "eval_results_mistakes.json")) as handle:
+        results = json.load(handle)
+    assert [example["index"] for example in results["wrong_examples"]] == wrong[:3]
+    assert [example["where"] for example in results["wrong_examples"]] == [f"{mistakes['path']}, line {index + 1}" for index in wrong[:3]]
+    assert results["exact_match"] == pytest.approx(1 - len(wrong) / 24)
+
+    assert cli.main(["eval", custom_run["run"], "--data", mistakes["path"], "--show-wrong", "0"]) == 0
+    assert printed_wrong_examples(capsys.readouterr().out) == []
+    with open(os.path.join(custom_run["run"], "eval_results_mistakes.json")) as handle:
+        assert json.load(handle)["wrong_examples"] == []
+
+
+def test_eval_accuracy_per_position_is_predicts_and_averages_to_the_accuracy(custom_run: dict[str, str], mistakes: dict,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    rows = mistakes["rows"]
+    assert cli.main(["predict", custom_run["run"], *(row["input"] for row in rows)]) == 0
+    answers = [answer.split() for answer in capsys.readouterr().out.strip().splitlines()]
+    targets = [row["output"].split() for row in rows]
+    expected = [sum(answer[k] == target[k] for answer, target in zip(answers, targets)) / len(rows) for k in range(5)]
+
+    assert cli.main(["eval", custom_run["run"], "--data", mistakes["path"]]) == 0
+    printed = capsys.readouterr().out
+    with open(os.path.join(custom_run["run"], "eval_results_mistakes.json")) as handle:
+        results = json.load(handle)
+    per_position = results["per_position"]
+    assert [(row["position"], row["cells"]) for row in per_position] == [(k, 24) for k in range(1, 6)]  # one per answer cell
+    assert [row["accuracy"] for row in per_position] == pytest.approx(expected)
+    weighted = sum(row["accuracy"] * row["cells"] for row in per_position) / sum(row["cells"] for row in per_position)
+    assert weighted == pytest.approx(results["accuracy"])
+    line = next(line for line in printed.splitlines() if line.startswith("accuracy per answer position: "))
+    shown = [cell.split(":") for cell in line.split(": ", 1)[1].split()]
+    assert [(int(k), float(value)) for k, value in shown] == [(k, pytest.approx(a, abs=5e-4)) for k, a in enumerate(expected, start=1)]
+
+
+def test_plot_draws_a_file_runs_examples_and_its_curve(custom_run: dict[str, str], tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from latentreason.pipeline import load_run, predict
+    from latentreason.visualize import plot_refinement, strip_size
+
+    out = tmp_path / "pictures"
+    assert cli.main(["plot", custom_run["run"], "--example", "test:0", "--example", "train:3", "--steps", "2", "--out", str(out)]) == 0
+    written = [line.removeprefix("wrote ") for line in capsys.readouterr().out.strip().splitlines()]
+    assert written == [str(out / "refine_test_0.png"), str(out / "refine_train_3.png"), str(out / "curve.png")]
+    with open(os.path.join(custom_run["root"], "test.jsonl")) as handle:
+        first = json.loads(handle.readline())  # test:0 of a run on files: the first pair of data.eval_file
+    (prediction,) = predict(load_run(custom_run["run"]), [first["input"]], steps=2, halt=False)
+    again = plot_refinement("strip", first["input"], prediction.per_step, first["output"], tmp_path / "direct.png")
+    assert open(written[0], "rb").read() == open(again, "rb").read()
+    width, height = strip_size(5, 2, True, longest_cell=len(max(" ".join([first["output"], *prediction.per_step]).split(), key=len)))
+    assert png_size(written[0]) == (round(width * 100), round(height * 100))
+
+    assert cli.main(["plot", custom_run["run"], "--example", "test:32"]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def png_size(path: str) -> tuple[int, int]:
+    from matplotlib.image import imread
+
+    height, width = imread(path).shape[:2]
+    return width, height
+
+
 def test_predict_prints_one_answer_per_input(custom_run: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["predict", custom_run["run"], "a b c d e", "e e a"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -159,7 +262,7 @@ def test_export_task_options_may_follow_flags(tmp_path) -> None:
         cli.main(["export-task", "sort_words", str(path), "--bogus"])
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "push", "export-task", "convert-trm"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "plot", "push", "export-task", "convert-trm"])
 def test_every_example_in_a_command_help_parses(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The example command lines that `--help` shows are valid for today's parser, and the recipes they name exist."""
     import shlex

@@ -495,9 +495,13 @@ def test_the_cards_usage_snippet_runs_as_pasted(base_dir: Path, tmp_path: Path, 
 
     tokenizer = AutoTokenizer.from_pretrained(model.config.base_model_name_or_path)
     inputs = tokenizer(["5 3 0 0 7 0"], return_tensors="pt")
-    if output == "token_classification":
-        expected = [LABELS[i] for i in model.refine(inputs["input_ids"], inputs["attention_mask"], halt=True).logits.argmax(-1)[0].tolist()]
-        assert printed.splitlines()[0] == str(expected)
+    if output == "token_classification":  # one label per input cell: none for the special or the space tokens
+        from latentreason.data import PairEncoder
+
+        row = PairEncoder(tokenizer, "aligned", LABELS).encode_input("5 3 0 0 7 0")
+        per_token = model.refine(torch.tensor([row["input_ids"]]), halt=True).logits.argmax(-1)[0]
+        expected = " ".join(LABELS[per_token[position]] for position in row["cell_positions"])
+        assert printed.splitlines()[0] == expected and len(expected.split()) == 6
     elif output == "sequence_classification":
         expected = LABELS[model.refine(inputs["input_ids"], inputs["attention_mask"], halt=True).logits.argmax(-1)[0].item()]
         assert printed.splitlines()[0] == expected

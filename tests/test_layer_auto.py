@@ -118,3 +118,20 @@ def test_train_with_layer_auto_reads_a_layer_that_sees_and_says_so(blind_last_la
         "  lengths: inputs up to 6 cells, 11 tokens; max_length 11",
         f"  skipped: {train}: 1 malformed row (see the warning above)",
     ]
+
+
+def test_a_file_smaller_than_one_batch_is_refused_before_the_model_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from latentreason import pipeline
+
+    def not_reached(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the base model was loaded (and would have computed features) for data that cannot train")
+
+    monkeypatch.setattr(pipeline, "build_model", not_reached)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"input": "1 2 3", "output": "3 2 1"}) + "\n" for _ in range(21)))
+    base = save_tiny_backbone("bert", tmp_path / "bert")  # its tokenizer reads the rows
+    status = main(["train", "custom_pairs", f"model.base={base}", f"data.train_file={train}", f"training.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "The training set has 21 examples, fewer than one batch of 64" in err

@@ -81,6 +81,23 @@ def test_text_pairs_recipe_trains_evaluates_and_predicts(output, base, pairs_fil
     assert len(printed) == 1
     assert printed[0] == "three" if output == "lm_head" else all(word in WORDS for word in printed[0].split())
 
+    # Per answer token: the sum's one word, then the end token; rows 1 and 6 have a wrong target, so a wrong answer.
+    wrong_targets = [{**pair, "output": WORDS[(WORDS.index(pair["output"]) + 1) % 11]} if index in (1, 6) else pair
+                     for index, pair in enumerate(PAIRS)]
+    (tmp_path / "wrong.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in wrong_targets), encoding="utf-8")
+    assert cli.main(["eval", str(run_dir), "--data", str(tmp_path / "wrong.jsonl"), "--show-wrong", "16"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((run_dir / "eval_results_wrong.json").read_text())
+    assert [(row["position"], row["cells"]) for row in results["per_position"]] == [(1, 16), (2, 16)]
+    assert sum(row["accuracy"] * row["cells"] for row in results["per_position"]) / 32 == pytest.approx(results["accuracy"])
+    assert "accuracy per answer position: 1:" in printed
+    examples = results["wrong_examples"]
+    assert {1, 6} <= {example["index"] for example in examples} and len(examples) == round(16 * (1 - results["exact_match"]))
+    assert all(example["prediction"] != example["target"] == wrong_targets[example["index"]]["output"] for example in examples)
+    if output == "lm_head":  # latent_prefix scores (and shows) the teacher-forced answer, not the generated one
+        assert cli.main(["predict", str(run_dir), *(example["input"] for example in examples)]) == 0
+        assert capsys.readouterr().out.splitlines() == [example["prediction"] for example in examples]
+
 
 @pytest.mark.parametrize("output", ["lm_head", "latent_prefix"])
 def test_predict_max_new_tokens_reaches_generate(output, base, pairs_file, tmp_path, capsys, monkeypatch):

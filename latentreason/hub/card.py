@@ -127,6 +127,25 @@ def _usage(config: ReasonerConfig, load_name: str) -> str:
             'print("refinement steps used:", result.halted_at.tolist())',
             "```",
         ])
+    if config.output == "token_classification":  # one label per input cell, read where training put them
+        return "\n".join([
+            "```python",
+            "import torch",
+            "from transformers import AutoTokenizer",
+            "",
+            "from latentreason import LatentReasonerModel",
+            "from latentreason.data import PairEncoder",
+            "",
+            f"model = LatentReasonerModel.from_pretrained({load_name!r})",
+            "tokenizer = AutoTokenizer.from_pretrained(model.config.base_model_name_or_path, revision=model.config.base_model_revision)",
+            "encoder = PairEncoder(tokenizer, \"aligned\", model.config.label_names)",
+            "",
+            'row = encoder.encode_input("5 3 0 0 7 0")  # your input, written as in training: cells separated by spaces',
+            'result = model.refine(torch.tensor([row["input_ids"]]), halt=True)  # stops when the halting head says so',
+            'print(encoder.decode(result.logits[0], row["cell_positions"]))  # one label per input cell',
+            'print("refinement steps used:", result.halted_at.tolist())',
+            "```",
+        ])
     lines = [
         "```python",
         "from transformers import AutoTokenizer",
@@ -147,12 +166,9 @@ def _usage(config: ReasonerConfig, load_name: str) -> str:
         lines += [
             'result = model.refine(inputs["input_ids"], inputs["attention_mask"], halt=True)  # stops when the halting head says so',
             "names = model.config.label_names or [str(label) for label in range(model.config.num_labels)]",
+            "print(names[result.logits.argmax(-1)[0].item()])",
+            'print("refinement steps used:", result.halted_at.tolist())',
         ]
-        if config.output == "token_classification":
-            lines.append("print([names[label] for label in result.logits.argmax(-1)[0].tolist()])  # one label per token")
-        else:
-            lines.append("print(names[result.logits.argmax(-1)[0].item()])")
-        lines.append('print("refinement steps used:", result.halted_at.tolist())')
     lines.append("```")
     return "\n".join(lines)
 

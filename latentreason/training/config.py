@@ -64,7 +64,7 @@ class TrainingConfig:
     cache_dir: str | None = field(default=None, metadata={"help": "Where the feature cache lives (default: latentreason's cache folder)."})
 
     # --- checkpoints, logging, evaluation --------------------------------------------------------
-    checkpoint_every: int | None = field(default=200, metadata={"help": "Save a resumable checkpoint after the batch in which this many more optimizer steps were done (None: only at the end)."})
+    checkpoint_every: int | None = field(default=200, metadata={"help": "Save a resumable checkpoint `checkpoints/step-N` at the end of the batch in which the optimizer step count passes each multiple of this (N can be a few steps past the multiple: a batch's supervision steps are never split); None: only at the end."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Keep only the newest N checkpoints in OUTPUT_DIR/checkpoints."})
     log_every: int = field(default=10, metadata={"help": "Log loss and accuracy to the trackers every N optimizer steps."})
     eval_every: int | None = field(default=None, metadata={"help": "Evaluate (EMA weights) every N optimizer steps during training, besides the final evaluation (None: only at the end)."})
