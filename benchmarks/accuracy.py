@@ -108,6 +108,10 @@ class AccuracySettings:
     hidden_size: int = 64
     num_heads: int = 4
     mixer: str = "mlp"  # TRM's choice for small fixed grids (as recipes/sudoku_4x4.yaml)
+    backbone_layer: int = -1  # the backbone's hidden state every comparator reads (-1: the last)
+    # A comparator's own mixer where it differs from `mixer` (e.g. {"reasoner": "conv"}: the recursion with a local
+    # mixer, the one-pass heads with attention's global reach).
+    comparator_mixers: dict[str, str] = field(default_factory=dict)
     latent_steps: int = 2  # n
     cycles: int = 2  # T
     supervision_steps: int = 8  # N_sup, in training and at test
@@ -246,7 +250,7 @@ def reasoner_config(settings: AccuracySettings, data: PreparedData | None = None
     """The shared `ReasonerConfig`, sized for the data (labels, max length) when given."""
     sized = {} if data is None else {"num_labels": len(data.label_names), "label_names": list(data.label_names), "max_length": data.max_length}
     config = ReasonerConfig(hidden_size=settings.hidden_size, num_heads=settings.num_heads, mixer=settings.mixer,
-                            latent_steps=settings.latent_steps, cycles=settings.cycles,
+                            latent_steps=settings.latent_steps, cycles=settings.cycles, backbone_layer=settings.backbone_layer,
                             max_supervision_steps=settings.supervision_steps, **sized)
     return config.replace(**changes)
 
@@ -256,6 +260,7 @@ def build(name: str, settings: AccuracySettings, data: PreparedData) -> LatentRe
     if name not in ALL_COMPARATORS:
         raise ValueError(f"Unknown comparator {name!r}; choose from {ALL_COMPARATORS}.")
     torch.manual_seed(settings.seed)
+    settings = dataclasses.replace(settings, mixer=settings.comparator_mixers.get(name, settings.mixer))
     base = resolve_base(settings.backbone)
     one_shot = dict(halting=False, max_supervision_steps=1)  # nothing to refine: one step, no halting head in the loss
     if name in ("linear", "lora_linear"):
@@ -385,7 +390,7 @@ def run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> d
 
 def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings as JSON stores them, less those that choose which runs happen (or how the budget is timed), not how each trains."""
-    plain = {"seed": 0} | json.loads(json.dumps(settings))  # results from before `seed` existed were seed 0
+    plain = {"seed": 0, "backbone_layer": -1, "comparator_mixers": {}} | json.loads(json.dumps(settings))  # results from before `seed` or `backbone_layer` existed
     return {key: value for key, value in plain.items() if key not in ("comparators", "time_budget_seconds", "calibration_seconds")}
 
 

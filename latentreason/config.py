@@ -21,7 +21,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-Mixer = Literal["attention", "mlp"]
+Mixer = Literal["attention", "mlp", "conv"]
 MlpNorm = Literal["sequence", "channel"]
 HaltRead = Literal["mean", "first"]
 GradMode = Literal["last_cycle", "one_step", "full"]
@@ -59,7 +59,8 @@ class ReasonerConfig:
     num_layers: int = field(default=2, metadata={"help": "Blocks in the one shared net. TRM found 2 better than 4 (less overfitting)."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads (attention mixer only). Must divide `hidden_size`."})
     expansion: float = field(default=4.0, metadata={"help": "SwiGLU hidden width as a multiple of `hidden_size`."})
-    mixer: Mixer = field(default="attention", metadata={"help": "How positions talk: `attention` (non-causal, rotary positions, padding mask; any length) or `mlp` (an MLP across the sequence, TRM's choice for small fixed grids; needs `max_length`)."})
+    mixer: Mixer = field(default="attention", metadata={"help": "How positions talk: `attention` (non-causal, rotary positions, padding mask; any length) or `mlp` (an MLP across the sequence, TRM's choice for small fixed grids; needs `max_length`), or `conv` (a convolution over the `conv_kernel` nearest positions; any length; not in TRM: for state tracking, where the state moves one position per step)."})
+    conv_kernel: int = field(default=3, metadata={"help": "Width of the `conv` mixer's window of positions (odd; 3 = a position and its two neighbours)."})
     max_length: int | None = field(default=None, metadata={"help": "Longest input sequence in tokens. Required by the `mlp` mixer (its weights span the sequence); optional otherwise. Longer inputs raise an error, never a silent truncation."})
     mlp_norm: MlpNorm = field(default="sequence", metadata={"help": "Axis of the RMSNorm after the mlp mixer's token mixing: `sequence` (TRM's reference: each channel normalised over the positions) or `channel` (each position normalised over its channels, as after attention; what latentreason ran before this option existed). Adapters saved without this key load as `channel`, the network they were trained as."})
     norm_eps: float = field(default=1e-5, metadata={"help": "Epsilon of the RMSNorms."})
@@ -157,6 +158,8 @@ class ReasonerConfig:
                     f"the head size `hidden_size / num_heads` = {self.hidden_size // self.num_heads} must be even "
                     "for rotary positions; change `hidden_size` or `num_heads`."
                 )
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            raise ValueError(f"`conv_kernel` must be an odd number >= 1 (a window centred on each position), got {self.conv_kernel!r}.")
         if self.mixer == "mlp" and self.max_length is None:
             raise ValueError(
                 "`mixer='mlp'` mixes across a fixed-length sequence: set `max_length` (the longest input in tokens), "

@@ -153,6 +153,31 @@ class SequenceMLP(nn.Module):
         return y.transpose(1, 2)
 
 
+class LocalConv(nn.Module):
+    """A convolution along the sequence (`mixer="conv"`): each position sees its `conv_kernel` nearest
+    neighbours, with the same weights at every position, so it runs at any length.
+
+    Not in TRM. Made for state tracking: the state after step i is a function of the state after step
+    i-1 and input i, a rule that a local, translation-invariant mixer holds exactly and attention must
+    learn to locate. Each net call moves information `conv_kernel // 2` positions, so the recursion's
+    depth (N_sup x T x (n + 1) x layers calls) bounds how far a state travels, and more test-time
+    steps carry it further on longer inputs than any seen in training. Padded positions are zeroed
+    first, so they contribute nothing.
+    """
+
+    def __init__(self, config: ReasonerConfig) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(config.hidden_size, config.hidden_size, config.conv_kernel, padding=config.conv_kernel // 2, bias=False)
+
+    def forward(self, h: torch.Tensor, context: Context) -> torch.Tensor:
+        if context.padding is not None:
+            h = h * context.padding[..., None]
+        return self.conv(h.transpose(1, 2)).transpose(1, 2)  # (B, L, d)
+
+
+MIXERS: dict[str, type[nn.Module]] = {"attention": Attention, "mlp": SequenceMLP, "conv": LocalConv}
+
+
 @dataclass
 class Context:
     """What the blocks need besides the hidden state; computed once per supervision step."""
@@ -190,12 +215,12 @@ class Block(nn.Module):
     """Post-norm block: h = norm(h + mix(h)); h = norm(h + swiglu(h)).
 
     After the mlp mixer the first norm runs over the sequence axis (`mlp_norm="sequence"`, TRM's
-    reference) or over channels (`"channel"`); after attention it is always over channels.
+    reference) or over channels (`"channel"`); after attention or the convolution it is always over channels.
     """
 
     def __init__(self, config: ReasonerConfig) -> None:
         super().__init__()
-        self.mix = Attention(config) if config.mixer == "attention" else SequenceMLP(config)
+        self.mix = MIXERS[config.mixer](config)
         self.sequence_norm = config.mixer == "mlp" and config.mlp_norm == "sequence"
         norm = SequenceRMSNorm if self.sequence_norm else RMSNorm
         self.mix_norm = norm(config.hidden_size, config.norm_eps, config.norm_scale)

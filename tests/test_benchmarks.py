@@ -178,6 +178,18 @@ def test_accuracy_run_trains_and_evaluates_every_comparator_under_both_budgets(t
     assert reasoner["per_step"][-1]["accuracy"] == reasoner["all_steps"]["accuracy"]
 
 
+def test_a_comparator_mixer_applies_to_that_comparator_only():
+    from latentreason.reasoner import Attention, LocalConv
+
+    settings = dataclasses.replace(accuracy.PRESETS["tiny"], mixer="attention", backbone_layer=1,
+                                   comparator_mixers={"reasoner": "conv", "embeddings": "conv"})
+    _, data, _ = accuracy.load_data(settings)
+    mixers = {name: {type(module) for module in accuracy.build(name, settings, data).modules() if isinstance(module, (Attention, LocalConv))}
+              for name in ("one_pass", "deep_stack", "reasoner", "embeddings")}
+    assert mixers == {"one_pass": {Attention}, "deep_stack": {Attention}, "reasoner": {LocalConv}, "embeddings": {LocalConv}}
+    assert accuracy.build("reasoner", settings, data).config.backbone_layer == 1
+
+
 def test_comparators_train_through_the_same_interface():
     settings = accuracy.PRESETS["tiny"]
     _, data, _ = accuracy.load_data(settings)

@@ -1,7 +1,8 @@
-"""The recursion equals a plain reference loop written here, for both mixers and all three gradient modes.
+"""The recursion equals a plain reference loop written here, for every mixer and all three gradient modes.
 
 The reference rebuilds the net from the raw weights (explicit softmax attention with rotary
-positions written as pair rotations; the sequence MLP as explicit zero padding to `max_length`),
+positions written as pair rotations; the sequence MLP as explicit zero padding to `max_length`; the
+convolution as a sum over neighbours),
 runs TRM's loop in its most literal form, and stops gradients with `.detach()` where the library
 uses `torch.no_grad()`. Outputs, halting logits, carries and gradients must agree.
 """
@@ -61,6 +62,18 @@ def sequence_mlp(block, h: torch.Tensor, mask: torch.Tensor, config) -> torch.Te
     return mixed.transpose(1, 2)[:, :L]
 
 
+def local_conv(block, h: torch.Tensor, mask: torch.Tensor, config) -> torch.Tensor:
+    """The conv mixer as a sum over offsets: position i gets W[:, :, r + o] @ h[i + o] for |o| <= r, zero outside."""
+    weight, radius = block.mix.conv.weight, config.conv_kernel // 2  # (d_out, d_in, kernel)
+    h = h * mask[..., None]
+    out = torch.zeros_like(h)
+    for offset in range(-radius, radius + 1):
+        for i in range(h.shape[1]):
+            if 0 <= i + offset < h.shape[1]:
+                out[:, i] += h[:, i + offset] @ weight[:, :, radius + offset].T
+    return out
+
+
 def sequence_rms_norm(h: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """TRM's norm after the mlp mixer, sample by sample: each channel over the real positions; padding stays 0."""
     rows = []
@@ -73,7 +86,7 @@ def sequence_rms_norm(h: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
 
 def reference_net(reasoner: Reasoner, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     config = reasoner.config
-    mix = attention if config.mixer == "attention" else sequence_mlp
+    mix = {"attention": attention, "mlp": sequence_mlp, "conv": local_conv}[config.mixer]
     for block in reasoner.net.blocks:
         if config.mixer == "mlp" and config.mlp_norm == "sequence":
             h = sequence_rms_norm(h + mix(block, h, mask, config), mask, block.mix_norm.weight, config.norm_eps)
@@ -106,7 +119,7 @@ def reference_step(reasoner: Reasoner, x, answer, latent, mask):
 
 MODES = ["last_cycle", "one_step", "full"]
 # "_unscaled": norms without a learnable scale (norm_scale=False, TRM's reference network exactly).
-MIXERS = ["attention", "mlp", "mlp_channel_norm", "attention_unscaled", "mlp_unscaled"]
+MIXERS = ["attention", "mlp", "mlp_channel_norm", "attention_unscaled", "mlp_unscaled", "conv"]
 
 
 def make_reasoner(mixer: str, grad_mode: str, **changes) -> Reasoner:
@@ -366,3 +379,26 @@ def test_mlp_mixer_normalises_each_channel_over_the_positions() -> None:
     channel = make_reasoner("mlp_channel_norm", "last_cycle").net.blocks[0]
     per_position = channel.mix_norm(h + channel.mix(h, context))
     torch.testing.assert_close(per_position.pow(2).mean(2), torch.ones(2, 6), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_conv_mixer_sees_exactly_its_window_per_net_call(kernel: int) -> None:
+    """One supervision step reaches T x (n + 1) x layers x (kernel // 2) positions: no further, and that far."""
+    reasoner = make_reasoner("conv", "last_cycle", conv_kernel=kernel)
+    config = reasoner.config
+    reach = config.cycles * (config.latent_steps + 1) * config.num_layers * (kernel // 2)
+    length = 2 * reach + 5
+    x = torch.randn(1, length, 32, generator=torch.Generator().manual_seed(4))
+    changed = x.clone()
+    changed[0, 2] += 1.0  # one input position
+    moved = (reasoner(changed, None, None).answer - reasoner(x, None, None).answer).abs().amax(-1)[0]
+    assert moved[: 2 + reach + 1].min() > 0  # every position within reach sees the change
+    assert torch.all(moved[2 + reach + 1 :] == 0)  # none beyond it
+
+
+def test_conv_mixer_runs_past_any_length_and_rejects_an_even_window() -> None:
+    reasoner = make_reasoner("conv", "last_cycle")
+    out = reasoner(torch.randn(2, 300, 32), None, None)  # no max_length: the same weights at every position
+    assert out.answer.shape == (2, 300, 32)
+    with pytest.raises(ValueError, match="conv_kernel` must be an odd number"):
+        reasoner_config(mixer="conv", conv_kernel=4)
