@@ -22,7 +22,7 @@ import torch
 from huggingface_hub import resolve_revision
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionResolutionError
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .packaged import PACKAGED_MODELS, installed_copy
 
@@ -45,6 +45,8 @@ def load_pretrained(
     """Load a checkpoint by Hub id or local path: the causal-LM class when asked, the bare model otherwise."""
     # The config comes from where the weights come from: the same cache, token and offline setting.
     hub_options = {key: kwargs[key] for key in ("cache_dir", "token", "local_files_only") if key in kwargs}
+    if not trust_remote_code:
+        refuse_custom_code(name_or_path, revision, hub_options)
     config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code, **hub_options)
     auto_class = AutoModelForCausalLM if causal_lm else AutoModel
     if causal_lm and config.is_encoder_decoder:
@@ -64,6 +66,29 @@ def load_pretrained(
                 "Supported outputs for it: 'token_classification', 'sequence_classification'."
             ) from error
         raise
+
+
+def refuse_custom_code(name_or_path: str, revision: str | None, hub_options: dict[str, Any]) -> None:
+    """Refuse a checkpoint that transformers could load only by running its own Python code (`auto_map` in
+    its config.json, for a model type transformers does not know), naming that code and the way to allow it.
+
+    Reads config.json only (JSON, no code). transformers refuses such a checkpoint as well, but in words
+    meant for Hub repos; one that cannot be read here is left to transformers to report.
+    """
+    try:
+        values, _ = PretrainedConfig.get_config_dict(name_or_path, revision=revision, **hub_options)
+    except (OSError, ValueError):
+        return
+    code, model_type = values.get("auto_map") or {}, values.get("model_type")
+    if not code or model_type in CONFIG_MAPPING:  # a known type loads transformers' own code
+        return
+    raise ValueError(
+        f"The base model {name_or_path} (model_type {model_type!r}) can only be loaded by running its own "
+        f"Python code ({', '.join(sorted(map(str, code.values())))}, from auto_map in its config.json). Nothing was run: "
+        "latentreason runs a checkpoint's code only with trust_remote_code=True (model.trust_remote_code: true in a "
+        "recipe). Read that code first and allow it only if you trust it, or use a base model that transformers "
+        "supports without custom code."
+    )
 
 
 def resolve_commit(name_or_path: str, revision: str | None = None, **kwargs: Any) -> str | None:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 from .lock import OutputDirInUseError
@@ -157,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = command("eval", "evaluate a trained run per refinement step", EVAL_HELP)
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
     evaluate.add_argument("--data", metavar="FILE", help="pairs to evaluate on (JSONL, CSV or a saved dataset); default: the run's test data")
-    evaluate.add_argument("--steps", type=int, metavar="K", help="refinement steps (default: the recipe's eval.steps)")
+    evaluate.add_argument("--steps", type=_positive, metavar="K", help="refinement steps (default: the recipe's eval.steps)")
     evaluate.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="headline numbers with halting (default: the recipe's eval.halt)")
-    evaluate.add_argument("--halt-threshold", type=float, metavar="P",
+    evaluate.add_argument("--halt-threshold", type=_probability, metavar="P",
                           help="halt once the halt probability is above P (default: the adapter's reasoner.halt_threshold, 0.5 unless set)")
     _add_breadth_flags(evaluate, "example, all but one with noise on the carry, and score the one kept")
     evaluate.add_argument("--show-wrong", type=_non_negative, default=5, metavar="N",
@@ -168,12 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict = command("predict", "answer inputs with a trained run", PREDICT_HELP)
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `latentreason train`")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="input texts, in the training data's format")
-    predict.add_argument("--steps", nargs="?", const=0, type=int, metavar="K",
+    predict.add_argument("--steps", nargs="?", const=0, type=_positive, metavar="K",
                          help="print the answer after each refinement step; K sets how many steps (default: the recipe's eval.steps)")
     predict.add_argument("--halt", action=argparse.BooleanOptionalAction, default=None, help="stop refining once the halting head says so")
-    predict.add_argument("--halt-threshold", type=float, metavar="P", help="with --halt: stop once the halt probability is above P")
+    predict.add_argument("--halt-threshold", type=_probability, metavar="P", help="with --halt: stop once the halt probability is above P")
     _add_breadth_flags(predict, "input, all but one with noise on the carry, and keep one")
-    predict.add_argument("--max-new-tokens", type=int, metavar="N",
+    predict.add_argument("--max-new-tokens", type=_positive, metavar="N",
                          help="text runs only: the longest answer in tokens (latent_prefix: default 32; lm_head: default all answer slots)")
 
     plot = command("plot", "draw a trained run's answer after each refinement step", PLOT_HELP)
@@ -181,15 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("input", nargs="?", metavar="INPUT", help="an input text in the training data's format, drawn as refine_input.png")
     plot.add_argument("--example", action="append", default=[], metavar="SPLIT:INDEX",
                       help="an example of the run's own data, e.g. test:0, drawn as refine_test_0.png (repeat for more)")
-    plot.add_argument("--target", help="the right answer for INPUT, to colour its cells right and wrong")
+    plot.add_argument("--target", type=_text("the right answer for INPUT"), help="the right answer for INPUT, to colour its cells right and wrong")
     plot.add_argument("--steps", type=_positive, metavar="K", help="refinement steps to draw (default: the recipe's eval.steps)")
-    plot.add_argument("--out", metavar="DIR", help="the folder to write the PNGs into (default: RUN_DIR/plots)")
+    plot.add_argument("--out", type=_folder_to_write, metavar="DIR", help="the folder to write the PNGs into (default: RUN_DIR/plots)")
 
     push = command("push", "upload a trained run to the Hugging Face Hub", PUSH_HELP)
     push.add_argument("run_dir", metavar="RUN_DIR")
     push.add_argument("repo_id", metavar="REPO_ID", help="e.g. your-name/sudoku-reasoner")
     push.add_argument("--private", action="store_true", help="create the repository as private")
-    push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login`, or HF_TOKEN)")
+    push.add_argument("--token", type=_text("a Hub token (leave --token out to use the saved login)"), help="Hub token (default: the one saved by `hf auth login`, or HF_TOKEN)")
     push.add_argument("--allow-local-base", action="store_true",
                       help="publish even though the base model is a path on this machine (others cannot load it)")
 
@@ -217,23 +219,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _at_least(kind: type, minimum: float):
-    """An argparse `type=` that parses `kind` (int or float) and refuses values below `minimum` (and NaN)."""
-    what = f"{'a whole number' if kind is int else 'a number'} >= {minimum}"
+# argparse `type=` functions: a bad value ends in `latentreason CMD: error: argument --FLAG: expected ...` (exit 2)
+# before anything loads, never in a traceback from deep inside a run.
+def _checked(parse: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse `type=`: `parse` the text (a ValueError means a wrong type) and refuse values that are not `ok`."""
 
-    def parse(text: str):
+    def parse_checked(text: str) -> Any:
         try:
-            value = kind(text)
+            value = parse(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not value >= minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
         return value
 
-    return parse
+    return parse_checked
 
 
-_positive, _non_negative, _non_negative_float = _at_least(int, 1), _at_least(int, 0), _at_least(float, 0)
+# NaN fails every comparison, so each number check below refuses it too.
+_positive = _checked(int, "a whole number >= 1", lambda n: n >= 1)
+_non_negative = _checked(int, "a whole number >= 0", lambda n: n >= 0)
+_non_negative_float = _checked(float, "a finite number >= 0", lambda x: 0 <= x < math.inf)
+_probability = _checked(float, "a probability strictly between 0 and 1", lambda p: 0 < p < 1)
+_folder_to_write = _checked(str, "a folder to write into (not an existing file)", lambda path: bool(path.strip()) and not os.path.isfile(path))
+
+
+def _text(what: str) -> Callable[[str], str]:
+    """Any text but an empty one (`--token "$UNSET_VARIABLE"` would otherwise pass silently)."""
+    return _checked(str, what, lambda text: bool(text.strip()))
 
 
 def _add_breadth_flags(parser: argparse.ArgumentParser, what: str) -> None:

@@ -483,9 +483,7 @@ class LatentReasonerModel(nn.Module):
             >>> model = LatentReasonerModel.from_pretrained("user/sudoku-reasoner", base_model="/models/Qwen2.5-0.5B")  # doctest: +SKIP
         """
         folder = hub.resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
-        config = hub.read_config(folder / hub.CONFIG_NAME)
-        weights = hub.read_weights(folder)  # before the base model loads: a broken file fails fast
-        lora = hub.lora_folder(folder)
+        config, weights, lora = hub.read_folder(folder)  # before the base model loads: a broken file fails fast
         if config.input == "token_embeddings":  # no base model to fetch
             if base_model is not None:
                 raise ValueError(f"{name_or_path} is a reasoner on learned token embeddings: it reads no base model, so base_model= has no use. Leave it out.")

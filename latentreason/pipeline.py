@@ -453,6 +453,8 @@ def evaluate_run(run_dir: str, *, data_file: str | None = None, steps: int | Non
         >>> results = evaluate_run("runs/sort_words", wrong_examples=3)                 # doctest: +SKIP
         >>> [row["accuracy"] for row in results["per_position"]], results["wrong_examples"][0]["prediction"]  # doctest: +SKIP
     """
+    if data_file is not None and not os.path.exists(data_file):  # before the model loads: a typo fails at once
+        raise FileNotFoundError(f"{data_file} (--data) does not exist: pass a .jsonl, .json or .csv file of pairs, or a folder written by save_to_disk.")
     run = load_run(run_dir, halt_threshold=halt_threshold)
     recipe = run.recipe
     if data_file is not None:

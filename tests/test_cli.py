@@ -86,8 +86,10 @@ def test_eval_halt_threshold_sets_the_headline_and_the_curve_covers_it(custom_ru
     assert best is not None and best["exact_match"] >= results["all_steps"]["exact_match"] - 0.01
     assert all(row["mean_steps"] >= best["mean_steps"] for row in results["halting_curve"]
                if row["exact_match"] >= results["all_steps"]["exact_match"] - 0.01)
-    assert cli.main(["eval", custom_run["run"], "--data", other, "--halt-threshold", "1.5"]) == 2
-    assert "halt_threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before the run loads
+        cli.main(["eval", custom_run["run"], "--data", other, "--halt-threshold", "1.5"])
+    assert exit_info.value.code == 2
+    assert "argument --halt-threshold: expected a probability strictly between 0 and 1" in capsys.readouterr().err
 
 
 def write_pairs_with_mistakes(path: str, count: int, seed: int, mistaken: tuple[int, ...]) -> list[dict[str, str]]:

@@ -28,6 +28,7 @@ from .files import (
     lora_folder,
     read_config,
     read_eval_results,
+    read_folder,
     read_weights,
     validate_folder,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "push_to_hub",
     "read_config",
     "read_eval_results",
+    "read_folder",
     "read_weights",
     "resolve_folder",
     "save_pretrained",

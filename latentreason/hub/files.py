@@ -7,7 +7,9 @@
     eval_results.json      written by the trainer; shown in the card and uploaded with it when present
 
 Weights are read only from safetensors: a pickle can run code while it is unpickled, so a `.bin` /
-`.pt` file is refused, never opened. Every problem is an error that names the file and the fix.
+`.pt` file is refused, never opened, and a `.py` file in the folder is never run (both are named in a
+warning). Our files are read only from inside the folder: a link that leads out of it is refused.
+Every problem is an error that names the file and the fix.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ FORMAT_VERSION = 1  # bump when the folder layout or the meaning of a saved fiel
 # Everything that belongs to a saved reasoner: what is downloaded, uploaded, and replaced on save.
 HUB_FILES: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, EVAL_RESULTS_NAME, f"{LORA_DIR}/*")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+CODE_SUFFIXES = (".py",)  # never imported from an adapter folder: base-model code runs only via trust_remote_code
 _LORA_CONFIG, _LORA_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # PEFT's own names
 COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
@@ -116,7 +120,7 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     folder = Path(folder)
     path = folder / WEIGHTS_NAME
     if not path.is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+        pickles = files_ending_in(folder, PICKLE_SUFFIXES)
         if pickles:
             raise ValueError(
                 f"{folder} has no {WEIGHTS_NAME}, only {pickles}. Those are pickle files, which can run arbitrary code "
@@ -152,23 +156,84 @@ def lora_folder(folder: str | os.PathLike) -> Path | None:
     if not (lora / _LORA_CONFIG).is_file():
         raise FileNotFoundError(f"{lora / _LORA_CONFIG} not found: the LoRA adapter folder is incomplete. Save the reasoner again.")
     if not (lora / _LORA_WEIGHTS).is_file():
-        pickles = sorted(p.name for p in lora.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        pickles = files_ending_in(lora, PICKLE_SUFFIXES)
         reason = f"it holds only {pickles}, pickle files that latentreason never opens" if pickles else "it is missing"
         raise ValueError(f"{lora / _LORA_WEIGHTS}: {reason}. LoRA weights are read only from safetensors; save the reasoner again.")
     return lora
 
 
+def files_ending_in(folder: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """The names of the files directly in `folder` whose suffix is one of `suffixes` (sorted; [] if no folder)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.suffix.lower() in suffixes)
+
+
+def check_links_stay_inside(folder: str | os.PathLike) -> None:
+    """Refuse a file of ours that is a link leading out of the folder (`reasoner.safetensors -> /etc/...`).
+
+    Links inside the folder are fine, and so are those of a Hub cache snapshot into its repo's `blobs/`,
+    where huggingface_hub keeps the files that `snapshots/<commit>/` links to.
+    """
+    folder, real = Path(folder), Path(os.path.realpath(folder))
+    allowed = [real] + ([real.parent.parent / "blobs"] if real.parent.name == "snapshots" else [])
+    for name in (CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, EVAL_RESULTS_NAME, LORA_DIR):
+        _refuse_outside_link(folder / name, folder, allowed)
+    if (folder / LORA_DIR).is_dir():  # only listed once it is known to be inside
+        for path in sorted((folder / LORA_DIR).iterdir()):
+            _refuse_outside_link(path, folder, allowed)
+
+
+def _refuse_outside_link(path: Path, folder: Path, allowed: list[Path]) -> None:
+    if not path.is_symlink():
+        return
+    target = Path(os.path.realpath(path))
+    if not any(target.is_relative_to(root) for root in allowed):
+        raise ValueError(
+            f"{path} is a link to {target}, outside the folder {folder}: latentreason reads a saved reasoner's files "
+            f"only from inside its folder. If you trust {target}, put a copy in place of the link "
+            f"(cp --remove-destination {target} {path}); otherwise delete the folder."
+        )
+
+
+def warn_about_ignored_files(folder: Path) -> None:
+    """Name the pickle and Python files in the folder: never unpickled, never run, so a user knows they were not used."""
+    ignored = files_ending_in(folder, PICKLE_SUFFIXES + CODE_SUFFIXES)
+    ignored += [f"{LORA_DIR}/{name}" for name in files_ending_in(folder / LORA_DIR, PICKLE_SUFFIXES + CODE_SUFFIXES)]
+    if ignored:
+        warnings.warn(
+            f"{folder} holds {ignored}, which latentreason ignores: it reads weights only from {WEIGHTS_NAME} (and "
+            f"{LORA_DIR}/{_LORA_WEIGHTS}), never unpickles pickle files and never runs Python files from a reasoner's "
+            "folder. Delete them if you did not put them there.",
+            stacklevel=4,  # the caller of from_pretrained / push_folder
+        )
+
+
+def read_folder(folder: str | os.PathLike) -> tuple[ReasonerConfig, dict[str, torch.Tensor], Path | None]:
+    """A saved reasoner's config, weights and LoRA folder (or None), read only from inside `folder`.
+
+    Links that lead out of the folder are refused (`check_links_stay_inside`), then `read_config`,
+    `read_weights` and `lora_folder` check each file; pickle and Python files are named in a warning.
+    """
+    folder = Path(folder)
+    check_links_stay_inside(folder)
+    config = read_config(folder / CONFIG_NAME)
+    weights = read_weights(folder)
+    lora = lora_folder(folder)
+    warn_about_ignored_files(folder)
+    return config, weights, lora
+
+
 def validate_folder(folder: str | os.PathLike) -> ReasonerConfig:
     """Check that a folder holds a loadable reasoner, without loading its base model; return its config.
 
-    Reads the config (all checks of `read_config`) and every tensor of the weights (a truncated file
-    fails here), checks the LoRA folder when there is one, and that the weights fit the config: no
-    backbone tensors, and the input projection maps the backbone's hidden size to the reasoner's.
+    Reads the folder as `read_folder` does (links, the config with all checks of `read_config`, every
+    tensor of the weights: a truncated file fails here, the LoRA folder when there is one), then checks
+    that the weights fit the config: no backbone tensors, and the input projection maps the backbone's
+    hidden size to the reasoner's.
     """
     folder = Path(folder)
-    config = read_config(folder / CONFIG_NAME)
-    weights = read_weights(folder)
-    lora_folder(folder)
+    config, weights, _ = read_folder(folder)
     source = folder / WEIGHTS_NAME
     leaked = sorted(backbone_tensors(weights))
     if leaked:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import yaml
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
@@ -189,7 +191,15 @@ def _card_dataset(folder: Path) -> str | None:
     path = folder / MODEL_CARD_NAME
     if not path.is_file():
         return None
-    datasets = ModelCard.load(path, ignore_metadata_errors=True).data.datasets
+    try:
+        datasets = ModelCard.load(path, ignore_metadata_errors=True).data.datasets
+    except (yaml.YAMLError, ValueError) as error:  # the card is written anew: a broken one costs only its dataset name
+        warnings.warn(
+            f"{path} has malformed YAML front matter ({_first_line(error)}), so the data set it names is not kept: "
+            "the card pushed is written anew. Fix the front matter (or delete the card) to keep it.",
+            stacklevel=3,
+        )
+        return None
     if isinstance(datasets, list):
         return datasets[0] if datasets else None
     return datasets
