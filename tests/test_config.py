@@ -46,7 +46,8 @@ BAD_VALUES = [
     ({"num_labels": 0}, ["`num_labels`", ">= 1", "0"]),
     ({"num_labels": None}, ["`num_labels`", ">= 1", "None"]),
     # bad Literal choices
-    ({"mixer": "conv"}, ["`mixer`", "'conv'", "'attention'", "'mlp'"]),
+    ({"mixer": "convolution"}, ["`mixer`", "'convolution'", "'attention'", "'mlp'", "'conv'"]),
+    ({"mixer": "conv", "conv_kernel": 4}, ["`conv_kernel`", "odd", "4"]),
     ({"grad_mode": "bptt"}, ["`grad_mode`", "'bptt'", "'last_cycle'", "'one_step'", "'full'"]),
     ({"output": "regression"}, ["`output`", "'regression'", "'token_classification'", "'sequence_classification'"]),
     ({"carry_init": "zeros"}, ["`carry_init`", "'zeros'", "'fixed'", "'learned'"]),

@@ -129,8 +129,10 @@ def test_predict_max_new_tokens_reaches_generate(output, base, pairs_file, tmp_p
         run = load_run(run_dir)
         steps = run.recipe.eval.steps or run.model.config.max_supervision_steps
         assert all(limit is None and widths == [4] * steps for limit, widths in asked)
-    assert cli.main(["predict", str(run_dir), "one plus two", "--max-new-tokens", "0"]) != 0
-    assert "max_new_tokens must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # refused by the parser, before the run loads
+        cli.main(["predict", str(run_dir), "one plus two", "--max-new-tokens", "0"])
+    assert stopped.value.code == 2
+    assert "--max-new-tokens: expected a whole number >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("output", ["lm_head", "latent_prefix"])
