@@ -159,19 +159,20 @@ def evaluate(
             predicted.append(logits.argmax(-1))
         # The headline prediction of each sample: at its halting step, or after the last step.
         rows = torch.arange(labels.shape[0], device=labels.device)
-        headline_step = first_halting_step(torch.stack(halt_logits, 1), threshold) if uses_halting else torch.full_like(rows, steps - 1)
+        exact_per_step, halt_per_step = torch.stack(exact, 1), torch.stack(halt_logits, 1)  # (B, steps)
+        headline_step = first_halting_step(halt_per_step, threshold) if uses_halting else torch.full_like(rows, steps - 1)
         headline = torch.stack(predicted, 1)[rows, headline_step]  # (B, L), (B, A) or (B,)
         cells_right, cells_scored = (accelerator.pad_across_processes(counts, dim=1)  # one width on every process
                                      for counts in answer_positions(headline == labels, labels))
         *gathered, cells_right, cells_scored = accelerator.gather_for_metrics(
-            (torch.stack(right, 1), scored, torch.stack(exact, 1), torch.stack(halt_logits, 1), torch.stack(last, 1),
+            (torch.stack(right, 1), scored, exact_per_step, halt_per_step, torch.stack(last, 1),
              cells_right, cells_scored))
         for key, value in zip(totals, gathered):
             totals[key].append(value.cpu())
         position_right.append(cells_right.cpu())
         position_scored.append(cells_scored.cpu())
         if len(wrong) < keep_wrong:  # decided on gathered values only, so every process gathers here alike
-            headline_exact = torch.stack(exact, 1)[rows, headline_step]
+            headline_exact = exact_per_step[rows, headline_step]
             if headline.dim() > 1:
                 headline = accelerator.pad_across_processes(headline, dim=1, pad_index=IGNORE_INDEX)
             headline, headline_exact = (value.cpu() for value in accelerator.gather_for_metrics((headline, headline_exact)))
