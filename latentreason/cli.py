@@ -1,11 +1,12 @@
-"""The `latentreason` command: train, eval, predict, plot, push, recipes, tasks, export-task, convert-trm.
+"""The `latentreason` command: train, eval, predict, plot, push, app, recipes, tasks, export-task, convert-trm.
 
     latentreason train recipes/sudoku_6x6.yaml training.max_steps=200 [--resume]
     latentreason train sudoku_6x6 training.max_steps=200          # a built-in recipe by name
     latentreason eval runs/sudoku_6x6 [--data test.jsonl] [--steps 8] [--halt | --no-halt] [--show-wrong 5]
     latentreason predict runs/sudoku_6x6 "0 2 0 4 ..." [--steps]
     latentreason plot runs/sudoku_6x6 [--example test:0 ...] [--out DIR]   # the answer after each step, as PNGs
-    latentreason push runs/sudoku_6x6 user/sudoku-reasoner [--private]
+    latentreason push runs/sudoku_6x6 user/sudoku-reasoner [--private] [--with-app]
+    latentreason app runs/sudoku_6x6 [--port 7860]                # a demo page: watch the answer refine
     latentreason recipes                                         # the built-in recipes and their purpose
     latentreason recipes copy custom_pairs my_pairs.yaml         # write one out to edit
     latentreason tasks
@@ -28,115 +29,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from .cli_help import APP_HELP, CONVERT_HELP, EVAL_HELP, EXPORT_HELP, PLOT_HELP, PREDICT_HELP, PUSH_HELP, RECIPES_HELP, TRAIN_HELP
 from .lock import OutputDirInUseError
-
-TRAIN_HELP = """\
-Train a reasoner as a recipe describes, and write the run folder (training.output_dir): the trained
-adapter (EMA weights), eval_results.json with accuracy and exact match after each refinement step,
-recipe.yaml, and resumable checkpoints.
-
-Override any recipe key with section.key=value (sections: model, data, reasoner, training, eval, hub).
-
-RECIPE is a YAML file, or the name of a built-in recipe (`latentreason recipes` lists them; an
-installed latentreason has them too, no clone needed).
-
-examples:
-  latentreason train recipes/sudoku_6x6.yaml
-  latentreason train sudoku_6x6 training.max_steps=200                                  # built-in, by name
-  latentreason train recipes/custom_pairs.yaml data.train_file=mine.jsonl data.eval_file=mine_test.jsonl
-  latentreason train recipes/sort_words.yaml training.max_steps=100 reasoner.hidden_size=64
-  latentreason train recipes/sudoku_6x6.yaml --resume        # continue from the last checkpoint
-  accelerate launch --num_processes 2 -m latentreason.cli train recipes/sort_words.yaml      # GPUs
-  torchrun --standalone --nproc_per_node 2 -m latentreason.cli train recipes/sort_words.yaml  # CPUs (gloo)
-"""
-
-RECIPES_HELP = """\
-List the recipes shipped with latentreason, one line each: its name and what it trains. Train one by
-name (`latentreason train NAME ...`), or copy it to a file to edit and train that.
-
-examples:
-  latentreason recipes
-  latentreason recipes copy custom_pairs                  # writes custom_pairs.yaml here
-  latentreason recipes copy text_pairs configs/ --force    # writes configs/text_pairs.yaml, replacing it
-"""
-
-EVAL_HELP = """\
-Evaluate a trained run: accuracy (per cell) and exact match (whole answers) after each refinement
-step, and with halting. Uses the run's own test data unless --data gives a file of pairs (JSONL/CSV).
-Results are printed and written to RUN_DIR/eval_results.json (eval_results_<file>.json for --data).
-Also printed (and written): the accuracy per answer position (per cell of an aligned output, per
-answer token of a text output), and the first wrongly answered examples in data order, each with
-its input, prediction and target.
-
-examples:
-  latentreason eval runs/sudoku_6x6
-  latentreason eval runs/sudoku_6x6 --show-wrong 20          # more wrong examples (0: none)
-  latentreason eval runs/sudoku_6x6 --data hard_puzzles.jsonl --steps 16 --no-halt
-  latentreason eval runs/sudoku_6x6 --steps 64 --trajectories 8 --noise 0.3 --select vote
-"""
-
-PREDICT_HELP = """\
-Answer inputs with a trained run and print one answer per line. With --steps, print the answer after
-every refinement step too (watch the reasoner fix its answer).
-
-examples:
-  latentreason predict runs/sort_words "seventeen three forty"
-  latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps
-  latentreason predict runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps 32 --trajectories 8 --noise 0.3 --select vote
-  latentreason predict runs/text_pairs "two plus three" --max-new-tokens 8
-"""
-
-PLOT_HELP = """\
-Draw a trained run refining its answers: one PNG per example with the answer after every refinement
-step side by side (a Sudoku grid filling in, a maze path appearing, a strip of cells per step for
-sequence tasks; green where right, red where wrong), and curve.png, the accuracy per refinement step
-from RUN_DIR/eval_results.json. Halting is off, so every step is drawn. Prints each file it writes.
-
---example SPLIT:INDEX takes an example (and its target) from the run's own data: the task's split, or
-the pair at that 0-based index of data.train_file (train) or data.eval_file (test). Without INPUT or
---example, test:0 is drawn.
-
-examples:
-  latentreason plot runs/sudoku_4x4                                       # test:0 and the curve, in runs/sudoku_4x4/plots
-  latentreason plot runs/maze --example test:0 --example test:3 --out pictures
-  latentreason plot runs/sudoku_4x4 "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1" --steps 8
-"""
-
-PUSH_HELP = """\
-Upload a trained run (adapter config, weights, model card, eval results) to the Hugging Face Hub.
-Checkpoints and recipes stay local. Before uploading, the token is checked with the Hub, and a run
-whose base model is a path on this machine is refused (others could not load it) unless
---allow-local-base.
-
-example:
-  latentreason push runs/sudoku_6x6 your-name/sudoku-reasoner --private
-"""
-
-EXPORT_HELP = """\
-Write a built-in task's examples as JSON Lines ({"input": ..., "output": ...} per line): the format
-your own data needs for recipes/custom_pairs.yaml. Task options go as key=value.
-
-examples:
-  latentreason export-task sudoku sudoku4.jsonl size=4 givens=8 num_train=200
-  latentreason export-task sort_words test.jsonl --split test length=5
-"""
-
-
-CONVERT_HELP = """\
-Convert a checkpoint of the TRM reference code (SamsungSAILMontreal/TinyRecursiveModels) into a
-latentreason adapter on learned token embeddings: config, safetensors weights and a model card, which
-`LatentReasonerModel.from_pretrained(OUT_DIR)` loads, `refine` runs and `latentreason push` publishes,
-with the reference's logits on the same inputs. The checkpoint is read with
-torch.load(weights_only=True): tensors only, no code from it ever runs. The settings that its tensors
-do not hold (cycles, heads, ...) come from the all_config.yaml the reference wrote beside it.
-
-Puzzle-identifier embeddings become fixed prefix positions: exact when the checkpoint has one
-identifier (Sudoku, mazes); with several (ARC) one is kept (--puzzle-id), as the command reports.
-
-examples:
-  latentreason convert-trm checkpoints/sudoku/step_50000 trm-sudoku
-  latentreason convert-trm step_50000 trm-arc --config all_config.yaml --puzzle-id 0
-"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", type=_text("a Hub token (leave --token out to use the saved login)"), help="Hub token (default: the one saved by `hf auth login`, or HF_TOKEN)")
     push.add_argument("--allow-local-base", action="store_true",
                       help="publish even though the base model is a path on this machine (others cannot load it)")
+    push.add_argument("--with-app", action="store_true",
+                      help="also upload app.py and requirements.txt: the demo page (`latentreason app`), ready for a Space")
+
+    app = command("app", "serve a demo page: type an input, watch the answer refine step by step", APP_HELP)
+    app.add_argument("source", metavar="SOURCE", help="a run folder, a saved adapter folder, or a Hub id")
+    app.add_argument("--steps", type=_positive, metavar="K", help="where the steps slider starts (default: the recipe's eval.steps, else N_sup)")
+    app.add_argument("--host", type=_text("a host name or address to listen on"), default="127.0.0.1",
+                     help="the address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    app.add_argument("--port", type=_port, default=7860, metavar="PORT", help="the port to listen on (default: 7860)")
+    app.add_argument("--share", action="store_true", help="also open a public gradio.live link")
 
     recipes = command("recipes", "list the built-in recipes, or copy one to edit", RECIPES_HELP)
     recipe_actions = recipes.add_subparsers(dest="recipe_action", metavar="ACTION")
@@ -241,6 +145,7 @@ _positive = _checked(int, "a whole number >= 1", lambda n: n >= 1)
 _non_negative = _checked(int, "a whole number >= 0", lambda n: n >= 0)
 _non_negative_float = _checked(float, "a finite number >= 0", lambda x: 0 <= x < math.inf)
 _probability = _checked(float, "a probability strictly between 0 and 1", lambda p: 0 < p < 1)
+_port = _checked(int, "a port number from 1 to 65535", lambda n: 1 <= n <= 65535)
 _folder_to_write = _checked(str, "a folder to write into (not an existing file)", lambda path: bool(path.strip()) and not os.path.isfile(path))
 
 
@@ -381,9 +286,23 @@ def run_plot(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     from .hub import push_folder
 
+    extra_files = None
+    if args.with_app:
+        from .app import space_files
+
+        extra_files = space_files(args.repo_id)
     info = push_folder(args.run_dir, args.repo_id, private=args.private or None, token=args.token,
-                       allow_local_base=args.allow_local_base)
+                       allow_local_base=args.allow_local_base, extra_files=extra_files)
     print(f"Pushed {args.run_dir} to {getattr(info, 'repo_url', args.repo_id)}")
+    if extra_files:
+        print(f"With {' and '.join(extra_files)}: create a Space (gradio SDK) with these two files to serve the demo page.")
+    return 0
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from .app import launch
+
+    launch(args.source, host=args.host, port=args.port, share=args.share, steps=args.steps)
     return 0
 
 
@@ -446,6 +365,7 @@ COMMANDS = {
     "predict": run_predict,
     "plot": run_plot,
     "push": run_push,
+    "app": run_app,
     "recipes": run_recipes,
     "tasks": run_tasks,
     "export-task": run_export_task,

@@ -28,6 +28,7 @@ COMMAND_LINES = {
     "predict": ["predict", MISSING_RUN, "1 2 3"],
     "plot": ["plot", MISSING_RUN],
     "push": ["push", MISSING_RUN, "user/reasoner"],
+    "app": ["app", MISSING_RUN],
     "export-task": ["export-task", "sudoku", "/nonexistent/sudoku.jsonl"],
     "convert-trm": ["convert-trm", CHECKPOINT, "/nonexistent/trm-sudoku"],
 }
@@ -52,6 +53,9 @@ BAD_VALUES: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("plot", "--steps"): ("8", ["three", "0"]),
     ("plot", "--out"): ("pictures", [AN_EXISTING_FILE, ""]),
     ("push", "--token"): ("hf_abc", ["", " "]),
+    ("app", "--steps"): ("12", ["many", "0"]),
+    ("app", "--host"): ("0.0.0.0", ["", " "]),
+    ("app", "--port"): ("8000", ["http", "0", "70000"]),
     ("export-task", "--split"): ("test", ["validation"]),
     ("convert-trm", "--config"): (AN_EXISTING_FILE, ["/nonexistent/all_config.yaml"]),
     ("convert-trm", "--puzzle-id"): ("2", ["first", "-1"]),

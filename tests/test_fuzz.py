@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,8 +35,17 @@ row_objects = st.dictionaries(st.sampled_from(["input", "output", "other", "Inpu
 lines = st.one_of(row_objects.map(json.dumps), st.text(max_size=30), st.just(""), st.just("{"), st.just("[1, 2]"))
 
 
+SCRATCH = tempfile.mkdtemp(prefix="latentreason-fuzz-")  # every generated file goes under here; removed after the module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_scratch_files() -> Iterator[None]:
+    yield
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
 def scratch_file(name: str, content: str | bytes) -> str:
-    folder = tempfile.mkdtemp(prefix="fuzz_")
+    folder = tempfile.mkdtemp(prefix="case_", dir=SCRATCH)  # one folder per case: read_weights reads a folder
     path = os.path.join(folder, name)
     with open(path, "wb") as handle:
         handle.write(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))

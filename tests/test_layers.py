@@ -43,6 +43,8 @@ LAYERS = {
     "latentreason.recipe": "app",
     "latentreason.pipeline": "app",
     "latentreason.cli": "app",
+    "latentreason.cli_help": "app",
+    "latentreason.app": "app",
     "latentreason.visualize": "app",
     "latentreason.testing": "app",
 }
