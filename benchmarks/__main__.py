@@ -33,6 +33,7 @@ from . import (
     memory,
     overhead,
     refinement,
+    report,
     rounding,
     scaling,
     scaling_maze,
@@ -43,12 +44,28 @@ from . import (
 )
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
 
+# Every benchmark: a module with `PRESETS`, `run(settings)` and `render(result, images)` (see `benchmarks/__init__.py`).
+# The order is that of the sections of docs/benchmarks.md, and of the runs of `run` with no name.
 BENCHMARKS: dict[str, ModuleType] = {
-    "memory": memory, "speed": speed, "overhead": overhead, "accuracy": accuracy, "accuracy_parity": accuracy_parity,
-    "accuracy_sudoku6": accuracy_sudoku6, "accuracy_maze": accuracy_maze, "accuracy_sort": accuracy_sort, "ablation": ablation,
-    "ablation_maze": ablation_maze, "rounding": rounding, "refinement": refinement, "scaling": scaling, "scaling_time": scaling_time,
-    "scaling_maze": scaling_maze, "trm_parity": trm_parity, "demo_variants": demo_variants,
-    "state_tracking": state_tracking, "default_recipes": default_recipes,
+    "trm_parity": trm_parity,
+    "demo_variants": demo_variants,
+    "state_tracking": state_tracking,
+    "default_recipes": default_recipes,
+    "memory": memory,
+    "speed": speed,
+    "overhead": overhead,
+    "accuracy": accuracy,
+    "accuracy_sudoku6": accuracy_sudoku6,
+    "accuracy_parity": accuracy_parity,
+    "accuracy_maze": accuracy_maze,
+    "accuracy_sort": accuracy_sort,
+    "ablation": ablation,
+    "ablation_maze": ablation_maze,
+    "rounding": rounding,
+    "refinement": refinement,
+    "scaling": scaling,
+    "scaling_time": scaling_time,
+    "scaling_maze": scaling_maze,
 }
 PRESETS = ("full", "quick", "tiny")
 
@@ -101,14 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     report_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
     args = parser.parse_args(argv)
 
-    from . import report
-
     if args.command == "run":
         preset = args.preset or ("quick" if args.quick else "full")
         run_benchmarks(args.names or list(BENCHMARKS), preset, args.results, reuse=args.reuse)
         if args.no_report:
             return 0
-    path = report.write_report(args.results, DOC_PATH, IMG_DIR)
+    path = report.write_report(BENCHMARKS, args.results, DOC_PATH, IMG_DIR)
     log(f"report written to {path}")
     return 0
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from . import accuracy
 from .harness import log, machine_info, training_run
+from .markdown import Images, noise_note, provenance, table, task_options, within_noise
 
 # name -> (comparator, changes to AccuracySettings, changes to TrainingConfig, what it tests)
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
@@ -117,3 +118,76 @@ def _run(settings: AblationSettings) -> dict[str, Any]:
                  "num_test": len(data.eval), "labels": list(data.label_names)},
         "variants": rows,
     }
+
+
+# --- the section of docs/benchmarks.md ---------------------------------------------------------------
+def at_trained_steps(row: dict[str, Any], supervision_steps: int) -> dict[str, Any]:
+    """A variant's test scores after as many refinement steps as it was trained with (its N_sup)."""
+    steps = row.get("training_changes", {}).get("supervision_steps", supervision_steps)
+    return row["per_step"][min(steps, len(row["per_step"])) - 1]
+
+
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """Every variant after one step and after all, then each read at its own N_sup against the reasoner."""
+    data, rows = result["data"], result["variants"]
+    table_rows = []
+    for r in rows:
+        first = r["per_step"][0]
+        table_rows.append([f"`{r['name']}`", r["what"], r["optimizer_steps"], f"~{r['examples_seen']:,d}", f"{r['train_seconds']:.0f}",
+                           f"{first['accuracy']:.3f} / {first['exact_match']:.3f}",
+                           f"{r['all_steps']['accuracy']:.3f} / {r['all_steps']['exact_match']:.3f}"])
+    header = ["variant", "what changes", "optimizer steps", "examples seen", "train s", "after step 1: cells / exact",
+              "after all steps: cells / exact"]
+    title = "why the reasoner starts slower" if data["task"] == "sudoku" else f"what limits the reasoner on {data['task']}"
+    return (
+        f"## Ablation: {title}\n\n"
+        f"Task `{data['task']}` ({task_options(data['task_options'])}); the accuracy benchmark's reasoner trained with one part changed at a time, every "
+        "variant for the same optimizer steps on the same cached features (`benchmarks/ablation.py` lists the variants). "
+        "*Examples seen* = optimizer steps x batch / supervision steps per batch (about: halting can end a batch early).\n\n"
+        + provenance(result) + "\n" + table(header, table_rows) + "\n" + "\n".join(findings(result)) + "\n"
+    )
+
+
+def findings(result: dict[str, Any]) -> list[str]:
+    """Plain sentences: which variants close the gap to the one-pass head, which are level with the reasoner, which worse."""
+    rows = result["variants"]
+    by_name = {r["name"]: r for r in rows}
+    if "reasoner" not in by_name:
+        return []
+    trained = {r["name"]: at_trained_steps(r, result["settings"]["base"]["supervision_steps"]) for r in rows}
+    num_test = result["data"]["num_test"]
+    ours = trained["reasoner"]
+    single = [f"`{name}`" for name, scores in trained.items() if scores["step"] == 1]
+    lines = ["- Below, each variant is read at the refinement steps it was trained with (its N_sup"
+             + (f"; 1 for {', '.join(single)}" if single else "") + f"): the reasoner reaches cells {ours['accuracy']:.3f}, "
+             f"exact match {ours['exact_match']:.3f}."]
+    if "one_pass" in by_name:
+        theirs = trained["one_pass"]
+        gap = theirs["exact_match"] - ours["exact_match"]
+        lines.append(f"- At the same optimizer steps the one-pass head reaches {theirs['accuracy']:.3f} / {theirs['exact_match']:.3f}.")
+        if gap > 0:
+            closers = [r["name"] for r in rows if r["name"] not in ("reasoner", "one_pass")
+                       and trained[r["name"]]["exact_match"] - ours["exact_match"] >= 0.5 * gap]
+            lines.append("- " + ("Variants that close at least half of the exact-match gap: " + ", ".join(
+                f"`{name}` ({trained[name]['exact_match']:.3f})" for name in closers) + "." if closers
+                else "No single change closes half of the exact-match gap."))
+    changed = [r["name"] for r in rows if r["name"] != "reasoner"]
+    level = [name for name in changed if within_noise(trained[name]["exact_match"], ours["exact_match"], num_test)]
+    if level:
+        lines.append(f"- {noise_note(num_test).capitalize()} of the reasoner's exact match: "
+                     + ", ".join(f"`{name}` ({trained[name]['exact_match']:.3f})" for name in level)
+                     + ". These changes make no difference this run can show.")
+    worse = [name for name in changed if name not in level and trained[name]["exact_match"] < ours["exact_match"]]
+    if worse:
+        lines.append("- Worse than the reasoner beyond that noise: " + ", ".join(
+            f"`{name}` ({trained[name]['exact_match']:.3f})" for name in worse) + ".")
+    most = max(r["examples_seen"] for r in rows)
+    top = sorted((r for r in rows if r["examples_seen"] == most), key=lambda r: -trained[r["name"]]["exact_match"])
+    rest = [trained[r["name"]]["exact_match"] for r in rows if r["examples_seen"] < most]
+    if rest and min(trained[r["name"]]["exact_match"] for r in top) > max(rest):
+        fewer = max(r["examples_seen"] for r in rows if r["examples_seen"] < most)
+        lines.append("- The runs that see the most examples (" + ", ".join(f"`{r['name']}`" for r in top)
+                     + f": ~{most:,d} against ~{fewer:,d} or fewer at the same optimizer steps) rank first. Deep supervision "
+                     "spends N_sup optimizer steps on each batch; on this task, steps on new examples are worth more than "
+                     "further steps on the same ones.")
+    return lines

@@ -6,6 +6,6 @@ learning rate / 3 and x 3.
 """
 
 from .ablation import MAZE_PRESETS as PRESETS
-from .ablation import run
+from .ablation import render, run
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "render", "run"]

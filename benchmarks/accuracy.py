@@ -33,6 +33,10 @@ features are cached once and shared by every comparator that reads them (all but
 whose backbone trains, and `embeddings`, which has no backbone). Evaluation is
 `latentreason.training.evaluate` on the EMA weights: per-cell accuracy and exact match after each
 refinement step 1..N_sup, and with halting (mean steps used).
+
+Over 400 lines, and kept whole: the comparators, their settings and the presets of five tasks, and the two
+budgets with `--reuse` are one concept (train and score the comparators alike). The section of
+docs/benchmarks.md that reads its results is `accuracy_render.py` (`render` here is that one).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from latentreason.reasoner import Carry, Net, Reasoner, ReasonerOutput
 from latentreason.recipe import Recipe, resolve_base
 from latentreason.training import TrainingConfig, evaluate, train
 
+from .accuracy_render import render as render  # the section of docs/benchmarks.md, in its own module for length
 from .harness import load_average, log, machine_info, training_run
 
 # A data-budget run whose step count is within this fraction of the time budget's stands for the time budget too

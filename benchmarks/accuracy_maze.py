@@ -5,6 +5,6 @@ the mlp mixer, every comparator, both budgets.
 """
 
 from .accuracy import MAZE_PRESETS as PRESETS
-from .accuracy import run
+from .accuracy import render, run
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "render", "run"]

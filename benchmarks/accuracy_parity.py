@@ -5,6 +5,6 @@ presets differ: 8-bit strings, the attention mixer.
 """
 
 from .accuracy import PARITY_PRESETS as PRESETS
-from .accuracy import run
+from .accuracy import render, run
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "render", "run"]

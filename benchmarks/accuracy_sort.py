@@ -7,6 +7,6 @@ reasoner that wins by a wide margin on this task would point at something other 
 """
 
 from .accuracy import SORT_PRESETS as PRESETS
-from .accuracy import run
+from .accuracy import render, run
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "render", "run"]

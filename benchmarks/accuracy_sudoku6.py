@@ -5,6 +5,6 @@ givens, the same puzzles-x-epochs budget as the 4x4 run, both budgets.
 """
 
 from .accuracy import SUDOKU6_PRESETS as PRESETS
-from .accuracy import run
+from .accuracy import render, run
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "render", "run"]

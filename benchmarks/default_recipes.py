@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .harness import log, machine_info
+from .markdown import Images
 
 ALIGNED_TASKS = ("sort", "reverse", "neighbour_sum")
 TEXT_TASKS = ("sort_words",)
@@ -182,8 +183,8 @@ def goal_met(row: dict[str, Any]) -> bool:
     return row["exact_match_min"] >= goal["exact_match"] and row["seconds_max"] <= goal.get("seconds", float("inf"))
 
 
-def render(result: dict[str, Any]) -> str:
-    """The benchmark's section of docs/benchmarks.md, every figure read from `result`."""
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """The benchmark's section of docs/benchmarks.md, every figure read from `result` (tables only: `images` is unused)."""
     settings = result["settings"]
     lines = ["## Defaults that learn (the recipes for your own data)", "",
              f"Command: `{result.get('command', 'python -m benchmarks run default_recipes')}`. Each task is generated fresh "

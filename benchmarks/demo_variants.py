@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .harness import REPO_ROOT, load_average, machine_info
+from .markdown import Images, provenance, table
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "sequence": ("training.loss=softmax", "training.calibrate_halting=0"),
@@ -92,3 +93,28 @@ def run(settings: Settings) -> dict[str, Any]:
                 loads.append(load_average())
                 runs[variant][seed] = train_once(settings, variant, seed, Path(scratch) / f"{variant}_{seed}")
     return {"settings": asdict(settings), "rows": summarise(runs), "load_average": loads, "machine": machine_info()}
+
+
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """The section of docs/benchmarks.md: exact match per refinement step and with halting, per variant, over seeds."""
+    rows = result["rows"]
+    seeds = rows[0]["seeds"]
+    steps = len(rows[0]["exact_match"])
+
+    def cell(spread: dict[str, float]) -> str:
+        return f"{spread['mean']:.3f} [{spread['min']:.3f}, {spread['max']:.3f}]" if len(seeds) > 1 else f"{spread['mean']:.3f}"
+
+    body = [[row["variant"], " ".join(f"`{o}`" for o in row["overrides"])] + [cell(s) for s in row["exact_match"]]
+            + [cell(row["halting_exact_match"]) + f" @ {row['halting_mean_steps']['mean']:.2f}"] for row in rows]
+    return (
+        "## The README demo: the mixer's norm and the loss\n\n"
+        f"`{result['settings']['recipe']}` (4x4 Sudoku, frozen all-MiniLM-L6-v2, mlp mixer) trained by `latentreason train` with each "
+        f"variant's overrides, seeds {', '.join(map(str, seeds))}; exact match on its 500 test puzzles after each refinement step, "
+        "and with halting (threshold 0.5; mean steps after @). Each cell: mean [min, max] over the seeds. `sequence` is the "
+        "mlp mixer as TRM's reference computes it (the norm over the sequence axis), `channel` the per-position norm "
+        "latentreason ran before, `stablemax` the reference's network with the reference's loss, `calibrated` that with "
+        "the halting threshold calibrated on a held-out tenth of the training data (the recipe as shipped).\n\n"
+        + table(["variant", "overrides", *[f"step {i}" for i in range(1, steps + 1)], "halting"], body)
+        + (f"\n{result['note']}\n" if result.get("note") else "")
+        + "\n" + provenance(result)
+    )

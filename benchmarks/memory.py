@@ -29,14 +29,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
 from latentreason.testing import tiny_backbone
 
 from .harness import REPO_ROOT, load_average, log, machine_info
+from .markdown import Images, mib, provenance, table, verdict
 
 GRAD_MODES = ("last_cycle", "one_step", "full")
 FLATNESS_GOAL = 0.05  # last_cycle at the largest T within 5% of T=1
+MODE_COLORS = {"last_cycle": "tab:blue", "one_step": "tab:green", "full": "tab:red"}  # in the figure
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,79 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     residual = sum((y - slope * x - intercept) ** 2 for x, y in zip(xs, ys))
     total = sum((y - mean_y) ** 2 for y in ys)
     return slope, intercept, 1.0 - residual / total if total else 1.0
+
+
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """The section of docs/benchmarks.md: saved and peak memory against T per grad mode, the goals, the N_sup curve."""
+    settings, curve, goals = result["settings"], result["vs_cycles"], result["goals"]
+    cycles = [p["cycles"] for p in curve["last_cycle"]]
+    rows = []
+    for index, t in enumerate(cycles):
+        row = [t]
+        for mode in GRAD_MODES:
+            point = curve[mode][index]
+            row += [mib(point["saved_bytes"]), mib(point["peak_rss_growth_bytes"])]
+        rows.append(row)
+    header = ["T"] + [f"{mode} {what}" for mode in GRAD_MODES for what in ("saved MiB", "peak MiB")]
+
+    change = goals["last_cycle_change"]
+    rss_change = change["peak_rss_growth_bytes"]
+    flat_line = (
+        f"- `last_cycle` from T={cycles[0]} to T={cycles[-1]}: saved bytes change {100 * change['saved_bytes']:+.1f}%"
+        + ("" if rss_change is None else f", peak RSS growth {100 * rss_change:+.1f}%")
+        + f". Goal (within {100 * FLATNESS_GOAL:.0f}%): {verdict(goals['last_cycle_flat'])}.\n"
+    )
+    linear_line = (
+        f"- `full` grows by {mib(goals['full_bytes_per_cycle'])} MiB of saved tensors per cycle; a straight line fits "
+        f"with R² = {goals['full_linear_r_squared']:.4f}. Goal (linear): {verdict(goals['full_linear_r_squared'] > 0.99)}.\n"
+    )
+    sup = result["vs_supervision_steps"]
+    sup_line = "- Against N_sup (carry detached between steps): " + "; ".join(
+        f"`{mode}` saved {mib(min(v['saved_bytes']))}-{mib(max(v['saved_bytes']))} MiB"
+        + ("" if v["peak_rss_growth_bytes"] is None else f", peak RSS growth {mib(v['peak_rss_growth_bytes'][0])} MiB after step 1, "
+           f"{mib(v['peak_rss_growth_bytes'][-1])} MiB after step {len(v['peak_rss_growth_bytes'])}")
+        for mode, v in sup.items()
+    ) + ".\n"
+    return (
+        "## Memory: truncated backprop keeps a step flat in T\n\n"
+        f"One training step (forward, loss, backward, AdamW step) of a `LatentReasonerModel` on precomputed features: "
+        f"reasoner hidden {settings['hidden_size']}, n={settings['latent_steps']}, batch {settings['batch']} x "
+        f"{settings['length']} tokens, attention mixer. *Saved* = bytes of the distinct tensors autograd keeps for backward "
+        "(a `saved_tensors_hooks` pack hook; parameters excluded): exact, independent of the allocator. *Peak* = growth of "
+        "the process's peak resident memory during the step above its resident memory just before, in a fresh process per "
+        f"point (method: {result.get('rss_method', 'ru_maxrss')}; the high-water mark is reset before the step, so imports "
+        "and model building cannot hide it); it includes the AdamW state (allocated at the first step) and allocator slack, "
+        "the same at every T.\n\n"
+        + provenance(result) + "\n"
+        + table(header, rows) + "\n" + flat_line + linear_line + sup_line + "\n"
+        + (images.add(figure(result), "memory", "memory vs cycles and supervision steps") if images else "")
+    )
+
+
+def figure(result: dict[str, Any]) -> Figure:
+    """Saved bytes and peak RSS growth against T, and both against the supervision step."""
+    settings, curve = result["settings"], result["vs_cycles"]
+    cycles = [p["cycles"] for p in curve["last_cycle"]]
+    plot = Figure(figsize=(14, 4))
+    axes = plot.subplots(1, 3)
+    for mode, color in MODE_COLORS.items():
+        axes[0].plot(cycles, [p["saved_bytes"] / 2**20 for p in curve[mode]], "o-", color=color, label=mode)
+        peaks = [p["peak_rss_growth_bytes"] for p in curve[mode]]
+        if all(v is not None for v in peaks):
+            axes[1].plot(cycles, [v / 2**20 for v in peaks], "o-", color=color, label=mode)
+        by_step = result["vs_supervision_steps"][mode]
+        steps = range(1, len(by_step["saved_bytes"]) + 1)
+        axes[2].plot(steps, [v / 2**20 for v in by_step["saved_bytes"]], "o-", color=color, label=f"{mode} saved")
+        if by_step["peak_rss_growth_bytes"] is not None:
+            axes[2].plot(steps, [v / 2**20 for v in by_step["peak_rss_growth_bytes"]], "x--", color=color, label=f"{mode} peak RSS")
+    axes[0].set(title="bytes saved for backward vs T", xlabel="cycles T", ylabel="MiB")
+    axes[1].set(title="peak RSS growth of one step vs T", xlabel="cycles T", ylabel="MiB")
+    axes[2].set(title=f"vs supervision steps (T={settings['supervision_cycles']})", xlabel="supervision step", ylabel="MiB")
+    for axis in axes:
+        if axis.lines:
+            axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    return plot
 
 
 if __name__ == "__main__":  # one point, in a fresh process (see measure_in_fresh_process)

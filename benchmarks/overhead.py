@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
@@ -38,6 +39,7 @@ from latentreason.testing import tiny_backbone
 from latentreason.training import adamw
 
 from .harness import interleaved_times, load_average, log, machine_info, median_ratio, summary
+from .markdown import Images, provenance, table, verdict
 
 STEP_GOAL = 0.10  # the model's step within 10% of the bare reasoner's
 
@@ -215,3 +217,59 @@ def run(settings: OverheadSettings) -> dict[str, Any]:
         log(f"overhead: epochs with and without the feature cache on {name}")
         epochs.append(cache_epochs(settings, name))
     return {"benchmark": "overhead", "machine": machine_info(), "settings": asdict(settings), "step": step, "epochs": epochs}
+
+
+# --- the section of docs/benchmarks.md ---------------------------------------------------------------
+CACHE_WAYS = ("every step", "once per batch", "cached")
+
+
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """The section of docs/benchmarks.md: the model's step against the bare modules, and epochs with and without the cache."""
+    settings, step, epochs = result["settings"], result["step"], result["epochs"]
+    step_table = table(["", "median step s", "min s", "max s"], [
+        ["`LatentReasonerModel(features=...)`", f"{step['model']['median_s']:.4f}", f"{step['model']['min_s']:.4f}", f"{step['model']['max_s']:.4f}"],
+        ["bare `Reasoner` + same head, by hand", f"{step['bare']['median_s']:.4f}", f"{step['bare']['min_s']:.4f}", f"{step['bare']['max_s']:.4f}"],
+    ])
+    step_line = (f"- Overhead of the model over the bare modules: {100 * step['overhead']:+.1f}% (median ratio of "
+                 f"{step['model']['repeats']} interleaved pairs). Goal (within {100 * step['goal']:.0f}%): {verdict(step['met'])}.\n")
+    if "aten_ops_per_step" in step:
+        ops = step["aten_ops_per_step"]
+        step_line += (f"- Work around the math, independent of load: the model's step dispatches {ops['model']} aten ops, the bare one "
+                      f"{ops['bare']} ({ops['model'] - ops['bare']:+d}: shape and label-range checks, the padding mask, the masked "
+                      "mean of the halting head). A timed overhead well above what those few small ops cost is load noise.\n")
+    rows = [[e["backbone"], f"{e['backbone_parameters'] / 1e6:.1f}M", f"{e['epoch_s']['every step']:.2f}",
+             f"{e['epoch_s']['once per batch']:.2f}", f"{e['epoch_s']['cached']:.2f}", f"{e['speedup_cached_vs_every_step']:.1f}x",
+             f"{e['speedup_cached_vs_once_per_batch']:.1f}x", f"{e['cache_build_s']:.2f}",
+             " / ".join(str(e["backbone_calls_per_epoch"][way]) for way in CACHE_WAYS)] for e in epochs]
+    epoch_table = table(["backbone", "params", "epoch s: backbone every step", "once per batch", "cached",
+                         "cached speed-up vs every step", "vs once per batch", "one-time cache build s",
+                         "backbone calls per epoch (every step / once per batch / cached)"], rows)
+    return (
+        "## Overhead of the framework\n\n"
+        f"Training step (forward, loss, backward, AdamW step) on precomputed features: reasoner hidden {settings['hidden_size']}, "
+        f"n={settings['latent_steps']}, T={settings['cycles']}, batch {settings['batch']} x {settings['length']} tokens. "
+        "The bare version calls the same modules (input projection + norm, `Reasoner`, linear head) and the same losses by hand.\n\n"
+        + provenance(result) + "\n" + step_table + "\n" + step_line + "\n"
+        + f"Epoch time with and without the feature cache: {settings['examples']} examples of {settings['length']} tokens, "
+        f"batch {settings['batch']}, N_sup={settings['supervision_steps']} supervision steps per batch (an optimizer step after each). "
+        "*Every step*: `model(input_ids=...)` at each supervision step, so the backbone runs N_sup times per batch; *once per batch*: "
+        "`model.encode` once per batch, reused for its N_sup steps; *cached*: `FeatureCache.features_for` ran the backbone once "
+        "before training (its one-time cost in the last column). `llama-110m` is a randomly initialised Llama "
+        "(hidden 768, 12 layers) standing in for a larger backbone.\n\n"
+        + epoch_table + "\n" + (images.add(figure(result), "overhead", "epoch time with and without the feature cache") if images else "")
+    )
+
+
+def figure(result: dict[str, Any]) -> Figure:
+    """Seconds per epoch, each way of getting the features, per backbone."""
+    epochs = result["epochs"]
+    plot = Figure(figsize=(7, 4))
+    axis = plot.subplots()
+    width = 0.8 / len(CACHE_WAYS)
+    for index, way in enumerate(CACHE_WAYS):
+        axis.bar([i + (index - 1) * width for i in range(len(epochs))], [e["epoch_s"][way] for e in epochs], width, label=way)
+    axis.set_xticks(range(len(epochs)), [e["backbone"] for e in epochs])
+    axis.set(ylabel="seconds per epoch", title=f"epoch time, N_sup={result['settings']['supervision_steps']}")
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+    return plot

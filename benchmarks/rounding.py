@@ -23,6 +23,7 @@ from latentreason.kernels import cpu_kernels
 
 from . import accuracy
 from .harness import log, machine_info, training_run
+from .markdown import Images, provenance, table, task_options, two_standard_errors
 
 # name -> whether latentreason's hand-written CPU backwards are used (`latentreason.kernels.cpu_kernels`)
 VARIANTS: dict[str, bool] = {"fused": True, "autograd": False, "fused again": True}
@@ -82,3 +83,59 @@ def _run(settings: RoundingSettings) -> dict[str, Any]:
         "rows": rows,
     }
 
+
+
+# --- the section of docs/benchmarks.md ---------------------------------------------------------------
+METRICS = ("accuracy", "exact_match", "mean_steps", "optimizer_steps", "all_steps_exact_match")
+
+
+def summary(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per comparator: does the repeat match the first run exactly, and how far `autograd` moves each metric."""
+    by_name: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in result["rows"]:
+        by_name.setdefault(row["name"], {})[row["variant"]] = row
+    out = {}
+    for name, runs in by_name.items():
+        first, repeat, other = runs["fused"], runs["fused again"], runs["autograd"]
+        out[name] = {"repeats_exactly": all(first[k] == repeat[k] for k in METRICS),
+                     "moves": {k: other[k] - first[k] for k in METRICS}}
+    return out
+
+
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """Every run in a table, then per comparator: does it repeat, and how far the other rounding moves it."""
+    data = result["data"]
+    rows = [[f"`{r['name']}`", r["variant"], r["optimizer_steps"], f"{r['accuracy']:.4f}", f"{r['exact_match']:.3f}",
+             f"{r['mean_steps']:.2f}", f"{r['all_steps_exact_match']:.3f}"] for r in result["rows"]]
+    header = ["comparator", "run", "optimizer steps", "cell accuracy", "exact match (halting)", "mean test steps", "exact match, all steps"]
+    summaries = summary(result)
+    moved = [name for name, s in summaries.items() if any(v != 0 for v in s["moves"].values())]
+    lines = []
+    for name, s in summaries.items():
+        moves = s["moves"]
+        repeat = "repeats exactly in the same process" if s["repeats_exactly"] else "**does not repeat** in the same process"
+        if name not in moved:
+            lines.append(f"- `{name}`: {repeat}, and the other rounding changes none of its figures.")
+        else:
+            lines.append(f"- `{name}`: {repeat}, but the other rounding moves it: exact match {moves['exact_match']:+.3f} with halting, "
+                         f"{moves['all_steps_exact_match']:+.3f} after all steps, {moves['optimizer_steps']:+d} optimizer steps, "
+                         f"mean test steps {moves['mean_steps']:+.2f}.")
+    if moved:
+        runs = {(r["name"], r["variant"]): r["all_steps_exact_match"] for r in result["rows"]}
+        largest = max(moved, key=lambda m: abs(summaries[m]["moves"]["all_steps_exact_match"]))
+        gap = summaries[largest]["moves"]["all_steps_exact_match"]
+        band = two_standard_errors(runs[largest, "fused"], runs[largest, "autograd"], data["num_test"])
+        lines.append(f"- So a single run of {', '.join(f'`{m}`' for m in moved)} is exact for its code but one draw from a spread that any "
+                     "change of rounding (another torch, CPU or kernel) samples again. The largest move here, "
+                     f"{abs(gap):.3f} of `{largest}`'s exact match after all steps, is "
+                     f"{'within' if abs(gap) <= band else 'beyond'} two standard errors of test-set sampling noise "
+                     f"({band:.3f} on {data['num_test']} examples), the yardstick the other sections use for a tie.")
+    return (
+        "## Rounding: how much one training run says\n\n"
+        f"Task `{data['task']}` ({task_options(data['task_options'])}), the accuracy benchmark's data budget. Each comparator trains three times on the same "
+        "cached features: *fused* (latentreason's hand-written RMSNorm and SwiGLU-gate backwards on CPU, the default), "
+        "*autograd* (torch's autograd for them: the same mathematics, other floating-point rounding) and *fused again* (the first "
+        "run repeated in the same process). A repeat that matches says training is deterministic; a change under *autograd* "
+        "says how far rounding alone moves a run.\n\n"
+        + provenance(result) + "\n" + table(header, rows) + "\n" + "\n".join(lines) + "\n"
+    )

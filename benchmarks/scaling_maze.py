@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import accuracy
-from .scaling import ScalingSettings, run
+from .scaling import ScalingSettings, render, run
 
 _BASE = dataclasses.replace(accuracy.MAZE_PRESETS["full"], comparators=("one_pass", "deep_stack", "reasoner"), time_budget_seconds=None)
 
@@ -26,4 +26,4 @@ PRESETS: dict[str, ScalingSettings] = {
                             size_option="size", sizes=(5, 7)),
 }
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "render", "run"]

@@ -5,6 +5,6 @@ here they also get the reasoner's own training seconds, so the gap cannot come f
 """
 
 from .scaling import TIME_PRESETS as PRESETS
-from .scaling import run
+from .scaling import render, run
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "render", "run"]

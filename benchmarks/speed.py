@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 from torch.profiler import ProfilerActivity, profile
 
 from latentreason import ReasonerConfig
@@ -34,6 +35,7 @@ from .harness import (
     summary,
     training_step_flops,
 )
+from .markdown import Images, provenance, table, verdict
 
 GOAL_FRACTION = 0.75
 
@@ -196,3 +198,137 @@ def run(settings: SpeedSettings) -> dict[str, Any]:
                  "met": all(c["fraction_of_peak"] >= GOAL_FRACTION for c in main)},
         "torch_threads": torch.get_num_threads(),
     }
+
+
+# --- the section of docs/benchmarks.md ---------------------------------------------------------------
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """The section of docs/benchmarks.md: each step against the matmul limit and the TRM reference, and where the time goes."""
+    settings, configs = result["settings"], result["configs"]
+    rows = []
+    for c in configs:
+        row = [c["mixer"], c["hidden_size"], f"{c['flops_analytic'] / 1e9:.2f}", f"{c['flops_counted'] / c['flops_analytic']:.3f}",
+               f"{c['matmul_gflops']:.1f}", f"{c['latentreason']['median_s']:.3f}", f"{c['latentreason_gflops']:.1f}",
+               f"{100 * c['fraction_of_peak']:.0f}%"]
+        if result["trm_available"]:
+            row += [f"{c['trm']['median_s']:.3f}", f"{100 * c['trm_fraction_of_peak']:.0f}%", f"{c['speedup_vs_trm']:.2f}x"]
+        rows.append(row)
+    header = ["mixer", "hidden", "GFLOP/step", "counted/analytic", "matmul GFLOP/s", "step s", "step GFLOP/s", "of matmul limit"]
+    if result["trm_available"]:
+        header += ["TRM step s", "TRM of limit", "speed vs TRM"]
+    profile_parts = []
+    for mixer, prof in result["profile"].items():
+        profile_parts.append(
+            f"\nTop ops of one step, {mixer} mixer, hidden {result['goal']['hidden_size']} (self CPU time, `torch.profiler`, "
+            f"{prof['total_ms']:.0f} ms in all): matmuls and attention kernels take {100 * prof['matmul_share']:.0f}% of the "
+            "step, elementwise work (norms, rotary, SwiGLU gating, residual adds, AdamW) the rest.\n\n"
+            + table(["op", "self ms", "% of step", "calls"], [[f"`{o['op']}`", o["self_ms"], o["percent"], o["calls"]] for o in prof["top_ops"]]))
+    return (
+        "## Speed: a training step against the machine's matmul limit\n\n"
+        f"One supervision step (forward, loss, backward, AdamW step) of `Reasoner` + a linear head: batch {settings['batch']} x "
+        f"{settings['length']} positions, {settings['num_layers']} layers, n={settings['latent_steps']}, T={settings['cycles']}, "
+        "last_cycle gradients, fp32. Its matmul FLOPs are counted from the config (qkv, attention, out, SwiGLU; the T(n+1) "
+        "net calls forward, the last cycle backward at 2x); `counted/analytic` checks that count against "
+        "`torch.utils.flop_counter.FlopCounterMode` (it is above 1 for attention because torch counts the flash kernel's "
+        "recomputation of the scores in backward). The limit is a dense "
+        f"{settings['matmul_size']}x{settings['matmul_size']} fp32 `torch.mm`, timed interleaved with the step. The TRM "
+        "reference (SamsungSAILMontreal/TinyRecursiveModels, imported from a checkout outside the repository, float32) "
+        "runs the same configuration; our SwiGLU width is set to its rounded-up width so both do the same matmuls.\n\n"
+        + provenance(result) + "\n" + table(header, rows) + "\n" + goal_lines(result) + reference_line(result) + "\n"
+        + (images.add(figure(result), "speed", "fraction of the matmul limit") if images else "") + "".join(profile_parts)
+    )
+
+
+def _fractions(configs: list[dict[str, Any]], goal: dict[str, Any]) -> str:
+    return ", ".join(f"{c['mixer']} {100 * c['fraction_of_peak']:.0f}% {verdict(c['fraction_of_peak'] >= goal['fraction_of_peak'])}"
+                     for c in configs)
+
+
+def _spread(c: dict[str, Any], key: str = "speedup_vs_trm_range") -> str:
+    low, high = c.get(key, (None, None))
+    return f" (repeats {low:.2f}-{high:.2f})" if low is not None else ""
+
+
+def _matmul_share(result: dict[str, Any]) -> str:
+    return ", ".join(f"{mixer} {100 * prof['matmul_share']:.0f}%" for mixer, prof in result["profile"].items())
+
+
+def goal_lines(result: dict[str, Any]) -> str:
+    """The goal against the matmul limit, what limits a step, and what larger batches and the hand-written backwards buy."""
+    settings, configs, goal = result["settings"], result["configs"], result["goal"]
+    main = [c for c in configs if c["hidden_size"] == goal["hidden_size"]]
+    bound = _matmul_share(result)
+    text = (f"- Goal: at least {100 * goal['fraction_of_peak']:.0f}% of the matmul limit at hidden {goal['hidden_size']}: "
+            f"{_fractions(main, goal)}.\n")
+    if result["trm_available"]:
+        reference_limit = (" The TRM reference, the same step written independently, reaches " + ", ".join(
+            f"{c['mixer']} {100 * c['trm_fraction_of_peak']:.0f}%" for c in main)
+            + " in the same run: the ceiling is the configuration's arithmetic on this CPU, not this library's code.")
+    else:
+        reference_limit = ""
+    batch, length = settings["batch"], settings["length"]
+    text += (f"- {'What limits it' if goal['met'] else 'Why'}: in the profile, matmuls and attention kernels take only {bound} of a step's time; the rest is "
+             "elementwise work (RMSNorm forward and backward, rotary, SwiGLU gating, residual adds, AdamW) that runs at memory "
+             "bandwidth, not at matmul speed. The achievable fraction is at most that share times the matmuls' own "
+             f"efficiency at these shapes (a batch of {batch} x {length} positions gives matmuls of {batch * length} rows, and the mlp mixer's "
+             f"sequence mixing multiplies over only {length} positions: thinner than the {settings['matmul_size']}-square limit)."
+             + reference_limit + " On CPU, latentreason writes the backward of RMSNorm and of the SwiGLU gate by hand "
+             "(`latentreason/kernels.py`: about half the memory passes of autograd's, and no second exp for the sigmoid). "
+             "Not measured by this benchmark, so no figure here: `torch.compile` of the shared net (tried, no gain on this "
+             "CPU) and torch's fused AdamW (what the training loop uses).\n")
+    large = result.get("large_batch", [])
+    if large:
+        text += (f"- What larger batches buy: the same configurations at batch {large[0]['batch']} "
+                 f"({large[0]['batch'] * length} rows per matmul), in the same run: " + _fractions(large, goal)
+                 + " of the limit (a recipe sets it as `training.batch_size`).\n")
+    if all("speedup_vs_unfused" in c for c in configs):
+        text += ("- What the hand-written backwards buy: step time with torch's autograd for RMSNorm and the SwiGLU gate over "
+                 "the time with latentreason's, in the same run: " + ", ".join(
+                     f"{c['mixer']} d={c['hidden_size']} {c['speedup_vs_unfused']:.2f}x{_spread(c, 'speedup_vs_unfused_range')}"
+                     for c in configs) + " (> 1: faster with them).\n")
+    return text
+
+
+def reference_line(result: dict[str, Any]) -> str:
+    """The step time against the TRM reference's, and whether the repeats' spread decides it."""
+    if not result["trm_available"]:
+        return f"- TRM reference: {result['trm_note']}.\n"
+    configs, goal = result["configs"], result["goal"]
+    main = [c for c in configs if c["hidden_size"] == goal["hidden_size"]]
+
+    def spans_one(c: dict[str, Any]) -> bool:
+        low, high = c.get("speedup_vs_trm_range", (2, 0))
+        return low <= 1.0 <= high
+
+    met = all(c["speedup_vs_trm"] >= 1.0 for c in main)
+    if met:
+        noise = ": the medians are at or above 1, but a repeat range spans 1, so the margin is within this machine's noise" \
+            if any(spans_one(c) for c in main) else ""
+    else:
+        slower = ", ".join(f"{c['mixer']} {c['speedup_vs_trm']:.3f}x" for c in main if c["speedup_vs_trm"] < 1.0)
+        noise = (f": not every median reaches 1 ({slower}), but every repeat range spans 1, so the two are equally fast "
+                 "within this machine's noise" if all(spans_one(c) for c in main) else "")
+    return ("- Against the TRM reference on the same configuration: " + ", ".join(
+        f"{c['mixer']} d={c['hidden_size']} {c['speedup_vs_trm']:.2f}x{_spread(c)}" for c in configs)
+        + " (step time of TRM / ours, median over repeats; > 1 means latentreason is faster). Both do the same matmuls "
+        f"(matmuls and attention kernels are {_matmul_share(result)} of a step) with the same optimizer (torch's fused AdamW, which latentreason's "
+        "training loop uses), so only the elementwise work around them can differ (the reference's RMSNorm has no weight, so it "
+        "does a little less of it). Goal (at least as fast): " + verdict(met) + noise + ".\n")
+
+
+def figure(result: dict[str, Any]) -> Figure:
+    """Each configuration's fraction of the matmul limit, ours beside the TRM reference's, and the goal."""
+    configs, trm = result["configs"], result["trm_available"]
+    plot = Figure(figsize=(7, 4))
+    axis = plot.subplots()
+    labels = [f"{c['mixer']}\nd={c['hidden_size']}" for c in configs]
+    positions = range(len(configs))
+    width = 0.38 if trm else 0.6
+    axis.bar([p - (width / 2 if trm else 0) for p in positions], [100 * c["fraction_of_peak"] for c in configs], width, label="latentreason")
+    if trm:
+        axis.bar([p + width / 2 for p in positions], [100 * c["trm_fraction_of_peak"] for c in configs], width, label="TRM reference")
+    axis.axhline(100 * result["goal"]["fraction_of_peak"], color="gray", linestyle="--", label="goal")
+    axis.set_xticks(list(positions), labels)
+    axis.set(ylabel="% of dense fp32 matmul FLOP/s", title="training step vs the machine's matmul limit")
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+    return plot

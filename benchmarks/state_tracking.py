@@ -39,6 +39,7 @@ from latentreason.training import evaluate, train
 
 from . import accuracy
 from .harness import load_average, log, machine_info, training_run
+from .markdown import Images
 
 PARTS = ("depth", "longer", "language")
 HEADLINE = ("last_cell", "exact_match")
@@ -292,8 +293,8 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
     return lines + ([""] if lines else [])
 
 
-def render(result: dict[str, Any]) -> str:
-    """The benchmark's section of docs/benchmarks.md, every figure read from `result`."""
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """The benchmark's section of docs/benchmarks.md, every figure read from `result` (tables only: `images` is unused)."""
     settings = result["settings"]
     seeds = len(settings["seeds"])
     lines = ["## State tracking (S5 and the shell game)", "",

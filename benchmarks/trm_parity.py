@@ -35,6 +35,7 @@ from latentreason.reasoner import Carry, Reasoner
 
 from . import trm_reference
 from .harness import machine_info
+from .markdown import Images, provenance, table, verdict
 
 
 @dataclass(frozen=True)
@@ -176,3 +177,29 @@ def run(settings: Settings) -> dict[str, Any]:
     result["tolerance"] = 1e-5
     result["met"] = all(row[name] <= result["tolerance"] for row in result["rows"] for name in QUANTITIES)
     return result
+
+
+def render(result: dict[str, Any], images: Images | None = None) -> str:
+    """The section of docs/benchmarks.md: the largest differences from the TRM reference, per mixer and quantity."""
+    heading = "## Parity with the TRM reference\n\n"
+    if not result.get("available"):
+        return heading + f"{result.get('note', 'Not available.')} Command: `{result['command']}`.\n"
+    settings = result["settings"]
+    rows = [[row["mixer"], row["reference_norm"]] + [f"{row[name]:.1e}" for name in QUANTITIES] for row in result["rows"]]
+    return (
+        heading
+        + "latentreason's `Reasoner` and token head against the reference's `TinyRecursiveReasoningModel_ACTV1_Inner` "
+        "(SamsungSAILMontreal/TinyRecursiveModels, imported from a checkout outside the repository): the same weights, input "
+        "latents and carry, float64, one supervision step, then one backward of the same loss (token cross-entropy + 0.5 x "
+        f"halting BCE). Batch {settings['batch']}, hidden {settings['hidden']}, n={settings['latent_steps']}, T={settings['cycles']}, "
+        f"{settings['num_layers']} layers, length {settings['attention_length']} (attention) and {settings['length']} (mlp), "
+        "`grad_mode=last_cycle` (the only mode the reference has). Each cell is the largest absolute difference "
+        f"(values are up to {max(row['largest_value'] for row in result['rows']):.1f}); gradients: the largest over every weight both have.\n\n"
+        + table(["mixer", "reference RMSNorm", "z_H", "z_L", "logits", "halting logits", "gradients"], rows)
+        + f"\nGoal: every quantity within {result['tolerance']:.0e} of the reference: {verdict(result['met'])}. "
+        "The reference casts its RMSNorm input to float32 and its halting logits to float32 even in float64; with its norm "
+        "patched to keep the input dtype (second row of each mixer) the states of the mlp mixer agree to float64 rounding, and "
+        "what is left is the float32 halting cast and, for attention, the rotary angles, which both sides compute in float32 "
+        "with different formulas.\n\n"
+        + provenance(result)
+    )

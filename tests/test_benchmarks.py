@@ -7,17 +7,35 @@ backbone calls, parameters) and on the shape of the results.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks/` lives beside the package, not inside it
 
-from benchmarks import ablation, accuracy, memory, refinement, report, scaling, trm_reference
+from benchmarks import (
+    ablation,
+    accuracy,
+    accuracy_render,
+    combined,
+    demo_variants,
+    markdown,
+    memory,
+    overhead,
+    refinement,
+    report,
+    rounding,
+    scaling,
+    speed,
+    trm_parity,
+    trm_reference,
+)
 from benchmarks.__main__ import BENCHMARKS, main, run_benchmarks
 from benchmarks.harness import ReasonerStep, counted_flops, interleaved_times, median_ratio, training_step_flops
 from latentreason import ReasonerConfig
@@ -31,7 +49,7 @@ def tiny_run(tmp_path_factory):
     results_dir = tmp_path_factory.mktemp("results")
     results = run_benchmarks(list(BENCHMARKS), "tiny", results_dir)
     doc = tmp_path_factory.mktemp("docs") / "benchmarks.md"
-    report.write_report(results_dir, doc, doc.parent / "img")
+    report.write_report(BENCHMARKS, results_dir, doc, doc.parent / "img")
     return results_dir, results, doc
 
 
@@ -308,10 +326,9 @@ def test_reuse_keeps_the_runs_of_the_same_settings_and_trains_only_the_missing_o
     original = tiny_run[1]["accuracy_maze"]
     assert [c["data"] for c in rerun["comparators"]] == [c["data"] for c in original["comparators"]]
     assert all("reused_from" in c for c in rerun["comparators"])
-    (tmp_path / "img").mkdir()
-    section = report.accuracy_section(second, tmp_path / "img", tmp_path)
+    section = accuracy.render(second)
     assert f"Kept from the result of {first['machine']['date']}" in section and "the runs of `linear`, `reasoner`;" in section
-    assert "Kept from" not in report.accuracy_section(first, tmp_path / "img", tmp_path)
+    assert "Kept from" not in accuracy.render(first)
 
 
 def test_ablation_changes_one_knob_per_variant(tiny_run):
@@ -368,10 +385,10 @@ def test_scaling_trains_each_comparator_at_each_size(tiny_run):
 
 def test_within_noise_is_two_binomial_standard_errors():
     # 0.5 vs 0.6 on 100 examples: standard error of the difference sqrt((.25 + .24) / 100) = 0.07, two of them 0.14
-    assert report.within_noise(0.5, 0.6, 100)
-    assert not report.within_noise(0.5, 0.7, 100)
-    assert not report.within_noise(0.5, 0.6, 1000)  # more test examples: the same gap is real
-    assert report.within_noise(0.0, 0.0, 128) and not report.within_noise(0.0, 0.1, 128)
+    assert markdown.within_noise(0.5, 0.6, 100)
+    assert not markdown.within_noise(0.5, 0.7, 100)
+    assert not markdown.within_noise(0.5, 0.6, 1000)  # more test examples: the same gap is real
+    assert markdown.within_noise(0.0, 0.0, 128) and not markdown.within_noise(0.0, 0.1, 128)
 
 
 def _variant(name, exact, examples_seen, supervision_steps=None, steps=4):
@@ -381,7 +398,7 @@ def _variant(name, exact, examples_seen, supervision_steps=None, steps=4):
             "training_changes": {} if supervision_steps is None else {"supervision_steps": supervision_steps}}
 
 
-def test_ablation_reads_each_variant_at_its_own_n_sup_and_names_the_noise(tmp_path):
+def test_ablation_reads_each_variant_at_its_own_n_sup_and_names_the_noise():
     result = {"data": {"task": "maze", "task_options": {"size": 7}, "num_test": 100}, "command": "x", "elapsed_s": 1,
               "machine": {"cpu": "c", "cores": 2, "torch_threads": 1, "torch": "t", "date": "d", "load_average": 1.0},
               "settings": {"base": {"supervision_steps": 4}},
@@ -391,14 +408,14 @@ def test_ablation_reads_each_variant_at_its_own_n_sup_and_names_the_noise(tmp_pa
                            _variant("no_ema", 0.45, 1600),
                            _variant("lr_low", 0.20, 1600),
                            _variant("one_pass", 0.80, 6400, steps=1)]}
-    text = report.ablation_section(result, tmp_path / "img", tmp_path)
+    text = ablation.render(result)
     assert "1 for `n_sup_1`, `one_pass`" in text
     assert "close at least half of the exact-match gap: `n_sup_1` (0.700)" in text  # read at step 1, not at step 4 (0.05)
     assert "of the reasoner's exact match: `no_ema` (0.450)" in text  # 0.05 on 100 examples is noise
     assert "Worse than the reasoner beyond that noise: `lr_low` (0.200)." in text
     assert "The runs that see the most examples (`one_pass`, `n_sup_1`: ~6,400 against ~1,600" in text
     result["variants"][1]["per_step"][0]["exact_match"] = 0.45  # now no variant closes half the gap, nor do the big-data runs lead alone
-    text = report.ablation_section(result, tmp_path / "img", tmp_path)
+    text = ablation.render(result)
     assert "No single change closes half of the exact-match gap." in text and "see the most examples" not in text
 
 
@@ -408,15 +425,15 @@ def test_accuracy_findings_call_a_gap_inside_the_noise_a_lead_not_a_win():
                 "per_step": [{"step": 1, "accuracy": accuracy, "exact_match": exact}]}
 
     comparators = [{"name": "one_pass", "data": run(0.055)}, {"name": "reasoner", "data": run(0.062)}]
-    text = report.accuracy_findings(comparators, ["data"], chance=1 / 3, num_test=128)
+    text = accuracy_render.findings(comparators, ["data"], chance=1 / 3, num_test=128)
     assert "the reasoner leads, within sampling noise: under two standard errors on 128 test examples" in text
     assert "wins" not in text
     comparators[0]["data"] = run(0.30)
-    text = report.accuracy_findings(comparators, ["data"], chance=1 / 3, num_test=128)
+    text = accuracy_render.findings(comparators, ["data"], chance=1 / 3, num_test=128)
     assert "**the reasoner does not win**" in text
     comparators[0]["data"] = run(0.0)
     comparators[1]["data"] = run(0.5)
-    assert "the reasoner wins" in report.accuracy_findings(comparators, ["data"], chance=1 / 3, num_test=128)
+    assert "the reasoner wins" in accuracy_render.findings(comparators, ["data"], chance=1 / 3, num_test=128)
 
 
 def test_accuracy_findings_name_who_sits_at_chance_and_compare_with_the_linear_head():
@@ -425,16 +442,16 @@ def test_accuracy_findings_name_who_sits_at_chance_and_compare_with_the_linear_h
                 "per_step": [{"step": 1, "accuracy": accuracy, "exact_match": 0.0}]}
 
     comparators = [{"name": "linear", "data": run(0.40)}, {"name": "reasoner", "data": run(0.10)}]
-    text = report.accuracy_findings(comparators, ["data"], chance=0.1, num_test=128)
+    text = accuracy_render.findings(comparators, ["data"], chance=0.1, num_test=128)
     assert "`reasoner` is at chance (cell accuracy 0.100 vs 0.100" in text
     assert "learned nothing there, below even the linear head (0.400)." in text
     assert "`linear` is at chance" not in text
     comparators[0]["data"] = run(0.11)  # the linear head at chance too: no comparison with it
-    text = report.accuracy_findings(comparators, ["data"], chance=0.1, num_test=128)
+    text = accuracy_render.findings(comparators, ["data"], chance=0.1, num_test=128)
     assert "`linear` is at chance" in text and "below even" not in text
 
 
-def test_rounding_section_tells_a_deterministic_run_from_one_that_rounding_moves(tmp_path):
+def test_rounding_section_tells_a_deterministic_run_from_one_that_rounding_moves():
     def row(name, variant, exact, steps):
         return {"name": name, "variant": variant, "optimizer_steps": steps, "accuracy": 0.9, "exact_match": exact,
                 "mean_steps": 1.0, "all_steps_exact_match": exact, "train_seconds": 1.0, "load_average": 1.0}
@@ -443,13 +460,13 @@ def test_rounding_section_tells_a_deterministic_run_from_one_that_rounding_moves
               "data": {"task": "maze", "task_options": {"size": 7}, "num_test": 128},
               "rows": [row("one_pass", v, 0.32, 120) for v in ("fused", "autograd", "fused again")]
               + [row("reasoner", "fused", 0.43, 947), row("reasoner", "autograd", 0.57, 958), row("reasoner", "fused again", 0.43, 947)]}
-    text = report.rounding_section(result, tmp_path, tmp_path)
+    text = rounding.render(result)
     assert "- `one_pass`: repeats exactly in the same process, and the other rounding changes none of its figures." in text
     assert "- `reasoner`: repeats exactly in the same process, but the other rounding moves it: exact match +0.140" in text
     assert "+11 optimizer steps" in text
     assert "The largest move here, 0.140 of `reasoner`'s exact match after all steps, is beyond two standard errors" in text
     result["rows"][-1] = row("reasoner", "fused again", 0.44, 947)
-    assert "`reasoner`: **does not repeat** in the same process" in report.rounding_section(result, tmp_path, tmp_path)
+    assert "`reasoner`: **does not repeat** in the same process" in rounding.render(result)
 
 
 def test_rounding_benchmark_restores_the_fused_ops_switch(tiny_run):
@@ -475,16 +492,12 @@ def test_trm_parity_result(tiny_run):
 @pytest.mark.skipif(not trm_reference.available(), reason="needs a TRM reference checkout (LATENTREASON_TRM_PATH)")
 def test_trm_parity_sees_the_old_channel_norm_differ():
     """The check can fail: the mlp mixer normalised per position (latentreason's old network) is far from the reference."""
-    from benchmarks import trm_parity
-
     settings = trm_parity.PRESETS["tiny"]
     assert trm_parity.compare("mlp", settings, True)["z_H"] < 1e-10
     assert trm_parity.compare("mlp", settings, True, mlp_norm="channel")["z_H"] > 1e-2
 
 
 def test_demo_variants_summarise_each_step_over_seeds():
-    from benchmarks import demo_variants
-
     def results(per_step, halting):
         return {"per_step": [{"exact_match": e, "accuracy": 0.9 + e / 10} for e in per_step],
                 "halting": {"exact_match": halting, "mean_steps": 1.0 + halting}}
@@ -496,3 +509,211 @@ def test_demo_variants_summarise_each_step_over_seeds():
     assert row["exact_match"][1]["mean"] == pytest.approx(0.8) and row["exact_match"][1]["max"] == 0.9
     assert row["halting_exact_match"]["min"] == 0.2 and row["halting_mean_steps"]["mean"] == pytest.approx(1.3)
     assert row["exact_match_per_seed"] == {"0": [0.5, 0.7], "2": [0.6, 0.9]}
+    text = demo_variants.render(_result(settings={"recipe": "recipes/demo.yaml"}, rows=rows))
+    assert "| sequence | `training.loss=softmax` `training.calibrate_halting=0` | 0.550 [0.500, 0.600] | 0.800 [0.700, 0.900] " \
+           "| 0.300 [0.200, 0.400] @ 1.30 |" in text
+
+
+# --- each section, rendered from a small result built here ------------------------------------------
+MACHINE = {"cpu": "test cpu", "cores": 2, "torch_threads": 1, "torch": "2.0", "date": "2025-01-01", "load_average": 1.0}
+
+
+def _result(**parts):
+    """A result with the provenance every section prints, and the parts given."""
+    return {"command": "cmd", "preset": "tiny", "elapsed_s": 1.0, "machine": dict(MACHINE), **parts}
+
+
+def test_every_benchmark_has_presets_a_run_and_a_render():
+    for name, module in BENCHMARKS.items():
+        assert set(module.PRESETS) == {"full", "quick", "tiny"}, name
+        assert callable(module.run), name
+        parameters = inspect.signature(module.render).parameters
+        assert list(parameters) == ["result", "images"] and parameters["images"].default is None, name
+
+
+def test_the_page_is_the_header_then_each_registered_section_in_the_registrys_order(tmp_path):
+    results = tmp_path / "results"
+    for preset, name, value in (("quick", "first", 1), ("full", "first", 2), ("quick", "second", 3)):
+        (results / preset).mkdir(parents=True, exist_ok=True)
+        (results / preset / f"{name}.json").write_text(json.dumps({"value": value}))
+
+    def benchmark(title):
+        return SimpleNamespace(render=lambda result, images=None: f"## {title}\n\nvalue {result['value']}\n")
+
+    registry = {"second": benchmark("Second"), "first": benchmark("First"), "missing": benchmark("Missing")}
+    doc = report.write_report(registry, results, tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img")
+    assert doc.read_text() == "\n".join([
+        report.HEADER, "## Second\n\nvalue 3\n",
+        "## First\n\nvalue 2\n",  # the full-size result over the quick one
+        "## Missing\n\nNot run yet: `.venv/bin/python -m benchmarks run missing`.\n"])
+
+
+def test_memory_section_shows_the_results_bytes_and_goals():
+    def point(cycles, saved_mib, peak_mib):
+        return {"cycles": cycles, "saved_bytes": saved_mib * 2**20, "peak_rss_growth_bytes": peak_mib * 2**20}
+
+    curve = {"last_cycle": [point(1, 1, 2), point(4, 1, 2)], "one_step": [point(1, 1, 2), point(4, 1.5, 2.5)],
+             "full": [point(1, 1, 2), point(4, 4, 5)]}
+    per_step = {"saved_bytes": [2**20, 2**20], "peak_rss_growth_bytes": [3 * 2**20, 4 * 2**20]}
+    result = _result(settings={"hidden_size": 32, "latent_steps": 2, "batch": 2, "length": 8, "supervision_cycles": 2},
+                     vs_cycles=curve, vs_supervision_steps={mode: per_step for mode in curve}, goals=memory.goals(curve))
+    text = memory.render(result)
+    assert "| 4 | 1.00 | 2.00 | 1.50 | 2.50 | 4.00 | 5.00 |" in text
+    assert "from T=1 to T=4: saved bytes change +0.0%, peak RSS growth +0.0%. Goal (within 5%): **met**." in text
+    assert "`full` grows by 1.00 MiB of saved tensors per cycle; a straight line fits with R² = 1.0000. Goal (linear): **met**." in text
+    assert "`last_cycle` saved 1.00-1.00 MiB, peak RSS growth 3.00 MiB after step 1, 4.00 MiB after step 2" in text
+    assert "Machine: test cpu, 2 cores, 1 torch threads, torch 2.0; load average 1.0-1.0 during the run; 2025-01-01." in text
+
+
+def test_speed_section_shows_each_configuration_and_reads_the_shapes_from_the_settings():
+    config = {"mixer": "attention", "hidden_size": 64, "flops_analytic": 2.5e9, "flops_counted": 2.6e9, "matmul_gflops": 100.0,
+              "latentreason": {"median_s": 0.05}, "latentreason_gflops": 50.0, "fraction_of_peak": 0.5}
+    result = _result(settings={"batch": 4, "length": 9, "num_layers": 2, "latent_steps": 2, "cycles": 2, "matmul_size": 128},
+                     configs=[config], large_batch=[], trm_available=False, trm_note="TRM reference not available: no checkout",
+                     goal={"fraction_of_peak": 0.75, "hidden_size": 64, "met": False},
+                     profile={"attention": {"matmul_share": 0.6, "total_ms": 12.0,
+                                            "top_ops": [{"op": "aten::mm", "self_ms": 7.0, "percent": 58.3, "calls": 10}]}})
+    text = speed.render(result)
+    assert "| attention | 64 | 2.50 | 1.040 | 100.0 | 0.050 | 50.0 | 50% |" in text
+    assert "- Goal: at least 75% of the matmul limit at hidden 64: attention 50% **missed**." in text
+    assert "- Why: in the profile, matmuls and attention kernels take only attention 60% of a step's time" in text
+    assert "(a batch of 4 x 9 positions gives matmuls of 36 rows, and the mlp mixer's sequence mixing multiplies over only 9 " \
+           "positions: thinner than the 128-square limit)" in text
+    assert "- TRM reference: TRM reference not available: no checkout." in text
+    assert "| `aten::mm` | 7.0 | 58.3 | 10 |" in text
+    config |= {"trm": {"median_s": 0.049}, "trm_fraction_of_peak": 0.51, "speedup_vs_trm": 0.98, "speedup_vs_trm_range": [0.95, 1.03]}
+    text = speed.render(result | {"trm_available": True})
+    assert "| attention | 64 | 2.50 | 1.040 | 100.0 | 0.050 | 50.0 | 50% | 0.049 | 51% | 0.98x |" in text
+    assert "Against the TRM reference on the same configuration: attention d=64 0.98x (repeats 0.95-1.03)" in text
+    assert "Goal (at least as fast): **missed**: not every median reaches 1 (attention 0.980x), but every repeat range spans 1" in text
+
+
+def test_overhead_section_shows_the_step_and_epoch_times():
+    def times(median):
+        return {"median_s": median, "min_s": median - 0.001, "max_s": median + 0.001, "repeats": 21}
+
+    step = {"model": times(0.0104), "bare": times(0.0100), "overhead": 0.04, "goal": 0.1, "met": True,
+            "aten_ops_per_step": {"model": 110, "bare": 100}}
+    epoch = {"backbone": "minilm", "backbone_parameters": 22_700_000, "epoch_s": {"every step": 4.0, "once per batch": 2.0, "cached": 1.0},
+             "speedup_cached_vs_every_step": 4.0, "speedup_cached_vs_once_per_batch": 2.0, "cache_build_s": 0.5,
+             "backbone_calls_per_epoch": {"every step": 8, "once per batch": 2, "cached": 0}}
+    result = _result(settings={"hidden_size": 32, "latent_steps": 2, "cycles": 2, "batch": 2, "length": 8, "examples": 4,
+                               "supervision_steps": 4}, step=step, epochs=[epoch])
+    text = overhead.render(result)
+    assert "| `LatentReasonerModel(features=...)` | 0.0104 | 0.0094 | 0.0114 |" in text
+    assert "- Overhead of the model over the bare modules: +4.0% (median ratio of 21 interleaved pairs). Goal (within 10%): **met**." in text
+    assert "dispatches 110 aten ops, the bare one 100 (+10:" in text
+    assert "| minilm | 22.7M | 4.00 | 2.00 | 1.00 | 4.0x | 2.0x | 0.50 | 8 / 2 / 0 |" in text
+
+
+def test_parity_section_shows_each_difference_or_why_there_is_none():
+    row = {"mixer": "attention", "reference_norm": "float64", "z_H": 1e-12, "z_L": 2e-12, "logits": 3e-12, "halt_logits": 4e-8,
+           "gradients": 5e-11, "largest_value": 3.5}
+    result = _result(available=True, rows=[row], tolerance=1e-5, met=True,
+                     settings={"batch": 1, "hidden": 96, "latent_steps": 2, "cycles": 2, "num_layers": 2, "attention_length": 16, "length": 96})
+    text = trm_parity.render(result)
+    assert "| attention | float64 | 1.0e-12 | 2.0e-12 | 3.0e-12 | 4.0e-08 | 5.0e-11 |" in text
+    assert "(values are up to 3.5)" in text and "Goal: every quantity within 1e-05 of the reference: **met**." in text
+    missing = {"available": False, "note": "TRM reference not available: no checkout.", "command": "cmd"}
+    assert trm_parity.render(missing) == "## Parity with the TRM reference\n\nTRM reference not available: no checkout. Command: `cmd`.\n"
+
+
+def _step(step, accuracy, exact):
+    return {"step": step, "accuracy": accuracy, "exact_match": exact}
+
+
+def test_accuracy_section_shows_every_comparator_and_who_wins():
+    def trained(steps, seconds, accuracy, exact, per_step, **more):
+        return {"optimizer_steps": steps, "train_seconds": seconds, "accuracy": accuracy, "exact_match": exact, "mean_steps": 1.0,
+                "per_step": per_step, **more}
+
+    reasoner = trained(80, 9.4, 0.9, 0.5, [_step(1, 0.8, 0.2), _step(4, 0.95, 0.6)], mean_steps=2.5,
+                       all_steps={"accuracy": 0.95, "exact_match": 0.6, "steps": 4})
+    result = _result(
+        settings={"backbone": "minilm", "hidden_size": 32, "mixer": "mlp", "latent_steps": 2, "cycles": 2, "supervision_steps": 4,
+                  "learning_rate": 1e-3, "batch_size": 8},
+        data={"task": "sudoku", "task_options": {"size": 4, "givens": 6}, "num_train": 64, "num_test": 100, "max_length": 16,
+              "output_kind": "token", "labels": ["1", "2", "3", "4"]},
+        budgets={"data": {"examples": 64, "epochs": 2}, "time": None},
+        comparators=[
+            {"name": "one_pass", "trainable_parameters": 1000, "layers_per_step": 2, "supervision_steps": 1,
+             "data": trained(16, 2.0, 0.7, 0.1, [_step(1, 0.7, 0.1)])},
+            {"name": "reasoner", "trainable_parameters": 1065, "layers_per_step": 12, "supervision_steps": 4, "data": reasoner}])
+    text = accuracy.render(result)
+    assert text.startswith("## Accuracy on sudoku 4x4: what the recursion buys\n")
+    assert "| `reasoner` | frozen backbone + latentreason reasoner | 1,065 | 12 | data | 80 | 9 | 0.900 | 0.500 | 2.50 of 4 | 0.950 / 0.600 |" in text
+    assert "| `one_pass` | + the reasoner's blocks, one pass | 1,000 | 2 | data | 16 | 2 | 0.700 | 0.100 | 1 | same |" in text
+    assert "- data budget: the reasoner wins (exact match 0.500, cell accuracy 0.900; best other: `one_pass` with 0.100 / 0.700)." in text
+    assert "- Halting stops too early: with halting the reasoner uses 2.50 steps and gets exact match 0.500; run for all 4 steps it gets 0.600." in text
+    assert "One refinement step at test keeps 84% of the cell accuracy and 33% of the exact match after 4 steps" in text
+
+
+def test_refinement_section_shows_each_test_step_and_the_halting_curve():
+    curve = [{"threshold": 0.5, "mean_steps": 1.5, "accuracy": 0.85, "exact_match": 0.4},
+             {"threshold": 0.9, "mean_steps": 2.6, "accuracy": 0.94, "exact_match": 0.595}]
+    run = {"optimizer_steps": 40, "train_seconds": 12.0, "per_step": [_step(1, 0.8, 0.3), _step(2, 0.9, 0.5), _step(3, 0.95, 0.6)],
+           "halting_curve": curve}
+    result = _result(settings={"supervision_steps": 3, "hidden_size": 32, "mixer": "mlp", "latent_steps": 2, "cycles": 2, "epochs": 3},
+                     data={"task": "sudoku", "task_options": {"size": 4}, "num_train": 64, "num_test": 100},
+                     comparators=[{"name": "reasoner", "data": run}])
+    text = refinement.render(result)
+    assert "| 2 | 0.900 | 0.500 | 83% |" in text and "| 0.9 | 2.60 | 0.940 | 0.595 |" in text
+    assert "- One refinement step at test keeps 50% of the exact match after 3 steps (0.300 vs 0.600; cells 0.800 vs 0.950). " \
+           "The published finding is about 7/8 (88%): **not confirmed here**." in text
+    assert "- Best step: 3 (exact match 0.600)." in text
+    assert "uses 1.50 steps for exact match 0.400. The cheapest threshold within 1 point of running all 3 steps is p > 0.9: " \
+           "2.60 steps, exact match 0.595." in text
+
+
+def test_scaling_section_shows_each_size_and_calls_a_gap_inside_the_noise_level():
+    def row(size, name, exact, all_steps_exact, steps, seconds):
+        return {"size": size, "name": name, "trainable_parameters": 1234, "layers_per_step": 6, "optimizer_steps": steps,
+                "train_seconds": seconds, "accuracy": 0.95, "exact_match": exact, "mean_steps": 2.5, "num_test": 1000,
+                "all_steps": {"accuracy": 0.96, "exact_match": all_steps_exact}}  # no "budget": a result from before the time budget
+
+    rows = [row(8, "one_pass", 0.5, 0.5, 100, 3.0), row(8, "reasoner", 0.8, 0.9, 300, 12.0),
+            row(12, "one_pass", 0.5, 0.5, 100, 3.0), row(12, "reasoner", 0.5, 0.52, 300, 12.0)]
+    base = {"task_options": {"num_train": 100}, "epochs": 2, "backbone": "minilm", "hidden_size": 32, "mixer": "mlp",
+            "latent_steps": 2, "cycles": 2, "supervision_steps": 4}
+    text = scaling.render(_result(settings={"size_option": "length", "base": base}, task="parity", rows=rows))
+    assert text.startswith("## Accuracy against task size (parity, data budget)\n")
+    assert "| 8 | `reasoner` | data | 1,234 | 6 | 300 | 12 | 0.950 | 0.800 | 2.50 | 0.960 / 0.900 |" in text
+    assert "| 8 | `one_pass` | data | 1,234 | 6 | 100 | 3 | 0.950 | 0.500 | 1 | same |" in text
+    assert "- data budget, length 8: the reasoner (all steps) reaches exact match 0.900 (300 optimizer steps, 12 s), " \
+           "ahead of the best other, `one_pass` (0.500; 100 steps, 3 s)." in text
+    assert "- data budget, length 12: the reasoner (all steps) reaches exact match 0.520 (300 optimizer steps, 12 s), level with " \
+           "the best other, `one_pass` (0.500; 100 steps, 3 s); the gap is within sampling noise: under two standard errors on " \
+           "1000 test examples." in text
+
+
+def test_sudoku_by_size_sets_the_accuracy_results_of_each_grid_side_by_side():
+    def sudoku(size, givens, linear, reasoner, reasoner_all_steps):
+        return {"command": f"run {size}", "data": {"task_options": {"size": size, "givens": givens}},
+                "comparators": [{"name": "linear", "data": {"exact_match": linear}},
+                                {"name": "reasoner", "data": {"exact_match": reasoner, "all_steps": {"exact_match": reasoner_all_steps}}}]}
+
+    results = {"accuracy_sudoku6": sudoku(6, 20, 0.0, 0.2, 0.25), "accuracy": sudoku(4, 6, 0.1, 0.5, 0.6)}
+    text = combined.sudoku_by_size(results)
+    assert "| comparator | budget | 4x4 | 6x6 |" in text
+    assert "| `linear` | data | 0.100 | 0.000 |" in text and "| `reasoner` | data | 0.500 (0.600 all steps) | 0.200 (0.250 all steps) |" in text
+    assert "(4x4: 6 givens, 6x6: 20 givens;" in text and "Commands: `run 4`, `run 6`." in text
+    assert combined.sudoku_by_size({"accuracy": results["accuracy"]}) == ""
+
+
+def test_maze_repeats_sets_the_runs_of_the_same_settings_side_by_side():
+    settings = {"task": "maze", "epochs": 8, "seed": 0}
+    scaling_maze = {"settings": {"size_option": "size", "base": settings | {"comparators": ["one_pass", "reasoner"], "time_budget_seconds": None}},
+                    "rows": [{"size": 7, "name": "one_pass", "budget": "data", "exact_match": 0.3, "optimizer_steps": 100},
+                             {"size": 7, "name": "reasoner", "budget": "data", "exact_match": 0.4, "optimizer_steps": 950},
+                             {"size": 9, "name": "reasoner", "budget": "data", "exact_match": 0.1, "optimizer_steps": 990}]}
+    accuracy_maze = {"settings": settings | {"comparators": ["linear", "one_pass", "reasoner"], "time_budget_seconds": 60},
+                     "data": {"task_options": {"size": 7}}, "machine": {"date": "2025-01-02"},
+                     "comparators": [{"name": "one_pass", "data": {"exact_match": 0.3, "optimizer_steps": 100}},
+                                     {"name": "reasoner", "data": {"exact_match": 0.45, "optimizer_steps": 947}}]}
+    text = combined.maze_repeats({"scaling_maze": scaling_maze, "accuracy_maze": accuracy_maze})
+    assert text.startswith("The 7x7 data-budget runs repeat those of `accuracy_maze` (same settings and seed, 2025-01-02); exact match: "
+                           "`one_pass` 0.300 here (100 optimizer steps), 0.300 there (100); `reasoner` 0.400 here (950 optimizer steps), "
+                           "0.450 there (947). So `reasoner` moved between two runs")
+    assert "read its figures on this task as one draw from that spread" in text
+    other = accuracy_maze | {"settings": accuracy_maze["settings"] | {"epochs": 4}}  # not the same settings: nothing to compare
+    assert combined.maze_repeats({"scaling_maze": scaling_maze, "accuracy_maze": other}) == ""
