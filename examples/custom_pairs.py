@@ -24,7 +24,8 @@ import os
 import random
 import sys
 
-from latentreason.pipeline import load_run, predict, train_recipe
+from latentreason.inference import load_run, predict
+from latentreason.pipeline import train_recipe
 from latentreason.recipe import load_recipe
 from latentreason.testing import save_tiny_backbone
 

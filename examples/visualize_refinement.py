@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from latentreason.pipeline import evaluate_run, load_run, predict, train_recipe
+from latentreason.inference import evaluate_run, load_run, predict
+from latentreason.pipeline import train_recipe
 from latentreason.recipe import load_recipe
 from latentreason.tasks import get_task
 from latentreason.testing import save_tiny_backbone

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 
 from . import __version__
 from . import recipe as recipes
+from .inference import Prediction, Run, load_run, predict, run_for_model
 from .model import LatentReasonerModel
-from .pipeline import Prediction, Run, load_run, predict, run_for_model
 from .visualize import GRID_TASKS, refinement_figure, run_example
 
 if TYPE_CHECKING:

@@ -228,7 +228,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .pipeline import evaluate_run
+    from .inference import evaluate_run
 
     results = evaluate_run(args.run_dir, data_file=args.data, steps=args.steps, halt=args.halt, halt_threshold=args.halt_threshold,
                            trajectories=args.trajectories, noise=args.noise, select=args.select, wrong_examples=args.show_wrong)
@@ -255,7 +255,7 @@ def format_mistakes(results: dict[str, Any]) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .pipeline import load_run, predict
+    from .inference import load_run, predict
 
     run = load_run(args.run_dir, halt_threshold=args.halt_threshold)
     halt = run.recipe.eval.halt if args.halt is None else args.halt

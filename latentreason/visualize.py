@@ -36,7 +36,7 @@ from matplotlib.patches import Rectangle
 
 from . import recipe as recipes
 from .data import load_pairs
-from .pipeline import Run, load_run, predict
+from .inference import Run, load_run, predict
 from .tasks import get_task
 from .tasks.grid import text_to_grid
 from .tasks.sudoku import BOX_SHAPES

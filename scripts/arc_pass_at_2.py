@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds the augmented views")
     args = parser.parse_args(argv)
 
-    from latentreason.pipeline import load_run
+    from latentreason.inference import load_run
     from latentreason.tasks import evaluate_pass_at_2
 
     scores = evaluate_pass_at_2(load_run(args.run_dir), views=args.views, steps=args.steps, seed=args.seed)

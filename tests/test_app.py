@@ -23,7 +23,7 @@ import torch
 from huggingface_hub import HfApi
 
 from latentreason import app, cli
-from latentreason.pipeline import load_run
+from latentreason.inference import load_run
 from latentreason.testing import save_tiny_backbone
 from latentreason.visualize import run_example
 

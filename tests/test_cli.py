@@ -169,7 +169,7 @@ def test_eval_accuracy_per_position_is_predicts_and_averages_to_the_accuracy(cus
 
 
 def test_plot_draws_a_file_runs_examples_and_its_curve(custom_run: dict[str, str], tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    from latentreason.pipeline import load_run, predict
+    from latentreason.inference import load_run, predict
     from latentreason.visualize import plot_refinement, strip_size
 
     out = tmp_path / "pictures"
@@ -215,7 +215,7 @@ def test_predict_with_steps_prints_each_refinement(custom_run: dict[str, str], c
 
 
 def test_predict_with_trajectories_matches_refine_and_checks_its_flags(custom_run: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    from latentreason.pipeline import load_run, predict
+    from latentreason.inference import load_run, predict
 
     run = load_run(custom_run["run"])
     plain = predict(run, ["b a c"], steps=5, halt=False)

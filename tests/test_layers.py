@@ -42,6 +42,7 @@ LAYERS = {
     "latentreason.tasks": "tasks",
     "latentreason.recipe": "app",
     "latentreason.pipeline": "app",
+    "latentreason.inference": "app",
     "latentreason.cli": "app",
     "latentreason.cli_help": "app",
     "latentreason.app": "app",

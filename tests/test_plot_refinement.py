@@ -92,7 +92,7 @@ def test_bad_arguments_exit_with_a_clear_error(script, tiny_run: str, tmp_path, 
 
 
 def test_plot_command_writes_the_pictures_it_names(tiny_run: str, tmp_path, capsys) -> None:
-    from latentreason.pipeline import load_run, predict
+    from latentreason.inference import load_run, predict
     from latentreason.visualize import plot_refinement, run_example
 
     out = tmp_path / "plots"

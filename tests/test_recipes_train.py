@@ -16,7 +16,8 @@ import os
 import pytest
 
 from latentreason import cli
-from latentreason.pipeline import load_run, predict, train_recipe
+from latentreason.inference import load_run, predict
+from latentreason.pipeline import train_recipe
 from latentreason.recipe import RecipeError, load_recipe
 from latentreason.tasks import evaluate_pass_at_2, get_task
 from latentreason.testing import save_tiny_backbone

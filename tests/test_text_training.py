@@ -10,8 +10,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from latentreason import cli
+from latentreason.inference import load_run
 from latentreason.model import LatentReasonerModel
-from latentreason.pipeline import load_run, train_recipe
+from latentreason.pipeline import train_recipe
 from latentreason.recipe import load_recipe
 from latentreason.testing import tiny_config
 

@@ -325,7 +325,8 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
     from torch.utils.data import DataLoader
 
     from latentreason.data import torch_format
-    from latentreason.pipeline import load_run, prepare_data, with_features
+    from latentreason.inference import load_run
+    from latentreason.pipeline import prepare_data, with_features
     from latentreason.training.evaluation import evaluate, suggest_halt_threshold
     from latentreason.training.loop import _hold_out
 

@@ -178,7 +178,7 @@ class ArcTask(Task):
 def evaluate_pass_at_2(run: Any, *, views: int = 8, steps: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Score a trained ARC run ARC's way: answer several augmented views of each test example, vote.
 
-    `run` is a loaded run folder (`latentreason.pipeline.load_run`; anything with `.recipe`, `.encoder` and `.predict(inputs, steps=, halt=)`) whose recipe trains `data.task: arc`.
+    `run` is a loaded run folder (`latentreason.inference.load_run`; anything with `.recipe`, `.encoder` and `.predict(inputs, steps=, halt=)`) whose recipe trains `data.task: arc`.
     View 0 of each test example is the example itself; views 1..`views - 1` are rotated/reflected,
     colour-permuted copies (seeded by `seed` and the example's index). Each view's answer is mapped back
     to the original frame and the answers vote (`pass_at_2`). A view whose prompt is longer than the
@@ -188,7 +188,7 @@ def evaluate_pass_at_2(run: Any, *, views: int = 8, steps: int | None = None, se
     averaged over the test examples, plus `num_examples`, `views` and one row per example.
 
     Example:
-        >>> from latentreason.pipeline import load_run
+        >>> from latentreason.inference import load_run
         >>> scores = evaluate_pass_at_2(load_run("runs/arc"), views=8)            # doctest: +SKIP
         >>> scores["pass_at_2"], scores["exact"]                                  # doctest: +SKIP
     """

@@ -1,7 +1,7 @@
 """Training latent reasoners: the deep-supervision loop on Accelerate, EMA, checkpoints, evaluation.
 
     from latentreason.training import TrainingConfig, train  # your own encoded datasets
-    from latentreason.pipeline import train_recipe                     # what `latentreason train` runs (app layer)
+    from latentreason.pipeline import train_recipe                     # what `latentreason train` runs (app layer
 
 Modules: `config` (TrainingConfig), `loop` (train), `evaluation` (accuracy per refinement step),
 `ema` (EMA with warm-up), `checkpoints` (atomic, resumable), `persistent` (TRM's persistent batch).

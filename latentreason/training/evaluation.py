@@ -16,7 +16,7 @@ duplicates that pad the last batch), then summed.
                   with the headline predictions; weighted by its `cells`, it averages to `accuracy`
 
 `keep_wrong=N` also returns the predicted ids of the first N samples (in data order) whose headline
-answer is not an exact match, for the caller to decode (`latentreason.pipeline.evaluate_run` does).
+answer is not an exact match, for the caller to decode (`latentreason.inference.evaluate_run` does).
 """
 
 from __future__ import annotations
