@@ -96,3 +96,25 @@ def save_tiny_base(path: str) -> str:
     AutoModel.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+TINY_SUDOKU_STEPS = 3  # eval.steps of `tiny_sudoku_run`: the refinement steps its pictures and pages show
+
+
+@pytest.fixture(scope="session")
+def tiny_sudoku_run(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """recipes/sudoku_4x4.yaml on a tiny local backbone, few puzzles and 8 optimizer steps: a run folder to read, not to change."""
+    from latentreason import cli
+
+    root = tmp_path_factory.mktemp("tiny_sudoku")
+    base = testing.save_tiny_backbone("llama", root / "base")
+    run_dir = str(root / "run")
+    recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "sudoku_4x4.yaml")
+    status = cli.main([
+        "train", recipe, f"model.base={base}", f"training.output_dir={run_dir}", f"training.cache_dir={root / 'cache'}",
+        "data.task_options.num_train=32", "data.task_options.num_test=8",
+        "reasoner.hidden_size=32", "reasoner.max_supervision_steps=3", "training.supervision_steps=2",
+        "training.max_steps=8", f"eval.steps={TINY_SUDOKU_STEPS}", "training.progress_bar=false", "training.report_to=none",
+    ])
+    assert status == 0
+    return run_dir

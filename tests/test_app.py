@@ -20,33 +20,20 @@ from typing import Any
 import matplotlib.image
 import pytest
 import torch
+from conftest import TINY_SUDOKU_STEPS
 from huggingface_hub import HfApi
 
 from latentreason import app, cli
 from latentreason.inference import load_run
-from latentreason.testing import save_tiny_backbone
 from latentreason.visualize import run_example
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(REPO, "recipes", "sudoku_4x4.yaml")
-STEPS = 3
+STEPS = TINY_SUDOKU_STEPS
 PUZZLE = "1 0 0 4 0 0 1 0 0 1 0 0 4 0 0 1"  # typed by hand: not one of the run's own examples
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """recipes/sudoku_4x4.yaml on a tiny local backbone, few puzzles and a few optimizer steps."""
-    root = tmp_path_factory.mktemp("app")
-    base = save_tiny_backbone("llama", root / "base")
-    run_dir = str(root / "run")
-    status = cli.main([
-        "train", RECIPE, f"model.base={base}", f"training.output_dir={run_dir}", f"training.cache_dir={root / 'cache'}",
-        "data.task_options.num_train=32", "data.task_options.num_test=8",
-        "reasoner.hidden_size=32", "reasoner.max_supervision_steps=3", "training.supervision_steps=2",
-        "training.max_steps=8", f"eval.steps={STEPS}", "training.progress_bar=false", "training.report_to=none",
-    ])
-    assert status == 0
-    return run_dir
+def tiny_run(tiny_sudoku_run: str) -> str:
+    return tiny_sudoku_run
 
 
 @pytest.fixture(scope="module")

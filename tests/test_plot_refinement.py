@@ -7,16 +7,15 @@ import json
 import os
 
 import pytest
+from conftest import TINY_SUDOKU_STEPS
 from matplotlib.image import imread
 
 from latentreason import cli
-from latentreason.testing import save_tiny_backbone
 from latentreason.visualize import DPI, PANEL_INCHES, TITLE_INCHES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(REPO, "recipes", "sudoku_4x4.yaml")
 SCRIPT = os.path.join(REPO, "scripts", "plot_refinement.py")
-STEPS = 3
+STEPS = TINY_SUDOKU_STEPS
 
 
 def load_script():
@@ -32,19 +31,8 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """recipes/sudoku_4x4.yaml on a tiny local backbone, few puzzles and a few optimizer steps."""
-    root = tmp_path_factory.mktemp("plot")
-    base = save_tiny_backbone("llama", root / "base")
-    run_dir = str(root / "run")
-    status = cli.main([
-        "train", RECIPE, f"model.base={base}", f"training.output_dir={run_dir}", f"training.cache_dir={root / 'cache'}",
-        "data.task_options.num_train=32", "data.task_options.num_test=8",
-        "reasoner.hidden_size=32", "reasoner.max_supervision_steps=3", "training.supervision_steps=2",
-        "training.max_steps=8", f"eval.steps={STEPS}", "training.progress_bar=false", "training.report_to=none",
-    ])
-    assert status == 0
-    return run_dir
+def tiny_run(tiny_sudoku_run: str) -> str:
+    return tiny_sudoku_run
 
 
 def png_size(path: str) -> tuple[int, int]:
