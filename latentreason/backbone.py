@@ -7,14 +7,19 @@ so dropout never fires and the features are a pure function of the input (which 
 them cacheable).
 
 Loading follows transformers: a Hub id or a local folder, a `revision`, `trust_remote_code` only
-when the user asks for it. The output paths that read answers through the LM (`lm_head`,
+when the user asks for it, a `dtype`, and a `device_map` for a backbone larger than one device
+(Accelerate's big-model placement: `auto`, or module name -> device, with "disk" offload; checked here
+first so that a wrong key or device is named with its fix). The output paths that read answers through the LM (`lm_head`,
 `latent_prefix`) load the causal-LM class so that its final norm and `lm_head` are there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +30,8 @@ from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .packaged import PACKAGED_MODELS, installed_copy
+
+logger = logging.getLogger(__name__)
 
 
 def text_config(config: PretrainedConfig) -> PretrainedConfig:
@@ -40,9 +47,15 @@ def load_pretrained(
     causal_lm: bool = False,
     trust_remote_code: bool = False,
     dtype: torch.dtype | str | None = None,
+    device_map: str | dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> PreTrainedModel:
-    """Load a checkpoint by Hub id or local path: the causal-LM class when asked, the bare model otherwise."""
+    """Load a checkpoint by Hub id or local path: the causal-LM class when asked, the bare model otherwise.
+
+    `device_map` (with `offload_folder`, `max_memory` among `kwargs`) spreads the weights over devices,
+    CPU and disk as Accelerate's big-model loading does; None loads the whole model on the CPU as usual.
+    A map is checked against the model's modules before any weight loads (`check_device_map`).
+    """
     # The config comes from where the weights come from: the same cache, token and offline setting.
     hub_options = {key: kwargs[key] for key in ("cache_dir", "token", "local_files_only") if key in kwargs}
     if not trust_remote_code:
@@ -57,6 +70,12 @@ def load_pretrained(
     load_kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code, **kwargs}
     if dtype is not None:
         load_kwargs["dtype"] = dtype
+        if str(dtype).removeprefix("torch.") == "bfloat16" and not torch.cuda.is_available():
+            logger.warning("Loading %s in bfloat16 on a machine without a GPU: CPUs without bf16 units run it ~100x slower "
+                           "than float32 (model.dtype: float32, or leave it unset).", name_or_path)
+    if device_map is not None:
+        check_device_map(device_map, config, auto_class, trust_remote_code)
+        load_kwargs["device_map"] = device_map
     try:
         return auto_class.from_pretrained(name_or_path, config=config, **load_kwargs)
     except ValueError as error:
@@ -66,6 +85,91 @@ def load_pretrained(
                 "Supported outputs for it: 'token_classification', 'sequence_classification'."
             ) from error
         raise
+
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")  # Accelerate's automatic placements
+_DEVICE_MAP_FIX = ("Use `model.device_map: auto` (Accelerate places the modules), or a mapping from module names "
+                   "(`\"\"` for the whole model) to a device: a GPU index like 0, 'cuda:1', 'cpu' or 'disk' (with `model.offload_folder`).")
+
+
+def check_device_map(device_map: str | dict[str, Any], config: PretrainedConfig, auto_class: Any = AutoModel,
+                     trust_remote_code: bool = False) -> None:
+    """Refuse a device map that transformers would load wrongly or with an obscure error: an unknown strategy,
+    a key that names no module of the model, a device that is not one (or not here), or modules it leaves out.
+
+    The module names come from the model built on the meta device (no weights, no memory).
+    """
+    if isinstance(device_map, str):
+        if device_map not in DEVICE_MAP_STRATEGIES:
+            raise ValueError(f"`model.device_map`={device_map!r} is not a placement strategy ({', '.join(DEVICE_MAP_STRATEGIES)}). {_DEVICE_MAP_FIX}")
+        return
+    if not isinstance(device_map, Mapping) or not device_map:
+        raise ValueError(f"`model.device_map` must be a strategy name or a non-empty mapping, got {device_map!r}. {_DEVICE_MAP_FIX}")
+    for key, device in device_map.items():
+        map_device(device, key)
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        empty = auto_class.from_config(config, trust_remote_code=trust_remote_code)
+    modules = {name for name, _ in empty.named_modules()}
+    names = modules | {name for name, _ in empty.named_parameters()}
+    for key in device_map:
+        if key not in names:
+            top = sorted({name.split(".")[0] for name in modules if name})
+            close = difflib.get_close_matches(str(key), sorted(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"`model.device_map` key {key!r} names no module of {config.model_type} ({auto_class.__name__}){hint}. "
+                f"Its top-level modules: {', '.join(top)}; deeper ones are dotted, e.g. {_deepest_example(modules)!r}. {_DEVICE_MAP_FIX}"
+            )
+    uncovered = sorted({_owner(name) for name, _ in empty.named_parameters() if not _covered(name, device_map)})
+    if uncovered:
+        raise ValueError(
+            f"`model.device_map` gives no device for {', '.join(uncovered[:5])}{' and more' if len(uncovered) > 5 else ''}: "
+            "every module with weights needs one (its own key or a parent's). Add them, or map `\"\"` (the whole model) as a fallback."
+        )
+
+
+def map_device(device: Any, key: str = "") -> torch.device | str:
+    """One value of a device map as a `torch.device` ("disk" as is); a bad one raises naming its key and the fix."""
+    where = f"`model.device_map` entry {key!r}: {device!r}"
+    if device == "disk":
+        return "disk"
+    if isinstance(device, bool):
+        raise ValueError(f"{where} is not a device. {_DEVICE_MAP_FIX}")
+    try:
+        parsed = torch.device("cuda", device) if isinstance(device, int) else torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{where} is not a device. {_DEVICE_MAP_FIX}") from None
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{where}: this machine has {torch.cuda.device_count()} CUDA device(s). Map it to 'cpu' or 'disk', or use `auto`.")
+    if parsed.type not in ("cpu", "cuda", "mps", "xpu", "npu", "mlu", "hpu"):
+        raise ValueError(f"{where}: {parsed.type!r} devices do not hold weights. {_DEVICE_MAP_FIX}")
+    return parsed
+
+
+def placement_device(model: nn.Module) -> torch.device:
+    """Where a model's computation starts: the first device of its `hf_device_map` (disk-offloaded weights
+    compute on the CPU), else the device of its first parameter."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        first = map_device(next(iter(device_map.values())))
+        return torch.device("cpu") if first == "disk" else first
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _covered(parameter: str, device_map: Mapping[str, Any]) -> bool:
+    return any(key == "" or parameter == key or parameter.startswith(f"{key}.") for key in device_map)
+
+
+def _owner(parameter: str) -> str:
+    return parameter.rsplit(".", 1)[0] if "." in parameter else parameter
+
+
+def _deepest_example(modules: set[str]) -> str:
+    dotted = sorted((name for name in modules if name.count(".") == 1), key=lambda name: (len(name), name))
+    return dotted[0] if dotted else "layers.0"
 
 
 def refuse_custom_code(name_or_path: str, revision: str | None, hub_options: dict[str, Any]) -> None:
@@ -217,6 +321,11 @@ class FrozenBackbone(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone's computation starts: the first device of its device map, or its weights' device."""
+        return placement_device(self.model)
 
     @property
     def max_positions(self) -> int | None:

@@ -100,6 +100,7 @@ class ReasonerConfig:
     backbone_hidden_size: int | None = field(default=None, metadata={"help": "Hidden size of the backbone (filled in by `attach_reasoner`; checked when an adapter is loaded)."})
     backbone_model_type: str | None = field(default=None, metadata={"help": "`model_type` of the backbone config (filled in by `attach_reasoner`; checked when loading)."})
     backbone_num_layers: int | None = field(default=None, metadata={"help": "Number of blocks of the backbone (filled in by `attach_reasoner`)."})
+    backbone_dtype: str | None = field(default=None, metadata={"help": "dtype the backbone was loaded in for training (e.g. `bfloat16`; filled in by `attach_reasoner` when one was given): `from_pretrained` loads it the same way unless told otherwise, so features match training. None: the checkpoint's own."})
 
     def __post_init__(self) -> None:
         self.validate()

