@@ -30,6 +30,7 @@ from . import (
     accuracy_sudoku6,
     default_recipes,
     demo_variants,
+    feature_cache,
     memory,
     overhead,
     refinement,
@@ -66,6 +67,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "scaling": scaling,
     "scaling_time": scaling_time,
     "scaling_maze": scaling_maze,
+    "feature_cache": feature_cache,
 }
 PRESETS = ("full", "quick", "tiny")
 

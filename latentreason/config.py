@@ -89,6 +89,8 @@ class ReasonerConfig:
     num_answer_slots: int | None = field(default=None, metadata={"help": "Learned answer positions appended after the input tokens (for outputs not aligned to the input). Default: 0 for token classification, 1 for sequence classification, 8 for the LM paths."})
     prefix_slots: int = field(default=0, metadata={"help": "Learned positions placed before the input tokens, as TRM's puzzle-embedding positions (`convert-trm` fills them from a checkpoint's puzzle embedding). With `halt_read='first'` the halting head reads the first of them."})
     feature_norm: bool = field(default=True, metadata={"help": "RMS-normalise backbone features after the input projection: frozen LLM features differ in scale from learned embeddings."})
+    feature_projection: int | None = field(default=None, metadata={"help": "Project the backbone's features to this width with a fixed random matrix (Gaussian, seeded by `feature_projection_seed`, never trained) before the learned input projection: the feature cache stores the narrow features (hidden size / width times smaller). Part of the model, so predicting on raw text projects the same way; the matrix is rebuilt from the seed on load, not saved. None: no projection."})
+    feature_projection_seed: int = field(default=0, metadata={"help": "Seed of the fixed random `feature_projection` matrix."})
 
     # --- the input it reads ----------------------------------------------------------------------
     input: InputKind = field(default="backbone", metadata={"help": "What the reasoner reads: `backbone` (hidden states of a frozen Hugging Face model) or `token_embeddings` (learned token embeddings and no base model: TRM as published, and what `convert-trm` writes; needs `vocab_size`)."})
@@ -124,6 +126,9 @@ class ReasonerConfig:
         at_least("prefix_slots", 0)
         at_least("swiglu_multiple", 1)
         at_least("vocab_size", 1)
+        at_least("feature_projection", 1)
+        if self.feature_projection is not None and self.input != "backbone":
+            raise ValueError(f"`feature_projection` ({self.feature_projection}) projects a backbone's features; input={self.input!r} has none.")
         if self.input == "token_embeddings" and self.vocab_size is None:
             raise ValueError("`input='token_embeddings'` needs `vocab_size` (the number of token ids the embeddings cover).")
         if self.input == "backbone" and self.vocab_size is not None:

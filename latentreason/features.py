@@ -1,21 +1,35 @@
 """The frozen-feature cache: run the backbone once per example, keep its hidden states on disk.
 
 The backbone is frozen and deep supervision revisits every example up to N_sup times per epoch, so
-its hidden states are computed once, stored as float16 in an Arrow file, and memory-mapped back:
+its hidden states are computed once, stored in Arrow files (float16 by default), and memory-mapped back:
 
     cache = FeatureCache()                                  # $LATENTREASON_CACHE/features or ~/.cache/latentreason/features
-    train = cache.features_for(model, encoded_train)        # + a "features" column, (length, hidden) per example
-    batch = collate([train[i] for i in range(8)], pad_token_id)
+    train = cache.features_for(model, encoded_train)        # + a "features" column, (length, width) per example
+    rows = decoded(train)                                   # what the trainer reads: tensors, features as float32
+    batch = collate([rows[i] for i in range(8)], pad_token_id)
     out = model(attention_mask=batch["attention_mask"], labels=batch["labels"], features=batch["features"])
 
 An entry is keyed by everything the features depend on (`FeatureCache.key`): the base model
-(id, revision, layer, hidden size, type, dtype), the reasoner's max_length, the encoded dataset's
-fingerprint, the storage dtype and `CACHE_FORMAT_VERSION`. Any change gives a new key, so a stale
-entry is never read. Entries are written to a temporary folder beside the final one and renamed
-into place (`os.replace`), so an interrupted write leaves only a temporary folder that is never
-read. The entry records its file's length and SHA-256 at write time and both are checked at open: a
-truncated or corrupted file (a bad disk, a copy cut short) is recomputed with a warning, never trained
-on. The cache stores only the features; they are joined to the given dataset column-wise.
+(id, revision, layer, hidden size, type, dtype), the model's input width (a fixed random projection,
+`ReasonerConfig.feature_projection`, is part of the model, so `model.encode` gives the projected
+features and the cache stores those), the reasoner's max_length, the encoded dataset's fingerprint,
+the storage dtype and `CACHE_FORMAT_VERSION`. Any change gives a new key, so a stale entry is never read.
+
+An entry is a folder of **shards**, each holding a contiguous range of rows (`rows-000000000-000000512`).
+The shard plan depends on the dataset's length only, never on the number of processes: under
+Accelerate or torchrun every process computes its share of the missing shards (shard i goes to process
+i mod N) and then reads them all, so the cache a 2-process run writes is the one a 1-process run
+writes, bit for bit, and either reads the other's. Each shard is written to a temporary folder and
+renamed into place (`os.replace`) with its integrity record (rows, and each file's length and
+SHA-256, checked at every open): a killed extraction leaves only complete shards and temporary
+folders that are never read, and the next run computes only the missing rows. A damaged shard (a bad
+disk, a copy cut short) is recomputed with a warning, never trained on.
+
+Storage dtypes (`dtype`, the recipe's `training.cache_dtype`): float16 (2 bytes a value; the default),
+bfloat16 (2 bytes, float32's range, 3 significant digits; kept as its raw 16 bits since Arrow has no
+bfloat16), float32 (4 bytes, exact) and int8 (1 byte a value plus one float32 scale per token: each
+token's vector is divided by its largest absolute value / 127 and rounded, so every value is within
+that token's absmax / 254 of the backbone's). `decoded` turns any of them back into float32 tensors.
 
 With trainable backbone weights (LoRA) features change while training, so caching is refused.
 """
@@ -25,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -36,11 +51,12 @@ import datasets
 import numpy as np
 import torch
 from accelerate import PartialState
-from datasets import Array2D, Dataset, Features
+from accelerate.utils import gather_object
+from datasets import Array2D, Dataset, Features, Sequence, Value
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
-from .data import collate
+from .data import collate, torch_format
 from .storage import explain_disk_full
 
 if TYPE_CHECKING:
@@ -49,13 +65,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Bump when the stored layout or the way features are computed changes: old entries are then ignored.
-CACHE_FORMAT_VERSION = "2"  # 2: entries record their file's length and SHA-256
+CACHE_FORMAT_VERSION = "3"  # 2: entries record their file's length and SHA-256; 3: an entry is a folder of row shards
 
 FEATURES_COLUMN = "features"
+SCALES_COLUMN = "feature_scales"  # int8 storage: one float32 scale per token
 FEATURES_FILE = "features.arrow"
-METADATA_FILE = "key.json"  # what the key was made of (for people inspecting the cache) and the file's integrity record
+METADATA_FILE = "key.json"  # in the entry: what the key was made of (for people inspecting the cache)
+SHARD_FILE = "shard.json"  # in each shard: its rows, who computed it, and its file's integrity record
+SHARD_PREFIX = "rows-"
 _TEMPORARY_MARK = ".tmp-"
 _BATCHES_PER_CHUNK = 64  # rows held in memory at once while computing: batch_size x this
+SHARDS_PER_ENTRY = 16  # enough to spread over a few processes...
+MIN_SHARD_ROWS = 64  # ...without shards too small to batch well
+MAX_SHARD_ROWS = 4096  # a killed extraction loses at most this many rows of work
+
+STORAGE_DTYPES = ("float16", "bfloat16", "float32", "int8")
+_BYTES_PER_VALUE = {"float16": 2, "bfloat16": 2, "float32": 4, "int8": 1}
+INT8_ERROR = 1 / 254  # int8 storage: |stored - exact| <= INT8_ERROR x the token vector's largest |value|
 
 
 def default_cache_dir() -> Path:
@@ -64,27 +90,54 @@ def default_cache_dir() -> Path:
     return Path(root) / "features" if root else Path.home() / ".cache" / "latentreason" / "features"
 
 
+def storage_name(dtype: str | torch.dtype) -> str:
+    """"float16", "bfloat16", "float32" or "int8" for a torch dtype or its name; ValueError for anything else."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in STORAGE_DTYPES:
+        raise ValueError(f"The feature cache stores {' | '.join(STORAGE_DTYPES)} features, got dtype={dtype!r}.")
+    return name
+
+
+def shard_rows_for(rows: int) -> int:
+    """Rows per shard for a dataset of `rows` rows: about SHARDS_PER_ENTRY shards, within [MIN, MAX]_SHARD_ROWS."""
+    return min(MAX_SHARD_ROWS, max(MIN_SHARD_ROWS, math.ceil(rows / SHARDS_PER_ENTRY)))
+
+
+def shard_name(start: int, stop: int) -> str:
+    return f"{SHARD_PREFIX}{start:09d}-{stop:09d}"
+
+
+def bytes_per_token(width: int, dtype: str | torch.dtype = "float16") -> int:
+    """Cache bytes one token takes: width x bytes a value (+ a float32 scale for int8)."""
+    name = storage_name(dtype)
+    return width * _BYTES_PER_VALUE[name] + (4 if name == "int8" else 0)
+
+
 class FeatureCache:
-    """Backbone hidden states per example, computed once and stored on disk.
+    """Backbone hidden states per example, computed once and stored on disk in row shards.
 
     Args:
         cache_dir: where entries live (default: `default_cache_dir()`).
-        dtype: storage dtype of the features: float16 (half the disk, plenty for frozen features) or float32.
+        dtype: storage dtype of the features: float16 (the default), bfloat16, float32 or int8 (a torch
+            dtype or its name; see the module docstring for what each keeps).
         enabled: False computes the features every time and never writes anything.
+        shard_rows: rows per shard (default: `shard_rows_for(len(dataset))`); only how the work is split.
 
     Example:
-        >>> cache = FeatureCache("/tmp/features")                          # doctest: +SKIP
+        >>> cache = FeatureCache("/tmp/features", dtype="int8")            # doctest: +SKIP
         >>> encoded = cache.features_for(model, encoded)                   # doctest: +SKIP
-        >>> encoded.with_format("torch")[0]["features"].shape              # doctest: +SKIP
+        >>> decoded(encoded)[0]["features"].shape                          # doctest: +SKIP
         torch.Size([41, 384])
     """
 
-    def __init__(self, cache_dir: str | os.PathLike | None = None, dtype: torch.dtype = torch.float16, enabled: bool = True) -> None:
-        if dtype not in (torch.float16, torch.float32):
-            raise ValueError(f"FeatureCache stores float16 or float32 features, got dtype={dtype}.")
+    def __init__(self, cache_dir: str | os.PathLike | None = None, dtype: str | torch.dtype = "float16", enabled: bool = True,
+                 shard_rows: int | None = None) -> None:
+        if shard_rows is not None and shard_rows < 1:
+            raise ValueError(f"shard_rows must be >= 1, got {shard_rows}.")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.dtype = dtype
+        self.dtype = storage_name(dtype)
         self.enabled = enabled
+        self.shard_rows = shard_rows
 
     # --- the key ---------------------------------------------------------------------------------
     def key_fields(self, model: LatentReasonerModel, dataset: Dataset) -> dict[str, Any]:
@@ -99,9 +152,10 @@ class FeatureCache:
             "backbone_hidden_size": backbone.hidden_size,
             "backbone_model_type": backbone.model_type,
             "backbone_dtype": str(backbone.dtype),
+            "feature_projection": _projection_fields(model),
             "max_length": config.max_length,
             "dataset_fingerprint": dataset._fingerprint,
-            "dtype": str(self.dtype),
+            "dtype": self.dtype,
             "cache_format_version": CACHE_FORMAT_VERSION,
         }
         if not config.base_model_name_or_path:
@@ -120,15 +174,16 @@ class FeatureCache:
 
     # --- computing or loading ----------------------------------------------------------------------
     def features_for(self, model: LatentReasonerModel, dataset: Dataset, batch_size: int = 32, progress: bool = True) -> Dataset:
-        """`dataset` with a "features" column: per example the backbone's hidden states of its tokens, (length, D).
+        """`dataset` with a "features" column: per example the model's input features of its tokens, (length, width).
 
         `dataset` is an encoded dataset (input_ids, attention_mask, ...; see `PairEncoder.encode_dataset`).
-        On a cache hit the features are memory-mapped from disk and the backbone does not run. Entries
-        are found again across processes when the dataset's fingerprint is deterministic, as it is
-        for `load_pairs` + `PairEncoder.encode_dataset` (a `Dataset.from_dict` made in memory gets a
-        random fingerprint: correct, but a new entry per process). In a multi-process run, let the
-        main process fill the cache first (`with accelerator.main_process_first(): ...`) and pass
-        `progress=accelerator.is_main_process`.
+        The column holds the stored values (int8 storage adds a "feature_scales" column; bfloat16 is kept as
+        raw int16 bits): read rows through `decoded(...)`. On a cache hit the features are memory-mapped from
+        disk and the backbone does not run. In a multi-process run (Accelerate, torchrun) every process must
+        call this: each computes its share of the missing shards, then all read the whole entry. Entries
+        are found again across processes when the dataset's fingerprint is deterministic, as it is for
+        `load_pairs` + `PairEncoder.encode_dataset` (a `Dataset.from_dict` made in memory gets a random
+        fingerprint: correct, but then each process computes an entry of its own, with a warning).
         """
         if model.backbone_trains:
             raise ValueError(
@@ -141,7 +196,10 @@ class FeatureCache:
             raise ValueError(f"features_for needs an encoded dataset; it has no {missing}. Encode it with PairEncoder.encode_dataset first.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        dataset = dataset.remove_columns([FEATURES_COLUMN]) if FEATURES_COLUMN in dataset.column_names else dataset
+        if len(dataset) == 0:
+            raise ValueError("features_for got an empty dataset: there is nothing to compute features for.")
+        stale = [column for column in (FEATURES_COLUMN, SCALES_COLUMN) if column in dataset.column_names]
+        dataset = dataset.remove_columns(stale) if stale else dataset  # (removing none would change the fingerprint)
 
         if not self.enabled:
             with tempfile.TemporaryDirectory() as scratch:
@@ -150,39 +208,59 @@ class FeatureCache:
                 features = Dataset.from_file(str(file), in_memory=True)
             return _join(dataset, features)
 
+        state = PartialState()
         entry = self.path(model, dataset)
-        if (entry / FEATURES_FILE).is_file():
-            problem = damage(entry, len(dataset))
-            if problem:
-                logger.warning("The feature cache entry %s is damaged (%s): recomputing it.", entry, problem)
-                _remove(entry)
-        if not (entry / FEATURES_FILE).is_file():
-            self._write_entry(model, dataset, entry, batch_size, progress)
-            problem = damage(entry, len(dataset))
-            if problem:
-                raise RuntimeError(f"The feature cache entry {entry} is damaged right after it was written ({problem}): "
-                                   f"check the disk under {self.cache_dir}, or set training.use_feature_cache=false.")
-        return _join(dataset, Dataset.from_file(str(entry / FEATURES_FILE)))
+        rows = len(dataset)
+        state.wait_for_everyone()  # nobody reads the entry while another process still changes it
+        done, damaged = _scan(entry, rows)
+        state.wait_for_everyone()  # every process has the same view before anything moves
+        for shard, problem in damaged.items():
+            if state.is_main_process:
+                logger.warning("The feature cache shard %s is damaged (%s): recomputing it.", shard, problem)
+                _remove(shard)
+        plan = _plan(done, rows, self.shard_rows or shard_rows_for(rows))
+        mine = plan[state.process_index :: state.num_processes] if _same_entry_everywhere(entry, state) else plan
+        if mine:
+            self._write_shards(model, dataset, entry, mine, batch_size, progress, state)
+        state.wait_for_everyone()
+        problem = damage(entry, rows) if plan else None  # (a hit was checked by the scan already)
+        if problem:
+            raise RuntimeError(f"The feature cache entry {entry} is damaged right after it was written ({problem}): "
+                               f"check the disk under {self.cache_dir}, or set training.use_feature_cache=false.")
+        if plan and state.is_main_process:
+            logger.info("Cached backbone features of %d examples in %s", rows, entry)
+        return _join(dataset, read_entry(entry))
 
-    def _write_entry(self, model: LatentReasonerModel, dataset: Dataset, entry: Path, batch_size: int, progress: bool) -> None:
-        """Compute into a temporary folder beside `entry`, then rename it into place (atomic)."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=entry.name + _TEMPORARY_MARK, dir=self.cache_dir))
-        tokens = sum(len(ids) for ids in dataset["input_ids"])
-        needed = tokens * model.backbone.hidden_size * torch.empty((), dtype=self.dtype).element_size()
-        with explain_disk_full(self.cache_dir, "the feature cache entry", needed):
-            try:
-                self._compute(model, dataset, temporary / FEATURES_FILE, batch_size, progress)
-                record = self.key_fields(model, dataset) | {"integrity": _integrity(temporary / FEATURES_FILE, len(dataset))}
-                (temporary / METADATA_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-                try:
-                    os.replace(temporary, entry)
-                except OSError:
-                    if not (entry / FEATURES_FILE).is_file():  # not a lost race with another writer: a real failure
-                        raise
-            finally:
-                shutil.rmtree(temporary, ignore_errors=True)
-        logger.info("Cached backbone features of %d examples in %s", len(dataset), entry)
+    def _write_shards(self, model: LatentReasonerModel, dataset: Dataset, entry: Path, ranges: list[tuple[int, int]],
+                      batch_size: int, progress: bool, state: PartialState) -> None:
+        """Compute each row range into a temporary folder inside `entry`, then rename it into place (atomic)."""
+        created = not entry.exists()
+        entry.mkdir(parents=True, exist_ok=True)
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        tokens = sum(sum(lengths[start:stop]) for start, stop in ranges)
+        needed = tokens * bytes_per_token(_feature_width(model), self.dtype)
+        try:
+            with explain_disk_full(self.cache_dir, "the feature cache entry", needed):
+                _write_json(entry / METADATA_FILE, self.key_fields(model, dataset))
+                for start, stop in ranges:
+                    final = entry / shard_name(start, stop)
+                    temporary = Path(tempfile.mkdtemp(prefix=final.name + _TEMPORARY_MARK, dir=entry))
+                    try:
+                        self._compute(model, dataset.select(range(start, stop)), temporary / FEATURES_FILE, batch_size, progress)
+                        record = {"start": start, "stop": stop, "computed_by": {"process": state.process_index, "processes": state.num_processes},
+                                  "integrity": _integrity(temporary / FEATURES_FILE, stop - start)}
+                        _write_json(temporary / SHARD_FILE, record)
+                        try:
+                            os.replace(temporary, final)
+                        except OSError:
+                            if not (final / FEATURES_FILE).is_file():  # not a lost race with another writer: a real failure
+                                raise
+                    finally:
+                        shutil.rmtree(temporary, ignore_errors=True)
+        except BaseException:
+            if created and not any(path.name.startswith(SHARD_PREFIX) and _TEMPORARY_MARK not in path.name for path in entry.iterdir()):
+                shutil.rmtree(entry, ignore_errors=True)  # nothing complete was written: leave no entry behind
+            raise
 
     @torch.no_grad()
     def _compute(self, model: LatentReasonerModel, dataset: Dataset, file: Path, batch_size: int, progress: bool) -> None:
@@ -190,8 +268,8 @@ class FeatureCache:
 
         Rows go in chunks (bounded memory); inside a chunk, batches group rows of similar length (little padding).
         """
-        numpy_dtype = np.dtype(np.float16 if self.dtype == torch.float16 else np.float32)
-        storage = Features({FEATURES_COLUMN: Array2D(shape=(None, model.backbone.hidden_size), dtype=numpy_dtype.name)})
+        width = _feature_width(model)
+        storage = Features(_storage_columns(self.dtype, width))
         device = next(model.backbone.parameters()).device
         pad_token_id = getattr(model.backbone.model.config, "pad_token_id", None) or 0
         tokens = dataset.select_columns(["input_ids", "attention_mask"])
@@ -202,22 +280,193 @@ class FeatureCache:
                 chunk = tokens[chunk_start : chunk_start + chunk_size]
                 rows = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
                 order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-                results: list[np.ndarray] = [np.empty(0)] * len(rows)
+                results: list[dict[str, np.ndarray]] = [{}] * len(rows)
                 for start in range(0, len(order), batch_size):
                     indices = order[start : start + batch_size]
                     batch = collate([rows[i] for i in indices], pad_token_id)
-                    features = model.encode(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B, L, D)
+                    features = model.encode(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B, L, width)
                     for row, index in enumerate(indices):
                         length = len(rows[index]["input_ids"])  # unpad: keep the example's own tokens
-                        results[index] = features[row, :length].to("cpu", self.dtype).numpy()
+                        results[index] = encode_rows(features[row, :length].float().cpu(), self.dtype)
                     bar.update(len(indices))
-                writer.write_batch({FEATURES_COLUMN: results})
+                writer.write_batch({column: [result[column] for result in results] for column in storage})
             writer.finalize()
         bar.close()
 
 
+def _same_entry_everywhere(entry: Path, state: PartialState) -> bool:
+    """Whether every process asks for this entry (one process: yes). A dataset with a random fingerprint (made with
+    `Dataset.from_dict` in each process) gives each process its own key: then each computes its whole entry."""
+    if state.num_processes == 1:
+        return True
+    names = gather_object([entry.name])
+    if len(set(names)) == 1:
+        return True
+    if state.is_main_process:
+        logger.warning("The processes asked the feature cache for %d different entries (datasets with random fingerprints, e.g. "
+                       "Dataset.from_dict in each process): each process computes all of its own, nothing is shared. Save the "
+                       "dataset once (save_to_disk / JSONL) so that every process reads the same fingerprint.", len(set(names)))
+    return False
+
+
+# --- storage dtypes ------------------------------------------------------------------------------------
+def _storage_columns(dtype: str, width: int) -> dict[str, Any]:
+    arrow_dtype = {"float16": "float16", "bfloat16": "int16", "float32": "float32", "int8": "int8"}[dtype]
+    columns: dict[str, Any] = {FEATURES_COLUMN: Array2D(shape=(None, width), dtype=arrow_dtype)}
+    if dtype == "int8":
+        columns[SCALES_COLUMN] = Sequence(Value("float32"))
+    return columns
+
+
+def encode_rows(features: torch.Tensor, dtype: str | torch.dtype) -> dict[str, np.ndarray]:
+    """One example's float features (L, width) as stored: {"features": ...} (+ {"feature_scales": (L,)} for int8)."""
+    name = storage_name(dtype)
+    if name == "bfloat16":
+        return {FEATURES_COLUMN: features.to(torch.bfloat16).view(torch.int16).numpy()}  # Arrow has no bfloat16: its raw bits
+    if name == "int8":
+        # Per token: the largest |value| maps to 127 (a token with all zeros keeps scale 0 and zeros).
+        scales = features.abs().amax(dim=-1) / 127  # (L,)
+        quantised = torch.round(features / scales.clamp(min=torch.finfo(torch.float32).tiny)[:, None]).clamp(-127, 127)
+        return {FEATURES_COLUMN: quantised.to(torch.int8).numpy(), SCALES_COLUMN: scales.numpy()}
+    return {FEATURES_COLUMN: features.to(getattr(torch, name)).numpy()}
+
+
+def decode_rows(stored: torch.Tensor, dtype: str | torch.dtype, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Stored features of one example (stored as `dtype`) back to float32 (L, width).
+
+    bfloat16 arrive as their raw 16 bits and int8 with their per-token scales (readers may have widened
+    the integers, e.g. datasets' torch format gives int64: only the values count).
+    """
+    name = storage_name(dtype)
+    if name == "bfloat16":
+        return stored.to(torch.int16).view(torch.bfloat16).float()
+    if name == "int8":
+        if scales is None:
+            raise ValueError(f"int8 features need their {SCALES_COLUMN!r} to be read back.")
+        return stored.float() * scales.float()[..., None]
+    return stored.float()
+
+
+class DecodedFeatures(torch.utils.data.Dataset):
+    """A cached dataset whose rows come out as tensors with float32 "features" (whatever the storage dtype)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        columns = [name for name in ("input_ids", "attention_mask", "labels", "cell_positions", FEATURES_COLUMN, SCALES_COLUMN)
+                   if name in dataset.column_names]
+        self.dataset = dataset.with_format("torch", columns=columns)
+        self.storage = {"int16": "bfloat16", "int8": "int8"}[dataset.features[FEATURES_COLUMN].dtype]
+        self.column_names = [name for name in columns if name != SCALES_COLUMN]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def with_format(self, type: str | None = None, columns: list[str] | None = None) -> DecodedFeatures:
+        """Its rows are torch tensors already, so `torch_format(...)` of it is itself (any other format: ValueError)."""
+        if type != "torch":
+            raise ValueError(f"DecodedFeatures gives torch tensors only; read the underlying `.dataset` for format {type!r}.")
+        return self
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = dict(self.dataset[index])
+        row[FEATURES_COLUMN] = decode_rows(row[FEATURES_COLUMN], self.storage, row.pop(SCALES_COLUMN, None))
+        return row
+
+
+def decoded(dataset: Dataset | None) -> Dataset | DecodedFeatures | None:
+    """What the trainer reads: the numeric columns as tensors, with "features" decoded to float.
+
+    float16 and float32 entries stay a plain torch-formatted `datasets.Dataset` (`torch_format`); bfloat16
+    and int8 entries are decoded row by row (`DecodedFeatures`). None stays None.
+    """
+    if dataset is None:
+        return None
+    if FEATURES_COLUMN in dataset.column_names and dataset.features[FEATURES_COLUMN].dtype in ("int8", "int16"):
+        return DecodedFeatures(dataset)
+    return torch_format(dataset)
+
+
+# --- the shards of an entry --------------------------------------------------------------------------
+def _shards(entry: Path) -> list[Path]:
+    """The complete shards of `entry` (temporary folders are never read), in row order."""
+    if not entry.is_dir():
+        return []
+    return sorted(path for path in entry.iterdir() if path.name.startswith(SHARD_PREFIX) and _TEMPORARY_MARK not in path.name)
+
+
+def _scan(entry: Path, rows: int) -> tuple[list[tuple[int, int]], dict[Path, str]]:
+    """The row ranges of `entry` that are complete and sound, and the shards that are damaged (with why)."""
+    done: list[tuple[int, int]] = []
+    damaged: dict[Path, str] = {}
+    for shard in _shards(entry):
+        problem, span = _shard_damage(shard, rows)
+        if problem:
+            damaged[shard] = problem
+        elif all(span[1] <= start or stop <= span[0] for start, stop in done):  # overlaps can't come from one plan; keep the first
+            done.append(span)
+    return sorted(done), damaged
+
+
+def _plan(done: list[tuple[int, int]], rows: int, shard_rows: int) -> list[tuple[int, int]]:
+    """The row ranges still to compute: every gap between the `done` ranges, cut into `shard_rows` pieces."""
+    plan: list[tuple[int, int]] = []
+    position = 0
+    for start, stop in [*done, (rows, rows)]:
+        for piece in range(position, start, shard_rows):
+            plan.append((piece, min(piece + shard_rows, start)))
+        position = max(position, stop)
+    return plan
+
+
+def _shard_damage(shard: Path, rows: int) -> tuple[str | None, tuple[int, int]]:
+    try:
+        record = json.loads((shard / SHARD_FILE).read_text(encoding="utf-8"))
+        start, stop = int(record["start"]), int(record["stop"])
+        integrity = record["integrity"]
+        expected_rows, expected_bytes, expected_digest = int(integrity["rows"]), int(integrity["bytes"]), str(integrity["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"no readable integrity record in {SHARD_FILE}: {error}", (0, 0)
+    if shard.name != shard_name(start, stop) or not 0 <= start < stop <= rows or expected_rows != stop - start:
+        return f"rows {start}..{stop} ({expected_rows} recorded) do not fit a dataset of {rows} rows", (0, 0)
+    file = shard / FEATURES_FILE
+    size = file.stat().st_size if file.is_file() else -1
+    if size != expected_bytes:
+        return f"{FEATURES_FILE} is {size} bytes, {expected_bytes} were written", (0, 0)
+    if _integrity(file, expected_rows)["sha256"] != expected_digest:
+        return f"{FEATURES_FILE} does not match the SHA-256 recorded when it was written", (0, 0)
+    return None, (start, stop)
+
+
+def damage(entry: Path, rows: int) -> str | None:
+    """Why the cache entry `entry` can't be trusted for a dataset of `rows` rows, or None if it can.
+
+    Every shard is checked against the integrity record written with it (its rows, then its file's
+    length, which catches a truncated file, then its SHA-256, which catches flipped bytes), and the
+    shards must cover rows 0..rows exactly once.
+    """
+    done, damaged = _scan(entry, rows)
+    if damaged:
+        shard, problem = next(iter(damaged.items()))
+        return f"shard {shard.name}: {problem}"
+    covered = 0
+    for start, stop in done:
+        if start != covered:
+            return f"rows {covered}..{start} are in no shard"
+        covered = stop
+    return None if covered == rows else f"rows {covered}..{rows} are in no shard"
+
+
+def read_entry(entry: Path) -> Dataset:
+    """The stored columns of a complete entry, its shards in row order (memory-mapped)."""
+    return datasets.concatenate_datasets([Dataset.from_file(str(shard / FEATURES_FILE)) for shard in _shards(entry)])
+
+
+def shard_records(entry: Path) -> list[dict[str, Any]]:
+    """Each complete shard's record (rows, who computed it, integrity), in row order."""
+    return [json.loads((shard / SHARD_FILE).read_text(encoding="utf-8")) for shard in _shards(entry)]
+
+
 def _integrity(file: Path, rows: int) -> dict[str, Any]:
-    """What an entry's file must still be at open: its rows, its length in bytes and its SHA-256."""
+    """What a shard's file must still be at open: its rows, its length in bytes and its SHA-256."""
     digest = hashlib.sha256()
     with open(file, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -225,33 +474,19 @@ def _integrity(file: Path, rows: int) -> dict[str, Any]:
     return {"rows": rows, "bytes": file.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def damage(entry: Path, rows: int) -> str | None:
-    """Why the cache entry `entry` can't be trusted for a dataset of `rows` rows, or None if it can.
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write JSON atomically (a temporary file renamed into place): several processes may write the same one."""
+    handle, temporary = tempfile.mkstemp(prefix=path.name + _TEMPORARY_MARK, dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
 
-    Checks the integrity record written with it: the row count, then the file's length (cheap: catches
-    a truncated file), then its SHA-256 (catches flipped bytes).
-    """
+
+def _remove(path: Path) -> None:
+    """Move a damaged shard or entry aside (atomic: a reader never sees half of it), then delete it."""
+    doomed = path.with_name(path.name + _TEMPORARY_MARK + "damaged-" + os.urandom(4).hex())
     try:
-        record = json.loads((entry / METADATA_FILE).read_text(encoding="utf-8"))["integrity"]
-        expected_rows, expected_bytes, expected_digest = int(record["rows"]), int(record["bytes"]), str(record["sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return f"no readable integrity record in {METADATA_FILE}: {error}"
-    if expected_rows != rows:
-        return f"{expected_rows} rows recorded for a dataset of {rows}"
-    file = entry / FEATURES_FILE
-    size = file.stat().st_size
-    if size != expected_bytes:
-        return f"{FEATURES_FILE} is {size} bytes, {expected_bytes} were written"
-    if _integrity(file, rows)["sha256"] != expected_digest:
-        return f"{FEATURES_FILE} does not match the SHA-256 recorded when it was written"
-    return None
-
-
-def _remove(entry: Path) -> None:
-    """Move a damaged entry aside (atomic: a reader never sees half of it), then delete it."""
-    doomed = entry.with_name(entry.name + _TEMPORARY_MARK + "damaged-" + os.urandom(4).hex())
-    try:
-        os.replace(entry, doomed)
+        os.replace(path, doomed)
     except OSError:
         return  # another process moved it first
     shutil.rmtree(doomed, ignore_errors=True)
@@ -259,6 +494,16 @@ def _remove(entry: Path) -> None:
 
 def _join(dataset: Dataset, features: Dataset) -> Dataset:
     return datasets.concatenate_datasets([dataset, features], axis=1)
+
+
+def _feature_width(model: LatentReasonerModel) -> int:
+    """The width of `model.encode`'s features: the projection's when there is one, else the backbone's hidden size."""
+    return getattr(model, "feature_size", model.backbone.hidden_size)
+
+
+def _projection_fields(model: LatentReasonerModel) -> dict[str, int] | None:
+    width = getattr(model.config, "feature_projection", None)
+    return None if width is None else {"width": width, "seed": model.config.feature_projection_seed}
 
 
 def _weights_digest(module: torch.nn.Module) -> str:
@@ -276,9 +521,9 @@ LORA_CACHE_OFF = (
 
 
 def cached_features(model: LatentReasonerModel, dataset: Dataset | None, training: Any) -> Dataset | None:
-    """`dataset` with a "features" column from the cache in `training.cache_dir` (a `TrainingConfig`), when
-    `training.use_feature_cache` is on and the backbone is frozen; computed once per example (the main process
-    writes the cache first, the others read it)."""
+    """`dataset` with a "features" column from the cache in `training.cache_dir` (a `TrainingConfig`), stored as
+    `training.cache_dtype`, when `training.use_feature_cache` is on and the backbone is frozen. Every process
+    computes its share of the missing shards, then all read the whole entry. Read rows through `decoded`."""
     if dataset is None or not training.use_feature_cache:
         return dataset
     state = PartialState()
@@ -286,6 +531,5 @@ def cached_features(model: LatentReasonerModel, dataset: Dataset | None, trainin
         if state.is_main_process:
             print(LORA_CACHE_OFF)
         return dataset
-    cache = FeatureCache(training.cache_dir)
-    with state.main_process_first():
-        return cache.features_for(model, dataset, progress=state.is_local_main_process)
+    cache = FeatureCache(training.cache_dir, dtype=getattr(training, "cache_dtype", "float16"))
+    return cache.features_for(model, dataset, progress=state.is_local_main_process)

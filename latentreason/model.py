@@ -71,6 +71,13 @@ class RefineOutput(ModelOutput):
     step_halt_logits: list[torch.Tensor] | None = None  # (B,) halt logit after step 1..steps, beside step_logits
 
 
+def fixed_projection(width_in: int, width_out: int, seed: int) -> torch.Tensor:
+    """The fixed random projection (width_in, width_out) of `feature_projection`: Gaussian, variance 1 / width_out
+    (lengths kept on average, Johnson-Lindenstrauss), the same matrix for the same seed on any machine (CPU generator)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(width_in, width_out, generator=generator) / width_out**0.5
+
+
 class LatentReasonerModel(nn.Module):
     """A frozen Hugging Face backbone with a TRM-style recursive reasoner on top.
 
@@ -92,6 +99,14 @@ class LatentReasonerModel(nn.Module):
         self.backbone = backbone
         self.token_embeddings = TokenEmbeddings(config) if backbone is None else None
         self.feature_size = config.hidden_size if backbone is None else backbone.hidden_size
+        if backbone is not None and config.feature_projection is not None:
+            # Fixed, seeded and rebuilt on load (a buffer outside the state dict): cached features and raw text
+            # both pass through it, so the cache can store the narrow features and predict sees the same input.
+            self.register_buffer("feature_projector", fixed_projection(backbone.hidden_size, config.feature_projection,
+                                                                       config.feature_projection_seed), persistent=False)
+            self.feature_size = config.feature_projection
+        else:
+            self.feature_projector = None
         # Token embeddings have the reasoner's width already: no projection.
         self.input_proj = nn.Linear(self.feature_size, config.hidden_size, bias=False) if backbone is not None else nn.Identity()
         self.input_norm = RMSNorm(config.hidden_size, config.norm_eps) if config.feature_norm else nn.Identity()
@@ -138,12 +153,16 @@ class LatentReasonerModel(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Backbone hidden states of the chosen layer (B, L, D), as float32 (or the token embeddings (B, L, d))."""
+        """Backbone hidden states of the chosen layer (B, L, D), as float32 (or the token embeddings (B, L, d)).
+
+        With `feature_projection: k` they come out projected by the fixed random matrix: (B, L, k).
+        """
         if self.token_embeddings is not None:
             return self.token_embeddings(input_ids)
         features = self.backbone(input_ids=input_ids, attention_mask=attention_mask, with_grad=self.backbone_trains,
                                  token_type_ids=token_type_ids)
-        return features.float()
+        features = features.float()
+        return features if self.feature_projector is None else features @ self.feature_projector.to(features.device, features.dtype)
 
     def embed_inputs(self, features: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Project features, put the prefix before and the answer slots after: x (B, P + L + K, d), mask (B, P + L + K)."""

@@ -39,9 +39,8 @@ from .data import (
     row_origins,
     skipped_rows,
     sort_label_names,
-    torch_format,
 )
-from .features import cached_features
+from .features import cached_features, decoded
 from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
 from .tasks import get_task
@@ -393,9 +392,10 @@ def choose_backbone_layer(model: LatentReasonerModel, data: PreparedData, recipe
     return choice.layer
 
 
-def with_features(model: LatentReasonerModel, dataset: datasets.Dataset | None, recipe: recipes.Recipe) -> datasets.Dataset | None:
-    """Add cached backbone features as `recipe.training` asks (see `latentreason.features.cached_features`)."""
-    return cached_features(model, dataset, recipe.training)
+def with_features(model: LatentReasonerModel, dataset: datasets.Dataset | None, recipe: recipes.Recipe) -> Any:
+    """What the trainer reads: `dataset` as tensors, with cached backbone features as `recipe.training` asks
+    (see `latentreason.features.cached_features`), decoded to float32 whatever their storage dtype."""
+    return decoded(cached_features(model, dataset, recipe.training))
 
 
 def train_recipe(recipe: recipes.Recipe, *, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
@@ -427,8 +427,8 @@ def _train_recipe(recipe: recipes.Recipe, *, resume: bool, stop_after_steps: int
         layer = choose_backbone_layer(model, data, recipe)
         model.read_backbone_layer(layer)
         recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, layer=layer))  # saved as chosen
-    train_set = torch_format(with_features(model, data.train, recipe))
-    eval_set = torch_format(with_features(model, data.eval, recipe))
+    train_set = with_features(model, data.train, recipe)
+    eval_set = with_features(model, data.eval, recipe)
     result = train(
         model,
         train_set,

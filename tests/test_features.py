@@ -109,7 +109,7 @@ def test_a_crashed_write_is_ignored(tmp_path: Path) -> None:
     with count_calls(model.backbone) as calls:
         features = cache.features_for(model, dataset, progress=False)
     assert calls[0] > 0
-    assert (tmp_path / key / FEATURES_FILE).is_file()
+    assert [path.name for path in (tmp_path / key).glob("rows-*/" + FEATURES_FILE)] == [FEATURES_FILE]
     reference = FeatureCache(enabled=False).features_for(model, dataset, progress=False)
     assert features["features"][:] == reference["features"][:]
     with count_calls(model.backbone) as calls:
@@ -155,13 +155,14 @@ def test_a_shuffled_subset_gets_its_own_matching_features(tmp_path: Path) -> Non
 def test_a_damaged_entry_is_recomputed_with_a_warning_never_read(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
     import json
 
-    from latentreason.features import METADATA_FILE
+    from latentreason.features import SHARD_FILE
 
     model, dataset = tiny_model(), encoded_dataset()
     cache = FeatureCache(tmp_path)
     good = cache.features_for(model, dataset, progress=False)["features"][:]
     entry = cache.path(model, dataset)
-    file = entry / FEATURES_FILE
+    (shard,) = entry.glob("rows-*")
+    file = shard / FEATURES_FILE
     data = file.read_bytes()
     if damage == "truncated":
         file.write_bytes(data[: len(data) // 2])
@@ -169,12 +170,13 @@ def test_a_damaged_entry_is_recomputed_with_a_warning_never_read(tmp_path: Path,
         middle = len(data) - 64
         file.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
     else:
-        record = json.loads((entry / METADATA_FILE).read_text())
+        record = json.loads((shard / SHARD_FILE).read_text())
         del record["integrity"]
-        (entry / METADATA_FILE).write_text(json.dumps(record))
+        (shard / SHARD_FILE).write_text(json.dumps(record))
     with count_calls(model.backbone) as calls, caplog.at_level("WARNING", logger="latentreason.features"):
         again = cache.features_for(model, dataset, progress=False)
     assert calls[0] > 0  # recomputed, not read
     assert "damaged" in caplog.text and str(entry) in caplog.text
     assert again["features"][:] == good
-    assert [path.name for path in tmp_path.iterdir()] == [entry.name]  # the damaged copy is gone
+    assert [path.name for path in tmp_path.iterdir()] == [entry.name]
+    assert sorted(path.name for path in entry.iterdir()) == sorted(["key.json", shard.name])  # the damaged copy is gone

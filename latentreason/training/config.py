@@ -62,6 +62,7 @@ class TrainingConfig:
     # --- features ----------------------------------------------------------------------------
     use_feature_cache: bool = field(default=True, metadata={"help": "Compute the frozen backbone's features once per example and reuse them (the backbone never runs in the loop). Off: the backbone runs once per batch."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where the feature cache lives (default: latentreason's cache folder)."})
+    cache_dtype: Literal["float16", "bfloat16", "float32", "int8"] = field(default="float16", metadata={"help": "How cached features are stored: float16 (2 bytes a value), bfloat16 (2 bytes, float32's range, fewer digits), float32 (4 bytes, exact) or int8 (1 byte a value + one scale per token; each value within its token's largest |value| / 254). Training reads them back as float32. For a narrower cache see `reasoner.feature_projection`."})
 
     # --- checkpoints, logging, evaluation --------------------------------------------------------
     checkpoint_every: int | None = field(default=200, metadata={"help": "Save a resumable checkpoint `checkpoints/step-N` at the end of the batch in which the optimizer step count passes each multiple of this (N can be a few steps past the multiple: a batch's supervision steps are never split); None: only at the end."})
@@ -87,6 +88,8 @@ class TrainingConfig:
                 raise ValueError(f"`training.{name}` must be an integer >= 1 or None, got {value!r}.")
         if self.warmup_steps < 0:
             raise ValueError(f"`training.warmup_steps` must be >= 0, got {self.warmup_steps!r}.")
+        if self.cache_dtype not in ("float16", "bfloat16", "float32", "int8"):
+            raise ValueError(f"`training.cache_dtype` must be float16, bfloat16, float32 or int8, got {self.cache_dtype!r}.")
         if self.learning_rate <= 0:
             raise ValueError(f"`training.learning_rate` must be > 0, got {self.learning_rate!r}.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
