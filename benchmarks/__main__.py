@@ -41,6 +41,7 @@ from . import (
     scaling_time,
     speed,
     state_tracking,
+    test_time_scaling,
     trm_parity,
 )
 from .harness import DOC_PATH, IMG_DIR, RESULTS_DIR, command_line, log, write_result
@@ -64,6 +65,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "ablation_maze": ablation_maze,
     "rounding": rounding,
     "refinement": refinement,
+    "test_time_scaling": test_time_scaling,
     "scaling": scaling,
     "scaling_time": scaling_time,
     "scaling_maze": scaling_maze,

@@ -72,6 +72,7 @@ def supervision_loss(
     kind: LossKind = "softmax",
     active: torch.Tensor | None = None,
     task_weight: torch.Tensor | None = None,
+    task_labels: torch.Tensor | None = None,
 ) -> SupervisionLoss:
     """Task loss (`head.loss`, x `task_weight` when given) + `halt_loss_weight` x BCE(halt logit, "exactly right").
 
@@ -79,6 +80,9 @@ def supervision_loss(
     `halting` off there is no halting term. `active` (B,) bool masks halted samples out of both terms
     (their labels become the ignore index); then a micro-batch with no active sample left gives a zero
     loss that still touches every weight, so DDP's gradient all-reduce lines up across processes.
+    `task_labels` (the shape of `labels`) are this step's targets of the task loss when they are not the
+    answer (Deep Improvement Supervision's intermediate targets, `training.improvement_supervision`);
+    "exactly right", and so the halting target, always compares with `labels`, the whole answer.
 
     Example:
         >>> from latentreason.heads.classification import SequenceClassificationHead
@@ -90,8 +94,11 @@ def supervision_loss(
         ([True, False], 0.2395)
     """
     exact = head.exact(logits.detach(), labels)
+    if task_labels is not None and task_labels.shape != labels.shape:
+        raise ValueError(f"task_labels must have the shape of labels {tuple(labels.shape)}, got {tuple(task_labels.shape)}.")
+    step_labels = labels if task_labels is None else task_labels
     if active is None:
-        task_loss = head.loss(logits, labels, kind)
+        task_loss = head.loss(logits, step_labels, kind)
         if task_weight is not None:
             task_loss = task_loss * task_weight
         if not halting:
@@ -99,7 +106,7 @@ def supervision_loss(
         halt_loss = F.binary_cross_entropy_with_logits(halt_logits.float(), exact.float())
         return SupervisionLoss(task_loss + halt_loss_weight * halt_loss, task_loss, halt_loss, exact)
 
-    targets = labels.masked_fill(~active.view(-1, *([1] * (labels.dim() - 1))), IGNORE_INDEX)
+    targets = step_labels.masked_fill(~active.view(-1, *([1] * (labels.dim() - 1))), IGNORE_INDEX)
     zero = logits.sum() * 0.0 + halt_logits.sum() * 0.0
     task_loss = head.loss(logits, targets, kind) if bool((targets != IGNORE_INDEX).any()) else zero
     if task_weight is not None:

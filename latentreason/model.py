@@ -225,13 +225,16 @@ class LatentReasonerModel(nn.Module):
         active: torch.Tensor | None = None,
         loss_kind: LossKind = "softmax",
         task_weight: torch.Tensor | None = None,
+        task_labels: torch.Tensor | None = None,
     ) -> ReasonerModelOutput:
         """One supervision step. Give `input_ids` (the backbone runs) or `features` (it does not).
 
         `token_type_ids` (from BERT-style tokenizers) reach the backbone, so `model(**tokenizer(...))` works.
         With `labels`, `loss` is the supervision loss (`latentreason.losses.supervision_loss`): the task loss
         (`loss_kind`: softmax or stablemax cross-entropy; x `task_weight` when given) + `halt_loss_weight` x the
-        halting BCE. `active` (B,) bool leaves halted samples out of it (what the trainer passes).
+        halting BCE. `active` (B,) bool leaves halted samples out of it (what the trainer passes). `task_labels`
+        replace `labels` as the task loss's targets for this step (Deep Improvement Supervision); "exactly
+        right" and the halting target still read `labels`.
 
         Example:
             >>> out = model(input_ids, attention_mask, labels=labels)        # doctest: +SKIP
@@ -269,6 +272,7 @@ class LatentReasonerModel(nn.Module):
             losses = supervision_loss(
                 self.head, logits, halt_logits, labels, halting=self.config.halting and self._reasoner_enabled,
                 halt_loss_weight=self.config.halt_loss_weight, kind=loss_kind, active=active, task_weight=task_weight,
+                task_labels=task_labels,
             )
             output.loss, output.task_loss, output.halt_loss, output.exact = losses.loss, losses.task_loss, losses.halt_loss, losses.exact
         return output

@@ -7,6 +7,7 @@ TRM paper's GPU budget of days (see the comments on `learning_rate` and `ema_war
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +15,7 @@ MixedPrecision = Literal["no", "bf16", "fp16"]
 ReportTo = Literal["auto", "tensorboard", "none"]
 Loss = Literal["softmax", "stablemax"]
 Schedule = Literal["per_batch", "persistent"]
+CarryStart = Literal["model", "random"]
 
 
 @dataclass
@@ -51,6 +53,14 @@ class TrainingConfig:
     # per_batch checkpoints fall on batch boundaries, where no carry is alive, and resume with plain Accelerate;
     # persistent never trains a halted sample (TRM's schedule) but must save every slot's carry.
     schedule: Schedule = field(default="per_batch", metadata={"help": "`per_batch`: each batch runs up to N_sup optimizer steps, halted samples ride along masked out until the whole batch halts. `persistent` (TRM): every optimizer step advances each of `batch_size` slots by one supervision step and a halted slot takes the next example (see docs/training.md)."})
+
+    # --- training for more refinement steps at test time (training/refinement.py; docs/concepts.md) -----
+    # All off by default: each is a switch to measure against the plain recipe (benchmarks/test_time_scaling.py).
+    carry_init: CarryStart = field(default="model", metadata={"help": "Where a training sample's carry starts: `model` (the reasoner's init vectors, fixed or learned as `reasoner.carry_init` says: TRM) or `random` (its own draw per position and channel, normal with std `carry_init_std` truncated at 2 std, as EqR trains: the answer must be reached from anywhere near, so it becomes an attractor). Evaluation and `refine` always start from the init vectors."})
+    carry_init_std: float = field(default=1.0, metadata={"help": "Standard deviation of the `carry_init: random` starts (1: the scale of the reasoner's init vectors and of EqR's starts)."})
+    carry_noise: float = field(default=0.0, metadata={"help": "Standard deviation of Gaussian noise added to the carry (z_H and z_L) before every supervision step in training, never at evaluation (EqR's noise on the latent); the carry's entries are about unit size (post-norm). 0: off."})
+    random_supervision_steps: bool = field(default=False, metadata={"help": "Train each batch for a number of supervision steps drawn uniformly from 1..N_sup (seeded by `seed` and the batch: a resumed run draws the same), not always N_sup. `schedule: per_batch` only."})
+    improvement_supervision: bool = field(default=False, metadata={"help": "Deep Improvement Supervision (DIS, arXiv 2511.16886): step s of a batch's N steps is trained on the answer at the first floor(s n / N) of its n labelled positions, in a random order per example (the rest are left out of that step's task loss), so every step must get more right than the one before and step N all of it. Per-position outputs only (`reasoner.output: token_classification`); `schedule: per_batch` only."})
 
     # --- EMA -------------------------------------------------------------------------------------
     ema: bool = field(default=True, metadata={"help": "Keep an exponential moving average of the trainable weights; it is what gets evaluated and saved (TRM)."})
@@ -116,8 +126,29 @@ class TrainingConfig:
                 f"(got {self.gradient_accumulation_steps}): every optimizer step is one supervision step of every slot. Lower `training.batch_size` to fit "
                 "in memory, or use `training.schedule=per_batch`."
             )
+        self.validate_refinement_switches()
         if self.batch_size % self.gradient_accumulation_steps:
             raise ValueError(
                 f"`training.batch_size` ({self.batch_size}) must be divisible by `training.gradient_accumulation_steps` "
                 f"({self.gradient_accumulation_steps}): each batch is split into that many equal micro-batches."
             )
+
+    def validate_refinement_switches(self) -> None:
+        """The switches of training/refinement.py: values, and the schedule each one works with."""
+        if self.carry_init not in ("model", "random"):
+            raise ValueError(f"`training.carry_init` must be 'model' (the reasoner's init vectors) or 'random' (a draw per sample), got {self.carry_init!r}.")
+        if not (isinstance(self.carry_init_std, (int, float)) and not isinstance(self.carry_init_std, bool) and math.isfinite(self.carry_init_std) and self.carry_init_std > 0):
+            raise ValueError(f"`training.carry_init_std` must be a finite number > 0 (the std of the random starts; 1 is the init vectors' scale), "
+                             f"got {self.carry_init_std!r}.")
+        if not (isinstance(self.carry_noise, (int, float)) and not isinstance(self.carry_noise, bool) and math.isfinite(self.carry_noise) and self.carry_noise >= 0):
+            raise ValueError(f"`training.carry_noise` must be a finite number >= 0 (the std of the noise added to the carry in training; "
+                             f"0 = off, e.g. 0.1), got {self.carry_noise!r}.")
+        for name in ("random_supervision_steps", "improvement_supervision"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"`training.{name}` must be true or false, got {value!r}.")
+            if value and self.schedule == "persistent":
+                raise ValueError(
+                    f"`training.{name}` works with `training.schedule=per_batch` only: the persistent batch runs each example "
+                    f"up to N_sup steps in its own slot. Use `training.schedule=per_batch` or set `training.{name}=false`."
+                )

@@ -25,6 +25,11 @@ by one supervision step and a halted slot takes the next example, so no step is 
 sample; its checkpoints hold every slot's carry. Both share `fit` and `optimizer_step`, and both backpropagate
 the model's own `out.loss` (`latentreason.losses.supervision_loss`, with halted samples masked out).
 
+Training for more refinement steps at test time (`refinement.py`, all off by default): a random start
+and noise on the carry (`carry_init`, `carry_noise`), a random number of steps per batch
+(`random_supervision_steps`) and targets that grow step by step (`improvement_supervision`). Their draws
+are seeded like exploration's, per sample, so a resumed or multi-process run draws the same.
+
 Exploration (TRM): with probability `halt_exploration` a sample must run a random number of steps
 in [2, N_sup] before it may halt. The draws come from a generator seeded by (seed, batch index), or
 with the persistent batch by (seed, the example's stream position), so they are the same on 1 or N
@@ -58,6 +63,18 @@ from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate, features_of, score, suggest_halt_threshold
 from .persistent import PersistentBatch, label_share, persistent_max_steps
+from .refinement import (
+    CARRY,
+    ORDER,
+    PERSISTENT_CARRY,
+    SampleDraws,
+    carry_shape,
+    drawn_supervision_steps,
+    improvement_order,
+    improvement_targets,
+    training_carry,
+    uses_carry_switches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +159,12 @@ class Trainer:
     ) -> None:
         self.config = config
         self.supervision_steps = config.supervision_steps or model.config.max_supervision_steps
+        if config.improvement_supervision and model.config.output != "token_classification":
+            raise ValueError(
+                f"`training.improvement_supervision` needs one label per input position (`reasoner.output: token_classification`), "
+                f"got output={model.config.output!r}: its intermediate targets reveal the answer position by position. "
+                "Set `training.improvement_supervision=false` for this output."
+            )
         self.eval_steps = eval_steps or model.config.max_supervision_steps
         self.eval_halt = eval_halt
         self.accelerator = accelerator = Accelerator(
@@ -174,6 +197,9 @@ class Trainer:
         optimizer = adamw(trainable, lr=config.learning_rate, betas=tuple(config.betas), weight_decay=config.weight_decay)
         if config.schedule == "persistent":
             self.max_steps = config.max_steps or persistent_max_steps(config.epochs, len(train_dataset), self.supervision_steps, config.batch_size)
+        elif config.random_supervision_steps:  # every batch's draw is known up front: the schedule ends where the data does
+            self.max_steps = config.max_steps or sum(drawn_supervision_steps(config.seed, index, self.supervision_steps)
+                                                     for index in range(config.epochs * len(train_loader)))
         else:
             self.max_steps = config.max_steps or config.epochs * len(train_loader) * self.supervision_steps
         scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=self.max_steps)
@@ -323,18 +349,28 @@ class Trainer:
         features = batch["input_ids"] if backbone_per_step else features_of(self.model, batch)
         minimum_steps = self.minimum_steps(batch["labels"].device)
         chunks = config.gradient_accumulation_steps  # micro-batches, each with its own carry
+        rows = self.global_rows(batch["labels"].shape[0])  # each sample's row in the global batch: what its draws are seeded by
         parts = list(zip(
             features.chunk(chunks), batch["attention_mask"].chunk(chunks), batch["labels"].chunk(chunks), minimum_steps.chunk(chunks),
-            batch["input_ids"].chunk(chunks),
+            batch["input_ids"].chunk(chunks), rows.chunk(chunks),
         ))
         carries: list[Any] = [None] * chunks
         active = [torch.ones_like(part[3], dtype=torch.bool) for part in parts]
+        batch_index, device = self.batch_index(), batch["labels"].device
+        steps = drawn_supervision_steps(config.seed, batch_index, self.supervision_steps) if config.random_supervision_steps else self.supervision_steps
+        draws = [SampleDraws(config.seed, CARRY, batch_index, part[5].tolist(), device) for part in parts] if uses_carry_switches(config) else None
+        orders = [improvement_order(SampleDraws(config.seed, ORDER, batch_index, part[5].tolist(), device), part[2])
+                  for part in parts] if config.improvement_supervision else None
         steps_done, loss_sum = 0, 0.0
-        for step in range(1, self.supervision_steps + 1):
-            for index, (x, mask, labels, minimum, ids) in enumerate(parts):
+        for step in range(1, steps + 1):
+            for index, (x, mask, labels, minimum, ids, _) in enumerate(parts):
+                carry = carries[index]
+                if draws is not None:
+                    carry = training_carry(self.model, carry, None, carry_shape(self.model, *mask.shape), draws[index], config)
+                task_labels = improvement_targets(labels, orders[index], step, steps) if orders is not None else None
                 with accelerator.accumulate(self.wrapped):
                     out = self.wrapped(input_ids=ids, features=None if backbone_per_step else x, attention_mask=mask, labels=labels,
-                                       carry=carries[index], active=active[index], loss_kind=config.loss)
+                                       carry=carry, active=active[index], loss_kind=config.loss, task_labels=task_labels)
                     self.optimizer_step(out.loss)
                 carries[index] = out.carry  # detached: the next step starts here but never backpropagates into this one
                 halted = self.halted(out)
@@ -366,6 +402,11 @@ class Trainer:
         batch, fresh = slots.refill()
         carry = None if slots.carry is None else self.model.reasoner.reset_carry(slots.carry, fresh)
         labels = batch["labels"]
+        if uses_carry_switches(config):  # drawn per (step, slot): the same after a resume and on 1 or N processes
+            rows = self.global_rows(labels.shape[0])
+            draws = SampleDraws(config.seed, PERSISTENT_CARRY, self.state.global_step, rows.tolist(), labels.device)
+            shape = carry_shape(self.model, *batch["attention_mask"].shape)
+            carry = training_carry(self.model, carry, None if carry is None else fresh, shape, draws, config)
         with accelerator.accumulate(self.wrapped):
             out = self.wrapped(
                 input_ids=batch["input_ids"], features=batch.get("features"), attention_mask=batch["attention_mask"], labels=labels,
@@ -405,9 +446,16 @@ class Trainer:
 
     def minimum_steps(self, device: torch.device) -> torch.Tensor:
         """This process's slice of the batch's exploration draws (see `exploration`)."""
-        batch_index = self.state.epoch * len(self.train_loader) + self.state.batches_done
-        drawn = exploration(batch_index, self.config.seed, self.config.batch_size, self.supervision_steps, self.config.halt_exploration)
+        drawn = exploration(self.batch_index(), self.config.seed, self.config.batch_size, self.supervision_steps, self.config.halt_exploration)
         return drawn.chunk(self.accelerator.num_processes)[self.accelerator.process_index].to(device)
+
+    def batch_index(self) -> int:
+        """The current batch's index in the whole run (per_batch): what its draws are seeded by."""
+        return self.state.epoch * len(self.train_loader) + self.state.batches_done
+
+    def global_rows(self, local_rows: int) -> torch.Tensor:
+        """This process's rows of the global batch (or of the persistent slots): (local_rows,) indices."""
+        return torch.arange(local_rows) + self.accelerator.process_index * local_rows
 
     # --- evaluation, logging, weights ------------------------------------------------------------
     def evaluate(self, write: bool = False) -> dict[str, Any]:

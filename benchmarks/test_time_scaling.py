@@ -1,0 +1,263 @@
+"""Test-time scaling: which way of training makes more refinement steps (and more trajectories) safe.
+
+Issue 21 ("thinking longer at test time"). For each task, the `reasoner` comparator of the accuracy
+benchmark (frozen backbone + the recursive reasoner, same code: `benchmarks.accuracy.build`) is trained
+with N_sup = `supervision_steps` under each variant, all from the same initial weights and data:
+
+    baseline        the recipe as it is: the carry starts from the init vectors, N_sup steps every batch,
+                    every step trained on the whole answer
+    carry_noise     + N(0, sigma^2) on the carry before every training step (`training.carry_noise`, EqR)
+    random_start    + every sample starts from its own random carry (`training.carry_init: random`, EqR)
+    random_steps    + each batch trains 1..N_sup steps, drawn uniformly (`training.random_supervision_steps`)
+    improvement     + step s is trained on a part of the answer growing with s (`training.improvement_supervision`, DIS)
+
+then scored by exact match on the test set after 1, 2, 4, ..., 128 refinement steps (depth) with 1, 4
+and 16 trajectories (breadth: `latentreason.trajectories`, all but the first with Gaussian noise on the
+carry after every step, one answer kept per example by `select`). Compute is counted in net calls per
+example: steps x T x (n + 1) x trajectories, the x axis of the tables.
+
+Tasks: 6x6 Sudoku (search), 7x7 mazes (propagation: one cell further per step) and S5 state tracking
+(NC1-complete: trained on games of 1-16 swaps, tested on longer games). Each task's model, data and
+training budget are those of its accuracy or state-tracking benchmark preset, with N_sup set here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from accelerate import Accelerator
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader
+
+from latentreason.data import collate, torch_format
+from latentreason.pipeline import with_features
+from latentreason.training import evaluate, train
+
+from . import accuracy, state_tracking
+from .harness import load_average, log, machine_info, training_run
+
+VARIANTS = ("baseline", "carry_noise", "random_start", "random_steps", "improvement")
+METRICS = ("exact_match", "accuracy", "last_cell")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: the accuracy benchmark's settings for it (data, model, budget) and what the test split changes."""
+
+    name: str
+    common: accuracy.AccuracySettings
+    test_options: dict[str, Any] = field(default_factory=dict)  # task options of the test split only (e.g. longer games)
+
+
+@dataclass(frozen=True)
+class DepthBreadthSettings:
+    """The tasks, the training variants, and the test-time depths and breadths scored."""
+
+    tasks: tuple[TaskSpec, ...]
+    variants: tuple[str, ...] = VARIANTS
+    supervision_steps: int = 16  # N_sup in training, for every task and variant
+    test_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    trajectories: tuple[int, ...] = (1, 4, 16)
+    trajectory_noise: float = 0.3  # test-time noise on the carry of trajectories 2..M
+    select: str = "vote"  # how one of the M answers is kept: "vote" or "halt"
+    carry_noise: float = 0.1  # the `carry_noise` variant's training noise
+    carry_init_std: float = 1.0  # the `random_start` variant's std
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"Unknown variant(s) {unknown}; choose from {VARIANTS}.")
+        if not self.test_steps or min(self.test_steps) < 1 or not self.trajectories or min(self.trajectories) < 1:
+            raise ValueError(f"`test_steps` and `trajectories` must be whole numbers >= 1, got {self.test_steps} and {self.trajectories}.")
+        if self.select not in ("vote", "halt"):
+            raise ValueError(f"`select` must be 'vote' or 'halt', got {self.select!r}.")
+
+
+def training_changes(variant: str, settings: DepthBreadthSettings) -> dict[str, Any]:
+    """The `TrainingConfig` fields a variant sets on top of the recipe."""
+    return {
+        "baseline": {},
+        "carry_noise": {"carry_noise": settings.carry_noise},
+        "random_start": {"carry_init": "random", "carry_init_std": settings.carry_init_std},
+        "random_steps": {"random_supervision_steps": True},
+        "improvement": {"improvement_supervision": True},
+    }[variant]
+
+
+# --- the tasks, per preset ------------------------------------------------------------------------
+_S5 = {"group": "s5", "input": "swaps", "output": "ball", "length": 16, "min_length": 1, "seed": 0}
+_S5_COMMON = state_tracking.PRESETS["quick"].common  # the conv-mixer reasoner on layer 0 of MiniLM (state_tracking.py)
+
+
+def _tasks(sudoku: accuracy.AccuracySettings, maze: accuracy.AccuracySettings, s5: accuracy.AccuracySettings,
+           s5_test_length: int) -> tuple[TaskSpec, ...]:
+    return (TaskSpec("sudoku", sudoku), TaskSpec("maze", maze),
+            TaskSpec("s5", s5, test_options={"length": s5_test_length, "min_length": s5_test_length}))
+
+
+PRESETS: dict[str, DepthBreadthSettings] = {
+    # Not run yet: 5 variants x 3 tasks, each trained on its accuracy benchmark's full data budget with N_sup=16
+    # (hours of CPU), then 128 steps x (1 + 4 + 16) trajectories on each test set.
+    "full": DepthBreadthSettings(tasks=_tasks(
+        accuracy.SUDOKU6_PRESETS["full"], accuracy.MAZE_PRESETS["full"],
+        dataclasses.replace(_S5_COMMON, task="permutations", task_options={**_S5, "num_train": 4000, "num_test": 256}),
+        s5_test_length=64)),
+    "quick": DepthBreadthSettings(tasks=_tasks(
+        dataclasses.replace(accuracy.SUDOKU6_PRESETS["quick"], task_options={"size": 6, "givens": 20, "num_train": 512, "num_test": 64, "seed": 0}),
+        dataclasses.replace(accuracy.MAZE_PRESETS["quick"], task_options={"size": 7, "num_train": 256, "num_test": 64, "seed": 0}),
+        dataclasses.replace(_S5_COMMON, task="permutations", epochs=2, task_options={**_S5, "num_train": 1000, "num_test": 64}),
+        s5_test_length=32)),
+    # Plumbing only (the test suite): 2 supervision steps on 16 examples of tiny versions of each task.
+    "tiny": DepthBreadthSettings(
+        tasks=_tasks(accuracy.SUDOKU6_PRESETS["tiny"], accuracy.MAZE_PRESETS["tiny"],
+                     dataclasses.replace(state_tracking.PRESETS["tiny"].common,
+                                         task_options={"group": "s3", "input": "swaps", "output": "ball", "length": 3, "min_length": 1,
+                                                       "num_train": 16, "num_test": 8, "seed": 0}),
+                     s5_test_length=4),
+        supervision_steps=2, test_steps=(1, 2, 4), trajectories=(1, 2)),
+}
+
+
+# --- one task: every variant from the same start ----------------------------------------------------
+def run_task(task: TaskSpec, settings: DepthBreadthSettings) -> dict[str, Any]:
+    """Train each variant of `task` from the same initial weights; score each at every test depth and breadth."""
+    common = dataclasses.replace(task.common, supervision_steps=settings.supervision_steps)
+    recipe, data, pad_token_id = accuracy.load_data(common)
+    test_options = {**common.task_options, **task.test_options}
+    test = state_tracking.encoded(common.task, test_options, "test", data.encoder) if task.test_options else data.eval
+    longest = max(data.max_length, max(len(ids) for ids in test["input_ids"]))
+    initial = accuracy.build("reasoner", common, dataclasses.replace(data, max_length=longest))
+    if initial.backbone_trains:
+        train_set, test_set = torch_format(data.train), torch_format(test)
+    else:  # the frozen backbone reads every example once, for all variants
+        train_set, test_set = torch_format(with_features(initial, data.train, recipe)), torch_format(with_features(initial, test, recipe))
+    calls_per_step = initial.config.cycles * (initial.config.latent_steps + 1)
+    variants = []
+    for variant in settings.variants:
+        log(f"test_time_scaling: {task.name}, {variant}")
+        variants.append({"variant": variant, "changes": training_changes(variant, settings),
+                         **run_variant(copy.deepcopy(initial), common, train_set, test_set, pad_token_id, variant, settings, calls_per_step)})
+    return {"task": task.name, "task_options": dict(common.task_options), "test_changes": dict(task.test_options),
+            "num_test": len(test_set), "calls_per_step": calls_per_step, "variants": variants}
+
+
+def run_variant(model: Any, common: accuracy.AccuracySettings, train_set: Any, test_set: Any, pad_token_id: int, variant: str,
+                settings: DepthBreadthSettings, calls_per_step: int) -> dict[str, Any]:
+    """Train `model` under `variant`, then its EMA weights' scores after each test depth, for each breadth."""
+    collate_fn = functools.partial(collate, pad_token_id=pad_token_id)
+    with tempfile.TemporaryDirectory(prefix="bench_test_time_") as output_dir:
+        start = time.perf_counter()
+        config = accuracy.training_config(common, output_dir, None, **training_changes(variant, settings))
+        result = train(model, train_set, config, collate_fn=collate_fn)
+        seconds = time.perf_counter() - start
+    model.load_state_dict(result.adapter_state_dict, strict=False)
+    accelerator = Accelerator()
+    loader = accelerator.prepare(DataLoader(test_set, batch_size=common.eval_batch_size, collate_fn=collate_fn))
+    depth = max(settings.test_steps)
+    curves, halting = {}, None
+    for count in settings.trajectories:
+        scores = evaluate(model, loader, accelerator, depth, halt=False, trajectories=count,
+                          noise=settings.trajectory_noise if count > 1 else 0.0, select=settings.select, seed=common.seed)
+        curves[str(count)] = [{"steps": steps, "net_calls": steps * calls_per_step * count,
+                               **{key: scores["per_step"][steps - 1][key] for key in METRICS}} for steps in settings.test_steps]
+        if count == 1:
+            halting = scores["halting"]
+    return {"optimizer_steps": result.global_step, "train_seconds": round(seconds, 1), "load_average": load_average(),
+            "curves": curves, "halting": halting}
+
+
+def run(settings: DepthBreadthSettings) -> dict[str, Any]:
+    """Every task, every variant: the JSON result."""
+    result: dict[str, Any] = {"benchmark": "test_time_scaling", "settings": asdict(settings)}
+    with training_run(settings.threads):
+        result["tasks"] = [run_task(task, settings) for task in settings.tasks]
+    result["machine"] = machine_info()
+    return result
+
+
+# --- the report section ---------------------------------------------------------------------------
+def _score(curve: list[dict[str, Any]], steps: int, key: str = "exact_match") -> float | None:
+    return next((point[key] for point in curve if point["steps"] == steps), None)
+
+
+def summary_rows(task: dict[str, Any], trained_steps: int) -> list[dict[str, Any]]:
+    """Per variant: exact match at the trained depth, at the deepest test depth, and whether more steps kept it (within 1 point)."""
+    rows = []
+    for variant in task["variants"]:
+        plain = variant["curves"]["1"]
+        deepest = max(point["steps"] for point in plain)
+        at_trained, at_deepest = _score(plain, trained_steps), _score(plain, deepest)
+        best = max(plain, key=lambda point: point["exact_match"])
+        widest = max(variant["curves"], key=int)
+        rows.append({"variant": variant["variant"], "trained": at_trained, "deepest_steps": deepest, "deepest": at_deepest,
+                     "best": best["exact_match"], "best_steps": best["steps"], "widest": widest,
+                     "widest_deepest": _score(variant["curves"][widest], deepest),
+                     "holds": None if at_trained is None or at_deepest is None else at_deepest >= at_trained - 0.01,
+                     "optimizer_steps": variant["optimizer_steps"], "train_seconds": variant["train_seconds"]})
+    return rows
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def figure(result: dict[str, Any]) -> Figure:
+    """Exact match against net calls per example, one panel per task: a colour per variant, a line style per breadth."""
+    tasks = result["tasks"]
+    plot = Figure(figsize=(4.2 * len(tasks), 3.6))
+    styles = ["-", "--", ":", "-."]
+    for index, task in enumerate(tasks):
+        axes = plot.add_subplot(1, len(tasks), index + 1)
+        for colour, variant in enumerate(task["variants"]):
+            for style, (count, curve) in enumerate(sorted(variant["curves"].items(), key=lambda item: int(item[0]))):
+                axes.plot([point["net_calls"] for point in curve], [point["exact_match"] for point in curve], color=f"C{colour}",
+                          linestyle=styles[style % len(styles)], marker=".", label=f"{variant['variant']}, {count} traj.")
+        axes.set_xscale("log", base=2)
+        axes.set_ylim(-0.02, 1.02)
+        axes.set_xlabel("net calls per example")
+        axes.set_ylabel("exact match")
+        axes.set_title(task["task"])
+    plot.axes[-1].legend(fontsize=6, loc="best")
+    return plot
+
+
+def render(result: dict[str, Any], images: Any = None) -> str:
+    """The benchmark's section of docs/benchmarks.md, every figure read from `result`; the plot through `images` when given."""
+    settings = result["settings"]
+    trained = settings["supervision_steps"]
+    lines = ["## Test-time scaling: which training makes more steps safe", "",
+             f"Command: `{result.get('command', 'python -m benchmarks run test_time_scaling')}`. Every variant trained with "
+             f"N_sup={trained} from the same initial weights; exact match on the test set. Breadth: {settings['trajectories']} "
+             f"trajectories, noise {settings['trajectory_noise']} on the carry, one answer kept by `{settings['select']}`. "
+             "Net calls per example = steps x T x (n + 1) x trajectories.", ""]
+    for task in result["tasks"]:
+        calls = task["calls_per_step"]
+        tested = f"test on {task['test_changes']}" if task["test_changes"] else "test split of the same task"
+        lines += [f"### {task['task']}: train {task['task_options']}, {tested} ({task['num_test']} examples, "
+                  f"{calls} net calls per step)", "",
+                  f"| variant | optimizer steps | train s | {trained} steps (trained) | deepest | best (at steps) | widest, deepest | "
+                  "more steps hold |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for row in summary_rows(task, trained):
+            holds = "-" if row["holds"] is None else ("yes" if row["holds"] else "**no**")
+            lines.append(f"| {row['variant']} | {row['optimizer_steps']} | {row['train_seconds']} | {_cell(row['trained'])} | "
+                         f"{_cell(row['deepest'])} ({row['deepest_steps']}) | {_cell(row['best'])} ({row['best_steps']}) | "
+                         f"{_cell(row['widest_deepest'])} ({row['widest']} x {row['deepest_steps']}) | {holds} |")
+        budgets = sorted({point["net_calls"] for variant in task["variants"] for curve in variant["curves"].values() for point in curve})
+        lines += ["", "Exact match against net calls per example (columns; each row fills the budgets its steps x trajectories reach):", "",
+                  "| variant | trajectories | " + " | ".join(str(budget) for budget in budgets) + " |",
+                  "|---|---:|" + "---:|" * len(budgets)]
+        for variant in task["variants"]:
+            for count, curve in sorted(variant["curves"].items(), key=lambda item: int(item[0])):
+                by_budget = {point["net_calls"]: point["exact_match"] for point in curve}
+                lines.append(f"| {variant['variant']} | {count} | " + " | ".join(_cell(by_budget.get(budget)) for budget in budgets) + " |")
+        lines.append("")
+    if images is not None:
+        lines.append(images.add(figure(result), "test_time_scaling", "exact match against net calls, per task, variant and breadth"))
+    return "\n".join(lines)
