@@ -360,11 +360,10 @@ class DecodedFeatures(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def with_format(self, type: str | None = None, columns: list[str] | None = None) -> DecodedFeatures:
-        """Its rows are torch tensors already, so `torch_format(...)` of it is itself (any other format: ValueError)."""
-        if type != "torch":
-            raise ValueError(f"DecodedFeatures gives torch tensors only; read the underlying `.dataset` for format {type!r}.")
-        return self
+    def with_format(self, type: str | None = None, columns: list[str] | None = None) -> Any:
+        """"torch": itself (its rows are tensors already, so `torch_format(...)` of it is itself); any other format:
+        the stored dataset in that format, features not decoded (for reading other columns, e.g. lengths)."""
+        return self if type == "torch" else self.dataset.with_format(type, columns=columns)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         row = dict(self.dataset[index])

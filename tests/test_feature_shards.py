@@ -29,6 +29,7 @@ from latentreason.features import (
     shard_records,
 )
 from latentreason.testing import VOCAB, save_tiny_backbone
+from latentreason.training.persistent import longest_examples
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread (conftest)
 
@@ -163,6 +164,7 @@ def test_each_storage_dtype_round_trips(workspace: dict[str, str], tmp_path: Pat
         else:  # exactly the float32 features rounded to the storage dtype
             assert torch.equal(stored, truth.to(getattr(torch, dtype)).float())
     assert cached[0]["input_ids"].tolist() == data[0]["input_ids"]
+    assert longest_examples(cached) == longest_examples(exact)  # what the persistent schedule reads of any storage
 
 
 def test_stored_values_decode_exactly() -> None:
