@@ -187,7 +187,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         try:
             merged: DictConfig = OmegaConf.merge(schema, values.get(name) or {}, override_values.get(name) or {})
         except OmegaConfBaseException as error:
-            raise RecipeError(f"Section `{name}` of {where} (with overrides): {_short_error(error)}") from error
+            raise RecipeError(f"Section `{name}` of {where} (with overrides): {_short_error(error, name)}") from error
         except TypeError as error:  # e.g. a list given where the schema holds a mapping (data.task_options=[1, 2])
             raise RecipeError(f"Section `{name}` of {where} (with overrides): a value has the wrong shape ({error}). "
                               f"Check the types of the `{name}.*` keys against docs/configuration.md.") from error
@@ -315,8 +315,11 @@ def _did_you_mean(name: str, options: Any) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
-def _short_error(error: OmegaConfBaseException) -> str:
-    return str(error).splitlines()[0]
+def _short_error(error: OmegaConfBaseException, section: str) -> str:
+    """OmegaConf's first line, led by the key it is about: "`training.carry_init`: Invalid value 'zeros', expected ..."."""
+    message = str(error).splitlines()[0]
+    key = getattr(error, "full_key", None)
+    return f"`{section}.{key}`: {message}" if key else message
 
 
 def _plain(value: Any) -> Any:

@@ -54,9 +54,10 @@ def test_saved_recipe_round_trips(tmp_path) -> None:
     [
         (["training.learnig_rate=0.1"], r"training\.learnig_rate.*did you mean `learning_rate`.*Valid keys of `training`"),
         (["trainer.max_steps=3"], r"Unknown recipe section `trainer`.*did you mean `training`"),
-        (["reasoner.mixer=convolution"], r"reasoner.*convolution.*attention"),
+        (["reasoner.mixer=convolution"], r"`reasoner\.mixer`: Invalid value 'convolution', expected one of \['attention'"),
+        (["training.carry_init=zeros"], r"`training\.carry_init`: Invalid value 'zeros'"),
         (["training.batch_size=0"], r"training\.batch_size.*>= 1"),
-        (["training.max_steps=many"], r"training"),
+        (["training.max_steps=many"], r"`training\.max_steps`: Value 'many' of type 'str' could not be converted to Integer"),
         (["model.base=gpt2", "data.train_file=x.jsonl", "data.task=sudoku"], r"exactly one of `data.task`.*`data.train_file`"),
     ],
 )
