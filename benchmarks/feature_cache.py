@@ -195,9 +195,12 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
     extraction = result.get("extraction")
     if extraction:
         rows = [[run["processes"], run["threads_per_process"], run["examples"], f"{run['seconds']:.1f}", f"{run['examples_per_second']:.1f}",
-                 " / ".join(map(str, run["rows_per_process"]))] for run in extraction["runs"]]
+                 " / ".join(map(str, run["rows_per_process"])), run["load_average"]] for run in extraction["runs"]]
         lines += ["### Extraction: every process computes its shards", "",
-                  table(["processes", "threads each", "examples", "seconds", "examples / s", "rows per process"], rows)]
+                  table(["processes", "threads each", "examples", "seconds", "examples / s", "rows per process", "load average"], rows)]
+        if max(run["load_average"] for run in extraction["runs"]) > extraction["cores"]:
+            lines.append(f"The machine was busy (load average above its {extraction['cores']} cores): other work competed for "
+                         "the cores, more with more threads per process, so the ratio below is not a clean speed-up.\n")
         if extraction.get("speedup_2_over_1") is not None:
             lines.append(f"2 processes extract {extraction['speedup_2_over_1']:.2f}x as many examples per second as 1 on "
                          f"{extraction['cores']} cores; the two caches are "
