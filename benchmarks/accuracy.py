@@ -58,7 +58,8 @@ from transformers import AutoConfig
 
 from latentreason import LatentReasonerModel, ReasonerConfig, attach_reasoner
 from latentreason.data import collate, torch_format
-from latentreason.pipeline import PreparedData, load_tokenizer, prepare_data, with_features
+from latentreason.pipeline import with_features
+from latentreason.prepare import PreparedData, load_tokenizer, prepare_data
 from latentreason.reasoner import Carry, Net, Reasoner, ReasonerOutput
 from latentreason.recipe import Recipe, resolve_base
 from latentreason.training import TrainingConfig, evaluate, train

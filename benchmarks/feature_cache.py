@@ -29,7 +29,8 @@ from typing import Any
 
 from latentreason import recipe as recipes
 from latentreason.features import FEATURES_FILE, shard_records
-from latentreason.pipeline import load_tokenizer, prepare_data, train_recipe
+from latentreason.pipeline import train_recipe
+from latentreason.prepare import load_tokenizer, prepare_data
 
 from .harness import load_average, log, machine_info, training_run
 from .markdown import Images, table

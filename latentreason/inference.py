@@ -26,7 +26,7 @@ from .config import LM_OUTPUTS
 from .data import Encoder, PairEncoder, collate, load_pairs, row_origin, torch_format
 from .losses import IGNORE_INDEX
 from .model import LatentReasonerModel
-from .pipeline import load_tokenizer, read_pairs
+from .prepare import load_tokenizer, read_pairs
 from .text_pairs import TextPairEncoder
 from .training.evaluation import evaluate
 from .training.loop import EVAL_RESULTS_NAME

@@ -200,8 +200,19 @@ class LatentReasonerModel(nn.Module):
 
     @property
     def reasoner_device(self) -> torch.device:
-        """The device the trainable part computes on (with a `device_map`, the map's first device)."""
-        return self.reasoner.answer_init.device
+        """The device the trainable part computes on (with a `device_map`, the map's first device).
+
+        Read off the first trainable-side parameter (input projection, then reasoner, then any other that is
+        not the backbone's): a module put in the reasoner's place (the benchmarks' linear, depth-stack and
+        slots controls) may have no `answer_init`, or no parameters at all.
+        """
+        for module in (self.input_proj, self.reasoner):
+            for parameter in module.parameters():
+                return parameter.device
+        for name, parameter in self.named_parameters():
+            if not name.startswith("backbone."):
+                return parameter.device
+        return torch.device("cpu")
 
     def check_length(self, length: int) -> None:
         limit = self.config.max_length

@@ -366,7 +366,7 @@ def test_one_misaligned_row_among_aligned_ones_is_named_never_a_silent_label_tas
     """Issue 25: 60 aligned rows and one with a cell too few used to turn into a 61-class label task, silently."""
     import json
 
-    from latentreason.pipeline import read_pairs
+    from latentreason.prepare import read_pairs
     from latentreason.recipe import load_recipe
 
     path = tmp_path / "pairs.jsonl"
@@ -393,7 +393,7 @@ def test_a_label_file_with_a_few_rows_that_happen_to_line_up_is_not_silently_ali
     """Never a majority vote: 30 label rows (one word out) and 3 that line up cell for cell stop with both kinds named."""
     import json
 
-    from latentreason.pipeline import read_pairs
+    from latentreason.prepare import read_pairs
     from latentreason.recipe import load_recipe
 
     path = tmp_path / "pairs.jsonl"

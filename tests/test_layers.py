@@ -43,6 +43,7 @@ LAYERS = {
     "latentreason.tasks": "tasks",
     "latentreason.recipe": "app",
     "latentreason.pipeline": "app",
+    "latentreason.prepare": "app",
     "latentreason.inference": "app",
     "latentreason.cli": "app",
     "latentreason.cli_help": "app",

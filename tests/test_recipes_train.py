@@ -111,7 +111,7 @@ def test_a_text_task_without_an_lm_output_names_the_fix(bases: dict[str, str], t
 
 def test_arc_task_trains_on_the_lm_head_path_with_its_answer_grids_as_labels(bases: dict[str, str], tmp_path) -> None:
     """The task's answers become the LM's token ids plus the end token, exactly as a JSONL pair's would."""
-    from latentreason.pipeline import load_tokenizer, prepare_data
+    from latentreason.prepare import load_tokenizer, prepare_data
 
     path = os.path.join(REPO, "recipes", "arc.yaml")
     recipe = load_recipe(path, tiny_overrides(path, bases, tmp_path))

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from latentreason import streaming
 from latentreason.data import DataError, collate
 from latentreason.hub.files import WEIGHTS_NAME
-from latentreason.pipeline import load_tokenizer, prepare_data, train_recipe
+from latentreason.pipeline import train_recipe
+from latentreason.prepare import load_tokenizer, prepare_data
 from latentreason.recipe import RecipeError, load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")

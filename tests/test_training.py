@@ -326,7 +326,8 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
 
     from latentreason.data import torch_format
     from latentreason.inference import load_run
-    from latentreason.pipeline import prepare_data, with_features
+    from latentreason.pipeline import with_features
+    from latentreason.prepare import prepare_data
     from latentreason.training.evaluation import evaluate, suggest_halt_threshold
     from latentreason.training.loop import _hold_out
 
@@ -339,7 +340,7 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
     saved = json.load(open(os.path.join(output_dir, "reasoner_config.json")))["halt_threshold"]
     assert run.model.config.halt_threshold == saved == result.eval_results["halting"]["threshold"]
     # The same choice, made again here from the saved (EMA) weights on the same held-out slice.
-    from latentreason.pipeline import load_tokenizer
+    from latentreason.prepare import load_tokenizer
 
     data = prepare_data(recipe, load_tokenizer(recipe))
     train_set = torch_format(with_features(run.model, data.train, recipe))
