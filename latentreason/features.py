@@ -1,5 +1,8 @@
 """The frozen-feature cache: run the backbone once per example, keep its hidden states on disk.
 
+(Over 400 lines on purpose: the key, the shard plan, the integrity records and the storage codecs are one
+on-disk format, read and written together; split over files, a change to the format would touch them all.)
+
 The backbone is frozen and deep supervision revisits every example up to N_sup times per epoch, so
 its hidden states are computed once, stored in Arrow files (float16 by default), and memory-mapped back:
 
