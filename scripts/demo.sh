@@ -20,7 +20,7 @@ echo "Training and evaluation took $(( $(date +%s) - start )) s."
 # A test puzzle (0 = blank) that the reasoner fixes while it refines, shown step by step.
 .venv/bin/python - <<'PY'
 from latentreason.tasks import get_task
-from latentreason.pipeline import load_run, predict
+from latentreason.inference import load_run, predict
 
 run = load_run("runs/demo")
 options = run.recipe.data.task_options
