@@ -188,10 +188,15 @@ class LatentReasonerModel(nn.Module):
         return x, mask
 
     @property
+    def _input_weight(self) -> torch.Tensor:
+        """The first weight of the input side: the input projection, or the token embeddings when there is no backbone."""
+        source = self.input_proj if isinstance(self.input_proj, nn.Linear) else self.token_embeddings.embed
+        return source.weight
+
+    @property
     def answer_dtype(self) -> torch.dtype:
         """The dtype the input side computes in (float32 unless converted): features are cast to it."""
-        source = self.input_proj if isinstance(self.input_proj, nn.Linear) else self.token_embeddings.embed
-        return source.weight.dtype
+        return self._input_weight.dtype
 
     @property
     def device_mapped(self) -> bool:
@@ -202,17 +207,10 @@ class LatentReasonerModel(nn.Module):
     def reasoner_device(self) -> torch.device:
         """The device the trainable part computes on (with a `device_map`, the map's first device).
 
-        Read off the first trainable-side parameter (input projection, then reasoner, then any other that is
-        not the backbone's): a module put in the reasoner's place (the benchmarks' linear, depth-stack and
-        slots controls) may have no `answer_init`, or no parameters at all.
+        Read off the input side's weight, as `answer_dtype` is: a module put in the reasoner's place (the
+        benchmarks' linear, depth-stack and slots controls) may have no `answer_init`, or no parameters at all.
         """
-        for module in (self.input_proj, self.reasoner):
-            for parameter in module.parameters():
-                return parameter.device
-        for name, parameter in self.named_parameters():
-            if not name.startswith("backbone."):
-                return parameter.device
-        return torch.device("cpu")
+        return self._input_weight.device
 
     def check_length(self, length: int) -> None:
         limit = self.config.max_length
