@@ -128,9 +128,10 @@ def matmul_flops(size: int) -> tuple[Callable[[], Any], float]:
 
 
 # --- FLOPs of the reasoner, counted from its config -----------------------------------------------
-def swiglu_inner(size: int, expansion: float) -> int:
+def swiglu_inner(size: int, expansion: float, multiple: int = 1) -> int:
     """Inner width of the reasoner's SwiGLU (as `latentreason.reasoner.SwiGLU` computes it)."""
-    return max(1, round(expansion * size * 2 / 3))
+    inner = max(1, round(expansion * size * 2 / 3))
+    return -(-inner // multiple) * multiple
 
 
 def net_call_flops(config: ReasonerConfig, batch: int, length: int) -> float:
@@ -145,8 +146,8 @@ def net_call_flops(config: ReasonerConfig, batch: int, length: int) -> float:
         mixer = 2 * tokens * d * 3 * d + 2 * tokens * d * d + 2 * (2 * batch * length * length * d)
     else:
         max_length = (config.max_length or length) + config.answer_slots
-        mixer = 6 * batch * d * length * swiglu_inner(max_length, config.expansion)
-    channel_mlp = 6 * tokens * d * swiglu_inner(d, config.expansion)
+        mixer = 6 * batch * d * length * swiglu_inner(max_length, config.expansion, config.swiglu_multiple)
+    channel_mlp = 6 * tokens * d * swiglu_inner(d, config.expansion, config.swiglu_multiple)
     return float(config.num_layers * (mixer + channel_mlp))
 
 
@@ -166,7 +167,7 @@ def training_step_flops(config: ReasonerConfig, batch: int, length: int, num_lab
         first_input_grad = 2 * tokens * d * 3 * d  # qkv projection of the first block
     else:
         max_length = (config.max_length or length) + config.answer_slots
-        first_input_grad = 2 * batch * d * length * 2 * swiglu_inner(max_length, config.expansion)
+        first_input_grad = 2 * batch * d * length * 2 * swiglu_inner(max_length, config.expansion, config.swiglu_multiple)
     forward = calls * per_call + heads
     backward = 2 * (grad_calls * per_call + heads) - first_input_grad
     return {"forward": float(forward), "backward": float(backward), "total": float(forward + backward)}

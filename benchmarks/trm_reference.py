@@ -8,8 +8,8 @@ The reference needs `pydantic` and `einops`.
 Mapping of a `ReasonerConfig` onto the reference's config: `cycles` -> `H_cycles`,
 `latent_steps` -> `L_cycles`, `num_layers` -> `L_layers`, `mixer="mlp"` -> `mlp_t=True`, no
 puzzle embedding, float32 (bfloat16 is 100x slower on a CPU without bf16 units). The reference
-rounds its SwiGLU width up to a multiple of 256; `matching_expansion` gives the `expansion` that
-makes our SwiGLU exactly as wide, so both do the same matmuls.
+rounds every SwiGLU width up to a multiple of 256; ours does the same with `swiglu_multiple=256`
+(`SWIGLU_MULTIPLE`), so both do the same matmuls, in the channel SwiGLU and in the mlp mixer's.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from latentreason import ReasonerConfig
 from latentreason.training import adamw
 
 DEFAULT_PATH = "/work/scratch/trm"
+SWIGLU_MULTIPLE = 256  # the reference rounds every SwiGLU inner width up to this
 
 
 def reference_path() -> Path:
@@ -51,11 +52,6 @@ def reference_width(size: int, expansion: float) -> int:
     return -(round(expansion * size * 2 / 3) // -256) * 256
 
 
-def matching_expansion(size: int, expansion: float) -> float:
-    """Our `expansion` that gives the same SwiGLU inner width as the reference's `expansion` at `size`."""
-    return reference_width(size, expansion) * 3 / (2 * size)
-
-
 def _reference_model_class():
     path = str(reference_path())
     if path not in sys.path:
@@ -64,7 +60,7 @@ def _reference_model_class():
     return module.TinyRecursiveReasoningModel_ACTV1
 
 
-def reference_step(config: ReasonerConfig, reference_expansion: float, batch: int, length: int,
+def reference_step(config: ReasonerConfig, batch: int, length: int,
                    num_labels: int = 10, seed: int = 0) -> Callable[[], None]:
     """One supervision step (forward, loss, backward, AdamW step) of the reference model, as a callable."""
     model_class = _reference_model_class()
@@ -72,7 +68,7 @@ def reference_step(config: ReasonerConfig, reference_expansion: float, batch: in
     model = model_class(dict(
         batch_size=batch, seq_len=length, puzzle_emb_ndim=0, puzzle_emb_len=0, num_puzzle_identifiers=1,
         vocab_size=num_labels, H_cycles=config.cycles, L_cycles=config.latent_steps, H_layers=0,
-        L_layers=config.num_layers, hidden_size=config.hidden_size, expansion=reference_expansion,
+        L_layers=config.num_layers, hidden_size=config.hidden_size, expansion=config.expansion,
         num_heads=config.num_heads, pos_encodings="rope", rms_norm_eps=config.norm_eps, rope_theta=config.rope_theta,
         halt_max_steps=config.max_supervision_steps, halt_exploration_prob=0.0, forward_dtype="float32",
         mlp_t=config.mixer == "mlp",

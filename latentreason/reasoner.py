@@ -323,8 +323,9 @@ class Reasoner(nn.Module):
         self, x: torch.Tensor, answer: torch.Tensor, latent: torch.Tensor, context: Context
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One cycle: n scratchpad updates from (x + answer + latent), then one answer update."""
+        injected = x + answer  # fixed during the n updates; (x + answer) + latent is what `x + answer + latent` computes
         for _ in range(self.config.latent_steps):
-            latent = self.net(x + answer + latent, context)
+            latent = self.net(injected + latent, context)
         answer = self.net(answer + latent, context)
         return answer, latent
 

@@ -37,7 +37,7 @@ from benchmarks import (
     trm_reference,
 )
 from benchmarks.__main__ import BENCHMARKS, main, run_benchmarks
-from benchmarks.harness import ReasonerStep, counted_flops, interleaved_times, median_ratio, training_step_flops
+from benchmarks.harness import ReasonerStep, counted_flops, interleaved_times, median_ratio, swiglu_inner, training_step_flops
 from latentreason import ReasonerConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -117,10 +117,19 @@ def test_speed_result(tiny_run):
         assert 0 < prof["matmul_share"] <= 1  # the matmuls were found and timed (at tiny sizes they need not lead)
 
 
-def test_trm_width_matching():
+@pytest.mark.parametrize("hidden, mixer", [(64, "mlp"), (128, "attention"), (512, "mlp")])
+def test_speed_config_has_the_reference_widths(hidden, mixer):
+    """Both sides of the speed comparison do the same matmuls: every SwiGLU is as wide as the reference's."""
+    from latentreason import Reasoner
+
     assert trm_reference.reference_width(512, 4.0) == 1536  # round(1365.3) rounded up to a multiple of 256
-    expansion = trm_reference.matching_expansion(512, 4.0)
-    assert round(expansion * 512 * 2 / 3) == 1536
+    settings = speed.SpeedSettings()
+    reasoner = Reasoner(speed.reasoner_config(settings, hidden, mixer))
+    widths = {name: module.down.in_features for name, module in reasoner.named_modules() if hasattr(module, "gate_up")}
+    expected = {"mix": trm_reference.reference_width(settings.length, 4.0), "mlp": trm_reference.reference_width(hidden, 4.0)}
+    assert widths and all(width == expected["mix" if ".mix." in name else "mlp"] for name, width in widths.items())
+    assert any(".mix." in name for name in widths) == (mixer == "mlp")
+    assert swiglu_inner(hidden, 4.0, 256) == expected["mlp"]
 
 
 def test_overhead_counts_backbone_calls(tiny_run):
@@ -585,7 +594,21 @@ def test_speed_section_shows_each_configuration_and_reads_the_shapes_from_the_se
     text = speed.render(result | {"trm_available": True})
     assert "| attention | 64 | 2.50 | 1.040 | 100.0 | 0.050 | 50.0 | 50% | 0.049 | 51% | 0.98x |" in text
     assert "Against the TRM reference on the same configuration: attention d=64 0.98x (repeats 0.95-1.03)" in text
-    assert "Goal (at least as fast): **missed**: not every median reaches 1 (attention 0.980x), but every repeat range spans 1" in text
+    assert "Goal (at least 1x at hidden 64): **missed** (attention d=64 0.980x; each of their repeat ranges spans 1, so that gap " \
+           "is within this machine's noise)." in text
+    # the goals of the current benchmark: 1.1x at the largest size, 1.0x at the recipes' sizes, with their own table
+    small = {"mixer": "mlp", "hidden_size": 16, "num_heads": 2, "latentreason": {"median_s": 0.010}, "trm": {"median_s": 0.012},
+             "speedup_vs_trm": 1.2, "speedup_vs_trm_range": [1.1, 1.3], "norm_scale_cost": 1.04}
+    result["goal"] |= {"vs_trm": 1.1, "vs_trm_recipes": 1.0}
+    result["settings"] |= {"recipe_batch": 64, "recipe_length": 36, "recipe_latent_steps": 2, "recipe_cycles": 2, "recipe_head_size": 32,
+                           "recipe_repeats": 11}
+    text = speed.render(result | {"trm_available": True, "recipe_sizes": [small]})
+    assert "Goal (at least 1.1x at hidden 64): **missed** (attention d=64 0.980x)." in text  # 1.1 lies outside its repeats
+    assert "about 60% of a step: even with no elementwise work at all, ours could be at most 1.67x" in text
+    assert "At the recipes' sizes (batch 64 x 36 positions, n=2, T=2, heads of 32)" in text
+    assert "| mlp | 16 | 2 | 0.010 | 0.012 | 1.20x | 1.10-1.30 |" in text
+    assert "- Goal (at least 1x at every one of these sizes): **met**." in text
+    assert "step time with it / without it: mlp d=16 1.04x." in text
 
 
 def test_overhead_section_shows_the_step_and_epoch_times():

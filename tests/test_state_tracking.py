@@ -182,6 +182,33 @@ def test_state_tracking_benchmark_tiny_preset() -> None:
     for row in result["depth"]:
         line = next(line for line in page.splitlines() if line.startswith(f"| {row['length']} | {row['name']} |"))
         assert f"{row['data']['last_cell']['mean']:.3f}" in line
+    _check_reuse(state_tracking, settings, result)
+
+
+def _check_reuse(state_tracking, settings, result) -> None:
+    """`--reuse` keeps every seed's runs of the same settings and trains none of them again; other settings keep nothing."""
+    import dataclasses
+    import json
+
+    stored = json.loads(json.dumps(result))  # as read back from the JSON file
+    again = dataclasses.replace(settings, parts=("longer", "language"))
+    trained = []
+    original = state_tracking.train_and_test
+    state_tracking.train_and_test = lambda name, *args, **kwargs: trained.append(name)
+    try:
+        rerun = state_tracking.run(again, previous=stored | {"settings": json.loads(json.dumps(dataclasses.asdict(again)))})
+    finally:
+        state_tracking.train_and_test = original
+    assert trained == []
+    assert rerun["longer"]["rows"] == stored["longer"]["rows"] and rerun["language"]["rows"] == stored["language"]["rows"]
+    assert state_tracking.previous_runs(dataclasses.replace(settings, train_length=4), stored, "longer") == {}
+    # a result written before per-seed runs were stored: one seed's rows are read back as that seed's runs
+    one_seed = dataclasses.replace(settings, seeds=(1,))
+    legacy_rows = state_tracking.summarise_tests({1: stored["longer"]["runs"]["1"]})
+    legacy = {"settings": json.loads(json.dumps(dataclasses.asdict(one_seed))), "longer": {"rows": json.loads(json.dumps(legacy_rows))}}
+    read_back = state_tracking.previous_runs(dataclasses.replace(one_seed, seeds=(0, 1)), legacy, "longer")["1"]
+    assert [run["name"] for run in read_back] == [run["name"] for run in stored["longer"]["runs"]["1"]]
+    assert [run["scores"] for run in read_back] == [run["scores"] for run in stored["longer"]["runs"]["1"]]
 
 
 def test_state_tracking_recipe_trains_a_users_own_pairs_from_the_command_line(tmp_path) -> None:
