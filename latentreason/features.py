@@ -223,8 +223,22 @@ class FeatureCache:
                 _remove(shard)
         plan = _plan(done, rows, self.shard_rows or shard_rows_for(rows))
         mine = plan[state.process_index :: state.num_processes] if _same_entry_everywhere(entry, state) else plan
+        failure = None
         if mine:
-            self._write_shards(model, dataset, entry, mine, batch_size, progress, state)
+            try:
+                self._write_shards(model, dataset, entry, mine, batch_size, progress, state)
+            except Exception as error:
+                if state.num_processes == 1:
+                    raise
+                failure = error  # reach the check below, or the other processes would wait for this one forever
+        failed = _failed_processes(state, failure is not None)
+        if failure is not None:
+            raise failure
+        if failed:
+            raise RuntimeError(
+                f"Feature extraction failed in process {', '.join(map(str, failed))} of {state.num_processes} (its error is in "
+                f"that process's output). The shards every process finished are kept in {entry}: run again and only the "
+                "missing rows are computed.")
         state.wait_for_everyone()
         problem = damage(entry, rows) if plan else None  # (a hit was checked by the scan already)
         if problem:
@@ -385,6 +399,13 @@ def decoded(dataset: Dataset | None) -> Dataset | DecodedFeatures | None:
     if FEATURES_COLUMN in dataset.column_names and dataset.features[FEATURES_COLUMN].dtype in ("int8", "int16"):
         return DecodedFeatures(dataset)
     return torch_format(dataset)
+
+
+def _failed_processes(state: PartialState, failed: bool) -> list[int]:
+    """The indices of the processes whose extraction failed (every process must call this: a collective)."""
+    if state.num_processes == 1:
+        return []
+    return [index for index, failed_there in gather_object([(state.process_index, failed)]) if failed_there]
 
 
 # --- the shards of an entry --------------------------------------------------------------------------

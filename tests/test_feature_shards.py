@@ -47,6 +47,15 @@ from latentreason import ReasonerConfig, attach_reasoner
 from latentreason.backbone import count_calls
 from latentreason.features import FeatureCache
 base, data, reasoner, shard_rows = sys.argv[1], load_from_disk(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+import os
+if os.environ.get("FAIL_PROCESS") == str(state.process_index):  # this process's backbone fails on its second shard
+    original, computed = FeatureCache._compute, []
+    def failing(self, *args):
+        if computed:
+            raise RuntimeError("the backbone failed here on purpose")
+        computed.append(1)
+        original(self, *args)
+    FeatureCache._compute = failing
 model = attach_reasoner(base, ReasonerConfig(**reasoner))
 for cache_dir in sys.argv[5:]:
     with count_calls(model.backbone) as calls:
@@ -71,12 +80,17 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"root": str(root), "base": base, "data": str(root / "data"), "driver": str(driver)}
 
 
-def run_processes(workspace: dict[str, str], cache_dirs: list[Path], processes: int) -> dict[tuple[str, int], int]:
-    """Extract into each of `cache_dirs` in turn with `processes` torchrun processes; backbone calls per (cache, process)."""
+def launch(workspace: dict[str, str], cache_dirs: list[Path], processes: int, **env: str) -> subprocess.CompletedProcess:
+    """Extract into each of `cache_dirs` in turn with `processes` torchrun processes."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), workspace["driver"],
                workspace["base"], workspace["data"], json.dumps(REASONER), str(SHARD_ROWS), *map(str, cache_dirs)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", **env}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_processes(workspace: dict[str, str], cache_dirs: list[Path], processes: int) -> dict[tuple[str, int], int]:
+    """Extract into each of `cache_dirs` in turn with `processes` torchrun processes; backbone calls per (cache, process)."""
+    completed = launch(workspace, cache_dirs, processes)
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = [json.loads(found) for found in re.findall(r"EXTRACTED (\{[^}]*\})", completed.stdout)]  # lines may interleave
     assert len(lines) == processes * len(cache_dirs), completed.stdout
@@ -116,6 +130,18 @@ def test_two_processes_write_what_one_writes_and_each_reads_the_other(workspace:
     with count_calls(model.backbone) as calls_here:  # a later single process reads the 2-process entry
         read = two.features_for(model, data, progress=False)
     assert calls_here[0] == 0 and read["features"][:] == expected
+
+
+def test_a_process_that_fails_stops_every_process_and_keeps_the_finished_shards(workspace: dict[str, str], tmp_path: Path) -> None:
+    """Process 1 fails on its second shard: process 0 does not wait for it forever; both stop, process 0 naming process 1."""
+    completed = launch(workspace, [tmp_path / "cache"], 2, FAIL_PROCESS="1")  # a hang would end in the 300 s timeout
+    assert completed.returncode != 0
+    output = completed.stdout + completed.stderr
+    assert "the backbone failed here on purpose" in output  # process 1's own error
+    assert "Feature extraction failed in process 1 of 2" in output and "run again and only the missing rows are computed" in output
+    model, data = model_and_data(workspace)
+    entry = FeatureCache(tmp_path / "cache", shard_rows=SHARD_ROWS).path(model, data)
+    assert [(r["start"], r["stop"]) for r in shard_records(entry)] == [(0, 4), (4, 8), (8, 12)]  # all but process 1's second
 
 
 def test_a_killed_extraction_resumes_with_the_missing_shards_only(workspace: dict[str, str], tmp_path: Path, monkeypatch) -> None:
