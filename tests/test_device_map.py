@@ -65,6 +65,29 @@ def test_a_split_backbone_gives_the_unsplit_features_and_trains(base: str, tmp_p
     torch.testing.assert_close(_features(split), _features(whole), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("output", ["lm_head", "latent_prefix"])
+def test_the_lm_output_paths_decode_through_an_offloaded_lm_as_through_the_whole_one(tmp_path, output: str) -> None:
+    """The frozen LM that writes the answer lives on disk (Accelerate offload): the same logits and the same tokens."""
+    base = save_tiny_backbone("llama", tmp_path / "causal", causal_lm=True)
+    config = reasoner_config(output=output, num_labels=None, num_answer_slots=4, max_supervision_steps=2)
+    whole = attach_reasoner(base, config)
+    split = attach_reasoner(base, config, device_map="auto", max_memory={"cpu": "10KB"}, offload_folder=str(tmp_path / "offload"))
+    assert set(split.backbone.model.hf_device_map.values()) == {"disk"}
+    split.load_adapter_state_dict(whole.adapter_state_dict())
+    batch = padded_batch(batch=3, length=7)
+    labels = torch.tensor([[7, 2, -100, -100]] * 3) if output == "lm_head" else torch.tensor([[7, 2]] * 3)
+    whole.eval()
+    split.eval()
+    with torch.no_grad():
+        expected = whole(**batch, labels=labels)
+        found = split(**batch, labels=labels)
+        torch.testing.assert_close(found.logits, expected.logits, rtol=0, atol=0)
+        torch.testing.assert_close(found.loss, expected.loss, rtol=0, atol=0)
+        options = {"max_new_tokens": 3} if output == "latent_prefix" else {}
+        assert torch.equal(split.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **options),
+                           whole.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **options))
+
+
 @pytest.mark.parametrize(("device_map", "named"), [
     ({"embed": "cpu", "layers": "cpu", "norm": "cpu"}, "key 'embed' names no module of llama"),
     ({"": "gpu"}, "entry '': 'gpu' is not a device"),

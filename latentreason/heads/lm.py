@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from accelerate.utils import align_module_device
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -250,7 +251,9 @@ class LatentPrefixOutput(PerTokenHead):
         # take the factor here. Recomputed from the LM, so never saved.
         nn.init.normal_(self.proj.weight, std=config.hidden_size**-0.5)
         scale = float(getattr(embeddings, "embed_scale", 1.0))
-        self.register_buffer("embedding_rms", embeddings.weight.detach().float().pow(2).mean().sqrt() * scale, persistent=False)
+        with align_module_device(embeddings):  # an offloaded LM (device_map) keeps this weight on disk until asked
+            rms = embeddings.weight.detach().float().pow(2).mean().sqrt()
+        self.register_buffer("embedding_rms", rms * scale, persistent=False)
 
     @property
     def lm(self) -> PreTrainedModel:
