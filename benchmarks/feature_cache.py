@@ -173,14 +173,22 @@ def run_storage(settings: FeatureCacheSettings, base: str, scratch: Path) -> lis
     return rows
 
 
-def run(settings: FeatureCacheSettings) -> dict[str, Any]:
+def run(settings: FeatureCacheSettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both parts. `previous` (`--reuse`): an earlier result of the same settings keeps its storage trainings, and
+    only the extraction is timed again (a few minutes: what to rerun on a quiet machine)."""
     result: dict[str, Any] = {"settings": asdict(settings)}
+    same = previous is not None and previous.get("settings") == json.loads(json.dumps(asdict(settings)))
     with tempfile.TemporaryDirectory() as folder, training_run(None):
         scratch = Path(folder)
         base = base_model(settings, scratch)
         if settings.processes:
             result["extraction"] = run_extraction(settings, base, scratch)
-        result["storage"] = run_storage(settings, base, scratch)
+        if same and "storage" in previous:
+            log("feature_cache: storage kept from the earlier result (same settings)")
+            result["storage"] = previous["storage"]
+            result["storage_machine"] = previous.get("storage_machine", previous.get("machine"))
+        else:
+            result["storage"] = run_storage(settings, base, scratch)
     result["machine"] = machine_info()
     return result
 
@@ -214,6 +222,10 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
                      _score(row["accuracy"]), _score(row["exact_match"])])
     lines += [f"### Storage: cache bytes per example and accuracy after {settings['max_steps']} steps", "",
               table(["cache_dtype", "feature_projection", "bytes / example", "smaller than float32", "cell accuracy", "exact match"], rows)]
+    earlier = result.get("storage_machine")
+    if earlier:
+        lines.append(f"The storage trainings are kept from an earlier run of the same settings (`--reuse`, {earlier.get('date', 'date unknown')}); "
+                     f"the extraction above was timed again ({result['machine'].get('date', 'date unknown')}).\n")
     return "\n".join(lines)
 
 

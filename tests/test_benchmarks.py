@@ -740,3 +740,21 @@ def test_maze_repeats_sets_the_runs_of_the_same_settings_side_by_side():
     assert "read its figures on this task as one draw from that spread" in text
     other = accuracy_maze | {"settings": accuracy_maze["settings"] | {"epochs": 4}}  # not the same settings: nothing to compare
     assert combined.maze_repeats({"scaling_maze": scaling_maze, "accuracy_maze": other}) == ""
+
+
+def test_feature_cache_reuse_keeps_the_storage_trainings_of_the_same_settings(tiny_run, monkeypatch):
+    """`--reuse` times the extraction again but keeps the storage part's trainings; other settings train again."""
+    from benchmarks import feature_cache
+
+    results_dir, _, _ = tiny_run
+    stored = json.loads((results_dir / "tiny" / "feature_cache.json").read_text())
+    settings = feature_cache.PRESETS["tiny"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the storage part trained again")
+
+    monkeypatch.setattr(feature_cache, "run_storage", no_training)
+    again = feature_cache.run(settings, previous=stored)
+    assert again["storage"] == stored["storage"] and again["storage_machine"] == stored["machine"]
+    with pytest.raises(AssertionError, match="trained again"):
+        feature_cache.run(dataclasses.replace(settings, max_steps=settings.max_steps + 1), previous=stored)
