@@ -11,11 +11,13 @@ Results go to `benchmarks/results/<preset>/<name>.json`; `run` rebuilds the repo
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -74,11 +76,25 @@ BENCHMARKS: dict[str, ModuleType] = {
 PRESETS = ("full", "quick", "tiny")
 
 
+def _stamped(result: dict[str, Any], *, name: str, preset: str, command: str, start: float) -> dict[str, Any]:
+    """`result` with what the runner knows: its name, preset, command line and seconds so far."""
+    result["benchmark"] = name  # one module may serve several benchmarks (accuracy, accuracy_parity)
+    result["preset"] = preset
+    result["command"] = command
+    result["elapsed_s"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def _write_partial(folder: Path, name: str, stamp: Callable[[dict[str, Any]], dict[str, Any]], partial: dict[str, Any]) -> None:
+    write_result(folder, name, stamp(partial))
+
+
 def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DIR, reuse: bool = False) -> dict[str, dict[str, Any]]:
     """Run the named benchmarks at a preset ("full", "quick" or "tiny") and write their JSON results.
 
-    `reuse`: benchmarks that can (the accuracy family: their `run` takes `previous`) keep the runs of
-    their existing result that had the same settings and train only what is missing.
+    `reuse`: benchmarks that can (their `run` takes `previous`) keep the runs of their existing result that
+    had the same settings and train only what is missing. Benchmarks whose `run` takes `progress` write
+    their partial result (marked `"partial": true`) as they go; `--reuse` continues from it.
     """
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
@@ -92,14 +108,15 @@ def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DI
         log(f"{name}: start ({preset})")
         module, settings = BENCHMARKS[name], BENCHMARKS[name].PRESETS[preset]
         existing = results_dir / preset / f"{name}.json"
-        if reuse and "previous" in inspect.signature(module.run).parameters and existing.exists():
-            result = module.run(settings, previous=json.loads(existing.read_text(encoding="utf-8")))
-        else:
-            result = module.run(settings)
-        result["benchmark"] = name  # one module may serve several benchmarks (accuracy, accuracy_parity)
-        result["preset"] = preset
-        result["command"] = command_line([name], preset == "quick") + (" --preset tiny" if preset == "tiny" else "")
-        result["elapsed_s"] = round(time.perf_counter() - start, 1)
+        accepts = inspect.signature(module.run).parameters
+        options: dict[str, Any] = {}
+        if reuse and "previous" in accepts and existing.exists():
+            options["previous"] = json.loads(existing.read_text(encoding="utf-8"))
+        stamp = functools.partial(_stamped, name=name, preset=preset, start=start,
+                                  command=command_line([name], preset == "quick") + (" --preset tiny" if preset == "tiny" else ""))
+        if "progress" in accepts:  # long benchmarks: what is finished is on disk (marked partial) before the end
+            options["progress"] = functools.partial(_write_partial, results_dir / preset, name, stamp)
+        result = stamp(module.run(settings, **options))
         write_result(results_dir / preset, name, result)
         log(f"{name}: done in {result['elapsed_s']:.0f} s")
         results[name] = result
@@ -116,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
     run_parser.add_argument("--no-report", action="store_true", help="do not rebuild docs/benchmarks.md")
     run_parser.add_argument("--reuse", action="store_true",
-                            help="accuracy benchmarks: keep the runs of the existing result trained with the same settings, "
-                                 "train only what is missing (new comparators, a new time budget)")
+                            help="benchmarks that can (the accuracy family, state_tracking, test_time_scaling, feature_cache): "
+                                 "keep the runs of the existing result (or of an interrupted run's partial one) trained with "
+                                 "the same settings, train only what is missing")
     report_parser = commands.add_parser("report", help="rebuild docs/benchmarks.md and docs/img/bench_*.png from the results")
     report_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
     args = parser.parse_args(argv)

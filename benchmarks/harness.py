@@ -245,7 +245,9 @@ def write_result(results_dir: Path, name: str, result: dict[str, Any]) -> Path:
     """Write `result` as `results_dir/name.json` (sorted keys, indented)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never half a result
+    temporary.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
     return path
 
 

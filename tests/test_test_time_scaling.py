@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -56,3 +57,58 @@ def test_tiny_preset_trains_every_variant_and_scores_every_depth_and_breadth() -
         budgets = sorted({point["net_calls"] for variant in task["variants"] for curve in variant["curves"].values() for point in curve})
         assert "| variant | trajectories | " + " | ".join(map(str, budgets)) + " |" in text
     assert test_time_scaling.render(result).count("![") == 0  # without images: text only
+
+
+def _fake_variant(calls: list[str]):
+    """A stand-in for `run_variant` (the training is tested above): records each variant it is asked to train."""
+    def run_variant(model, common, train_set, test_set, pad_token_id, variant, settings, calls_per_step):
+        calls.append(f"{common.task}/{variant}")
+        curve = [{"steps": steps, "net_calls": steps * calls_per_step, "exact_match": 0.5, "accuracy": 0.5, "last_cell": 0.5}
+                 for steps in settings.test_steps]
+        return {"optimizer_steps": len(calls), "train_seconds": 0.0, "load_average": 0.0,
+                "curves": {str(count): curve for count in settings.trajectories}, "halting": None}
+    return run_variant
+
+
+def test_an_interrupted_run_keeps_what_it_finished_and_reuse_trains_only_the_rest(tmp_path, monkeypatch) -> None:
+    import json
+
+    import pytest
+
+    from benchmarks.__main__ import run_benchmarks
+
+    settings = test_time_scaling.PRESETS["tiny"]
+    calls: list[str] = []
+    fake = _fake_variant(calls)
+
+    def failing(*args):  # the machine goes away during the third variant of the first task
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fake(*args)
+
+    monkeypatch.setattr(test_time_scaling, "run_variant", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmarks(["test_time_scaling"], "tiny", tmp_path)
+    partial = json.loads((tmp_path / "tiny" / "test_time_scaling.json").read_text())
+    assert partial["partial"] is True
+    assert [task["task"] for task in partial["tasks"]] == [settings.tasks[0].name]
+    assert [variant["variant"] for variant in partial["tasks"][0]["variants"]] == list(settings.variants[:2])
+    text = test_time_scaling.render(partial)
+    assert "**Partial result**" in text and f"{settings.tasks[0].name} ({', '.join(settings.variants[2:])})" in text
+    assert f"{settings.tasks[1].name} ({', '.join(settings.variants)})" in text
+
+    monkeypatch.setattr(test_time_scaling, "run_variant", fake)
+    calls.clear()
+    result = run_benchmarks(["test_time_scaling"], "tiny", tmp_path, reuse=True)["test_time_scaling"]
+    first = settings.tasks[0].common.task
+    assert f"{first}/{settings.variants[0]}" not in calls and f"{first}/{settings.variants[1]}" not in calls
+    assert len(calls) == len(settings.tasks) * len(settings.variants) - 2
+    assert "partial" not in result
+    assert result["tasks"][0]["variants"][:2] == partial["tasks"][0]["variants"]
+    assert "**Partial result**" not in test_time_scaling.render(result)
+
+    # Kept only when trained the same way: another test noise keeps nothing.
+    calls.clear()
+    changed = dataclasses.replace(settings, trajectory_noise=settings.trajectory_noise + 0.1)
+    test_time_scaling.run(changed, previous=result)
+    assert len(calls) == len(settings.tasks) * len(settings.variants)
