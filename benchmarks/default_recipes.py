@@ -20,6 +20,7 @@ reversing 5 words while its defaults were set, so that is not measured here eith
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -28,11 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .harness import log, machine_info
+from latentreason.recipe import find_recipe
+
+from .harness import load_average, log, machine_info
 from .markdown import Images
 
 ALIGNED_TASKS = ("sort", "reverse", "neighbour_sum")
@@ -141,34 +145,76 @@ def _tiny_bases(folder: Path) -> dict[str, str]:
             "text_pairs": save_tiny_backbone("llama", folder / "tiny-llama", causal_lm=True)}
 
 
-def run(settings: DefaultRecipeSettings) -> dict[str, Any]:
+def _plan(settings: DefaultRecipeSettings) -> list[tuple[str, str]]:
+    return [("custom_pairs", task) for task in settings.aligned_tasks] + [("text_pairs", task) for task in settings.text_tasks]
+
+
+def recipe_digest(recipe: str) -> str:
+    """The SHA-256 of a built-in recipe's file: a kept run counts only if the recipe has not changed since."""
+    return hashlib.sha256(find_recipe(recipe).read_bytes()).hexdigest()
+
+
+def kept_runs(settings: DefaultRecipeSettings, previous: dict[str, Any] | None) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The runs of `previous` (`--reuse`, or an interrupted run's partial result) that these settings would repeat:
+    the same data sizes and overrides, and a recipe file unchanged since (its digest is stored with each run)."""
+    if not previous:
+        return {}
+    def shared(values: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in values.items() if key not in ("aligned_tasks", "text_tasks", "seeds")}
+    if shared(previous.get("settings", {})) != shared(json.loads(json.dumps(asdict(settings)))):
+        return {}
+    return {(row["recipe"], row["task"], run["seed"]): run for row in previous.get("rows", []) for run in row["runs"]
+            if run.get("recipe_sha256") == recipe_digest(row["recipe"])}
+
+
+def run(settings: DefaultRecipeSettings, previous: dict[str, Any] | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every task and seed trained from the command line. `previous`: runs to keep (see `kept_runs`); `progress` is
+    called with the partial result after every run, so an interrupted benchmark keeps what it finished."""
+    kept = kept_runs(settings, previous)
     rows: list[dict[str, Any]] = []
+    result = {"settings": asdict(settings), "machine": machine_info(), "rows": rows, "goals": GOALS}
     with tempfile.TemporaryDirectory(prefix="latentreason-defaults-") as scratch:
         root = Path(scratch)
         bases = _tiny_bases(root) if settings.tiny_bases else {}
-        plan = [("custom_pairs", task) for task in settings.aligned_tasks] + [("text_pairs", task) for task in settings.text_tasks]
-        for recipe, task in plan:
-            runs = []
+        rows.extend({"recipe": recipe, "task": task, "runs": []} for recipe, task in _plan(settings))
+        # Seed by seed, every task of a recipe before the next seed: an interrupted run has each task at least once.
+        for recipe in ("custom_pairs", "text_pairs"):
             for seed in settings.seeds:
-                rng = random.Random(SEED_OFFSET + seed)
-                total, test_count = settings.aligned_rows if recipe == "custom_pairs" else settings.text_rows
-                generated = (aligned_pairs(task, 3 * total, settings.length, rng) if recipe == "custom_pairs"
-                             else text_pairs(task, 3 * total, settings.words, rng))
-                train, test = split_without_overlap(generated, test_count)
-                train = train[:total]
-                folder = root / f"{recipe}-{task}-{seed}"
-                folder.mkdir()
-                write_jsonl(folder / "train.jsonl", train)
-                write_jsonl(folder / "test.jsonl", test)
-                overrides = settings.aligned_overrides if recipe == "custom_pairs" else settings.text_overrides
-                if recipe in bases:
-                    overrides = (f"model.base={bases[recipe]}", *overrides)
-                log(f"default_recipes: {recipe} {task} seed {seed}: {len(train)} train rows, {len(test)} test rows")
-                result = train_once(recipe, folder / "train.jsonl", folder / "test.jsonl", folder / "run", overrides)
-                log(f"default_recipes: {recipe} {task} seed {seed}: exact match {result['exact_match']:.3f} in {result['seconds']:.0f} s")
-                runs.append({"seed": seed, "train_rows": len(train), "test_rows": len(test), **result})
-            rows.append({"recipe": recipe, "task": task, "runs": runs, **_summary(runs)})
-    return {"settings": asdict(settings), "machine": machine_info(), "rows": rows, "goals": GOALS}
+                for row in (row for row in rows if row["recipe"] == recipe):
+                    key = (recipe, row["task"], seed)
+                    if key in kept:
+                        log(f"default_recipes: {recipe} {row['task']} seed {seed}: kept from the earlier result")
+                        row["runs"].append(kept[key])
+                    else:
+                        row["runs"].append(_run_seed(settings, recipe, row["task"], seed, root, bases))
+                    row.update(_summary(row["runs"]))
+                    if progress is not None:
+                        progress({**result, "rows": [done for done in rows if done["runs"]], "partial": True})
+    return result
+
+
+def _run_seed(settings: DefaultRecipeSettings, recipe: str, task: str, seed: int, root: Path, bases: dict[str, str]) -> dict[str, Any]:
+    """One task's data for `seed`, generated fresh and trained from the command line."""
+    rng = random.Random(SEED_OFFSET + seed)
+    total, test_count = settings.aligned_rows if recipe == "custom_pairs" else settings.text_rows
+    generated = (aligned_pairs(task, 3 * total, settings.length, rng) if recipe == "custom_pairs"
+                 else text_pairs(task, 3 * total, settings.words, rng))
+    train, test = split_without_overlap(generated, test_count)
+    train = train[:total]
+    folder = root / f"{recipe}-{task}-{seed}"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", train)
+    write_jsonl(folder / "test.jsonl", test)
+    overrides = settings.aligned_overrides if recipe == "custom_pairs" else settings.text_overrides
+    if recipe in bases:
+        overrides = (f"model.base={bases[recipe]}", *overrides)
+    log(f"default_recipes: {recipe} {task} seed {seed}: {len(train)} train rows, {len(test)} test rows")
+    digest = recipe_digest(recipe)
+    result = train_once(recipe, folder / "train.jsonl", folder / "test.jsonl", folder / "run", overrides)
+    log(f"default_recipes: {recipe} {task} seed {seed}: exact match {result['exact_match']:.3f} in {result['seconds']:.0f} s")
+    return {"seed": seed, "train_rows": len(train), "test_rows": len(test), "recipe_sha256": digest,
+            "load_average": load_average(), **result}
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -210,7 +256,14 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
              "| recipe | task | train / test rows | exact match: mean (min-max) | wall time: mean (max) | layer read | goal |",
              "|---|---|---:|---:|---:|---|---|"]
     machine = result.get("machine", {})
-    loaded = shared_machine(machine)
+    loaded = shared_machine(machine) or any(shared_machine({**machine, "load_average": run.get("load_average")})
+                                            for row in result["rows"] for run in row["runs"])
+    if result.get("partial"):
+        planned = _plan(DefaultRecipeSettings(aligned_tasks=tuple(settings["aligned_tasks"]), text_tasks=tuple(settings["text_tasks"])))
+        done = {(row["recipe"], row["task"]): {run["seed"] for run in row["runs"]} for row in result["rows"]}
+        missing = [f"{recipe} / {task} (seeds {', '.join(str(seed) for seed in settings['seeds'] if seed not in done.get((recipe, task), set()))})"
+                   for recipe, task in planned if len(done.get((recipe, task), set())) < len(settings["seeds"])]
+        lines[-2:-2] = [f"**Partial result**: not measured yet: {'; '.join(missing)}. `--reuse` continues the run and keeps what is here.", ""]
     for row in result["rows"]:
         first = row["runs"][0]
         layers = ", ".join(sorted({str(run["layer"]) for run in row["runs"]}))
@@ -219,7 +272,8 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
                      f"{row['seconds_mean']:.0f} s ({row['seconds_max']:.0f} s) | {layers} | {verdict(row, loaded)} |")
     lines.append("")
     for row in result["rows"]:
-        for seed, run in zip(settings["seeds"], row["runs"]):
+        for run in row["runs"]:
+            seed = run["seed"]
             steps = " ".join(f"{value:.3f}" for value in run["per_step_exact_match"])
             halted = f"; with halting, {run['mean_steps']:.2f} steps on average" if run.get("mean_steps") is not None else ""
             lines.append(f"- {row['recipe']} / {row['task']}, seed {seed}: exact match after each refinement step {steps}{halted}.")

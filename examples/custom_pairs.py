@@ -1,6 +1,6 @@
 """Your own CSV of input/output pairs -> a trained reasoner, through a recipe (what `latentreason train` runs).
 
-    python examples/custom_pairs.py                                  # an example CSV (sorting digits), MiniLM, the recipe's 1000 steps
+    python examples/custom_pairs.py                                  # an example CSV (sorting digits), MiniLM, the recipe's 3000 steps
     python examples/custom_pairs.py --steps 300                      # a shorter run
     python examples/custom_pairs.py --csv my_pairs.csv --eval-csv my_test.csv
     python examples/custom_pairs.py --csv data.csv --input-column question --output-column answer

@@ -7,7 +7,7 @@ from benchmarks import default_recipes
 
 def result(load: float) -> dict:
     def row(recipe: str, task: str, exact: float, seconds: float, per_step: list[float]) -> dict:
-        run = {"train_rows": 2000, "test_rows": 300, "layer": "8", "exact_match": exact, "seconds": seconds,
+        run = {"seed": 0, "train_rows": 2000, "test_rows": 300, "layer": "8", "exact_match": exact, "seconds": seconds,
                "per_step_exact_match": per_step, "mean_steps": 1.25}
         return {"recipe": recipe, "task": task, "runs": [run], "exact_match_mean": exact, "exact_match_min": exact,
                 "exact_match_max": exact, "seconds_mean": seconds, "seconds_max": seconds}
@@ -29,3 +29,57 @@ def test_a_shared_machine_judges_only_the_accuracy_of_a_time_goal() -> None:
     assert "| 8 | exact match met; time not judged (shared machine) |" in text
     assert "| custom_pairs | sort | 2000 / 300 | 0.990 (0.990-0.990) | 100 s (100 s) | 8 | met |" in text  # no time goal
     assert "Other processes shared the cores during this run" in text
+
+
+def test_a_partial_result_names_what_is_not_measured_yet() -> None:
+    partial = {**result(load=1.0), "partial": True}
+    partial["settings"] = {"seeds": [0, 1], "aligned_tasks": ["sort", "reverse"], "text_tasks": ["sort_words"]}
+    text = default_recipes.render(partial)
+    assert "**Partial result**: not measured yet: custom_pairs / sort (seeds 1); custom_pairs / reverse (seeds 0, 1); " \
+           "text_pairs / sort_words (seeds 1)." in text
+    assert "**Partial result**" not in default_recipes.render(result(load=1.0))
+
+
+def test_an_interrupted_run_keeps_its_runs_and_reuse_trains_only_the_rest(monkeypatch) -> None:
+    import dataclasses
+    import json
+
+    import pytest
+
+    trained: list[tuple[str, str]] = []
+
+    def fake_train_once(recipe, train, test, output_dir, overrides):
+        task = output_dir.parent.name.split("-")[1]
+        if len(trained) == 2 and not fake_train_once.resumed:
+            raise KeyboardInterrupt  # the machine goes away during the third run
+        trained.append((recipe, task))
+        return {"exact_match": 0.5, "accuracy": 0.9, "mean_steps": 1.0, "per_step_exact_match": [0.5], "seconds": 1.0,
+                "layer": "0", "layer_line": None}
+
+    fake_train_once.resumed = False
+    monkeypatch.setattr(default_recipes, "train_once", fake_train_once)
+    settings = dataclasses.replace(default_recipes.PRESETS["tiny"], aligned_tasks=("reverse", "sort"), seeds=(0, 1), tiny_bases=False)
+    saved: list[dict] = []
+    with pytest.raises(KeyboardInterrupt):
+        default_recipes.run(settings, progress=lambda partial: saved.append(json.loads(json.dumps(partial))))  # as on disk
+    partial = saved[-1]
+    # seed by seed: each task once before any task twice
+    assert partial["partial"] is True and [(row["task"], len(row["runs"])) for row in partial["rows"]] == [("reverse", 1), ("sort", 1)]
+
+    fake_train_once.resumed = True
+    trained.clear()
+    final = default_recipes.run(settings, previous=partial)
+    assert trained == [("custom_pairs", "reverse"), ("custom_pairs", "sort"), ("text_pairs", "sort_words"), ("text_pairs", "sort_words")]
+    assert "partial" not in final and [run["seed"] for run in final["rows"][0]["runs"]] == [0, 1]
+    assert final["rows"][0]["runs"][0] == partial["rows"][0]["runs"][0]
+
+    # A run is kept only while its recipe file is unchanged, and only for the same data settings.
+    trained.clear()
+    monkeypatch.setattr(default_recipes, "recipe_digest", lambda recipe: "edited since")
+    default_recipes.run(settings, previous=final)
+    assert len(trained) == (len(settings.aligned_tasks) + len(settings.text_tasks)) * len(settings.seeds)
+    monkeypatch.undo()
+    monkeypatch.setattr(default_recipes, "train_once", fake_train_once)
+    trained.clear()
+    default_recipes.run(dataclasses.replace(settings, aligned_rows=(50, 8)), previous=final)
+    assert len(trained) == (len(settings.aligned_tasks) + len(settings.text_tasks)) * len(settings.seeds)
