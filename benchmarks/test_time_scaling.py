@@ -14,7 +14,9 @@ with N_sup = `supervision_steps` under each variant, all from the same initial w
 then scored by exact match on the test set after 1, 2, 4, ..., 128 refinement steps (depth) with 1, 4
 and 16 trajectories (breadth: `latentreason.trajectories`, all but the first with Gaussian noise on the
 carry after every step, one answer kept per example by `select`). Compute is counted in net calls per
-example: steps x T x (n + 1) x trajectories, the x axis of the tables.
+example: steps x T x (n + 1) x trajectories, the x axis of the tables. M trajectories are scored up to
+128 / M steps (`equal_compute`): depth and breadth meet at the same cost, and the evaluation of 16
+trajectories costs what one trajectory's 128 steps cost, not 16 times that.
 
 Tasks: 6x6 Sudoku (search), 7x7 mazes (propagation: one cell further per step) and S5 state tracking
 (NC1-complete: trained on games of 1-16 swaps, tested on longer games). Each task's model, data and
@@ -66,6 +68,9 @@ class DepthBreadthSettings:
     supervision_steps: int = 16  # N_sup in training, for every task and variant
     test_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
     trajectories: tuple[int, ...] = (1, 4, 16)
+    # M trajectories are scored at the depths whose compute (steps x M) is within the deepest single trajectory's:
+    # depth and breadth meet at equal cost, and breadth costs the evaluation at most as much again per M.
+    equal_compute: bool = True
     trajectory_noise: float = 0.3  # test-time noise on the carry of trajectories 2..M
     select: str = "vote"  # how one of the M answers is kept: "vote" or "halt"
     carry_noise: float = 0.1  # the `carry_noise` variant's training noise
@@ -198,17 +203,26 @@ def run_variant(model: Any, common: accuracy.AccuracySettings, train_set: Any, t
     model.load_state_dict(result.adapter_state_dict, strict=False)
     accelerator = Accelerator()
     loader = accelerator.prepare(DataLoader(test_set, batch_size=common.eval_batch_size, collate_fn=collate_fn))
-    depth = max(settings.test_steps)
     curves, halting = {}, None
     for count in settings.trajectories:
-        scores = evaluate(model, loader, accelerator, depth, halt=False, trajectories=count,
+        depths = scored_depths(settings, count)
+        if not depths:
+            continue
+        scores = evaluate(model, loader, accelerator, max(depths), halt=False, trajectories=count,
                           noise=settings.trajectory_noise if count > 1 else 0.0, select=settings.select, seed=common.seed)
         curves[str(count)] = [{"steps": steps, "net_calls": steps * calls_per_step * count,
-                               **{key: scores["per_step"][steps - 1][key] for key in METRICS}} for steps in settings.test_steps]
+                               **{key: scores["per_step"][steps - 1][key] for key in METRICS}} for steps in depths]
         if count == 1:
             halting = scores["halting"]
     return {"optimizer_steps": result.global_step, "train_seconds": round(seconds, 1), "load_average": load_average(),
             "curves": curves, "halting": halting}
+
+
+def scored_depths(settings: DepthBreadthSettings, trajectories: int) -> list[int]:
+    """The test depths scored with `trajectories` trajectories (with `equal_compute`, those within the deepest single one's compute)."""
+    if not settings.equal_compute:
+        return list(settings.test_steps)
+    return [steps for steps in settings.test_steps if steps * trajectories <= max(settings.test_steps)]
 
 
 def run(settings: DepthBreadthSettings, previous: dict[str, Any] | None = None,
@@ -249,9 +263,10 @@ def summary_rows(task: dict[str, Any], trained_steps: int) -> list[dict[str, Any
         at_trained, at_deepest = _score(plain, trained_steps), _score(plain, deepest)
         best = max(plain, key=lambda point: point["exact_match"])
         widest = max(variant["curves"], key=int)
+        widest_last = variant["curves"][widest][-1]
         rows.append({"variant": variant["variant"], "trained": at_trained, "deepest_steps": deepest, "deepest": at_deepest,
                      "best": best["exact_match"], "best_steps": best["steps"], "widest": widest,
-                     "widest_deepest": _score(variant["curves"][widest], deepest),
+                     "widest_deepest": widest_last["exact_match"], "widest_steps": widest_last["steps"],
                      "holds": None if at_trained is None or at_deepest is None else at_deepest >= at_trained - 0.01,
                      "optimizer_steps": variant["optimizer_steps"], "train_seconds": variant["train_seconds"]})
     return rows
@@ -288,7 +303,8 @@ def render(result: dict[str, Any], images: Any = None) -> str:
     lines = ["## Test-time scaling: which training makes more steps safe", "",
              f"Command: `{result.get('command', 'python -m benchmarks run test_time_scaling')}`. Every variant trained with "
              f"N_sup={trained} from the same initial weights; exact match on the test set. Breadth: {settings['trajectories']} "
-             f"trajectories, noise {settings['trajectory_noise']} on the carry, one answer kept by `{settings['select']}`. "
+             f"trajectories, noise {settings['trajectory_noise']} on the carry, one answer kept by `{settings['select']}`"
+             f"{', scored up to the compute of the deepest single trajectory' if settings.get('equal_compute') else ''}. "
              "Net calls per example = steps x T x (n + 1) x trajectories.", ""]
     if result.get("partial"):
         planned = [task["name"] for task in settings["tasks"]]
@@ -302,13 +318,13 @@ def render(result: dict[str, Any], images: Any = None) -> str:
         tested = f"test on {task['test_changes']}" if task["test_changes"] else "test split of the same task"
         lines += [f"### {task['task']}: train {task['task_options']}, {tested} ({task['num_test']} examples, "
                   f"{calls} net calls per step)", "",
-                  f"| variant | optimizer steps | train s | {trained} steps (trained) | deepest | best (at steps) | widest, deepest | "
+                  f"| variant | optimizer steps | train s | {trained} steps (trained) | deepest | best (at steps) | widest (traj. x steps) | "
                   "more steps hold |", "|---|---:|---:|---:|---:|---:|---:|---|"]
         for row in summary_rows(task, trained):
             holds = "-" if row["holds"] is None else ("yes" if row["holds"] else "**no**")
             lines.append(f"| {row['variant']} | {row['optimizer_steps']} | {row['train_seconds']} | {_cell(row['trained'])} | "
                          f"{_cell(row['deepest'])} ({row['deepest_steps']}) | {_cell(row['best'])} ({row['best_steps']}) | "
-                         f"{_cell(row['widest_deepest'])} ({row['widest']} x {row['deepest_steps']}) | {holds} |")
+                         f"{_cell(row['widest_deepest'])} ({row['widest']} x {row['widest_steps']}) | {holds} |")
         budgets = sorted({point["net_calls"] for variant in task["variants"] for curve in variant["curves"].values() for point in curve})
         lines += ["", "Exact match against net calls per example (columns; each row fills the budgets its steps x trajectories reach):", "",
                   "| variant | trajectories | " + " | ".join(str(budget) for budget in budgets) + " |",
