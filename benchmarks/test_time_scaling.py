@@ -334,6 +334,28 @@ def render(result: dict[str, Any], images: Any = None) -> str:
                 by_budget = {point["net_calls"]: point["exact_match"] for point in curve}
                 lines.append(f"| {variant['variant']} | {count} | " + " | ".join(_cell(by_budget.get(budget)) for budget in budgets) + " |")
         lines.append("")
+        lines += halting_lines(task, trained)
     if images is not None:
         lines.append(images.add(figure(result), "test_time_scaling", "exact match against net calls, per task, variant and breadth"))
     return "\n".join(lines)
+
+
+def halting_lines(task: dict[str, Any], trained: int) -> list[str]:
+    """Halting at the trained threshold against all N_sup steps, per variant, judged by the issue's goal:
+    within 1 point of the exact match after all N_sup steps, using at most a third of them."""
+    rows = [(variant, _score(variant["curves"]["1"], trained)) for variant in task["variants"] if variant.get("halting")]
+    if not rows:
+        return []
+    cap = max(point["steps"] for point in rows[0][0]["curves"]["1"])
+    lines = [f"Halting at the trained threshold (p > {rows[0][0]['halting']['threshold']}; a sample that never halts runs all {cap} "
+             f"test steps), against all {trained} steps; goal: within 1 point of all {trained} steps with at most {trained / 3:.1f} "
+             "steps on average:", "",
+             f"| variant | with halting | mean steps | all {trained} steps | goal |", "|---|---:|---:|---:|---|"]
+    for variant, all_steps in rows:
+        halting = variant["halting"]
+        close = all_steps is not None and halting["exact_match"] >= all_steps - 0.01
+        cheap = halting["mean_steps"] <= trained / 3
+        verdict = "met" if close and cheap else "missed (" + ", ".join(
+            part for part, bad in (("more than 1 point below", not close), ("too many steps", not cheap)) if bad) + ")"
+        lines.append(f"| {variant['variant']} | {halting['exact_match']:.3f} | {halting['mean_steps']:.2f} | {_cell(all_steps)} | {verdict} |")
+    return [*lines, ""]

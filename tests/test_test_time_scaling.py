@@ -114,3 +114,19 @@ def test_an_interrupted_run_keeps_what_it_finished_and_reuse_trains_only_the_res
     changed = dataclasses.replace(settings, trajectory_noise=settings.trajectory_noise + 0.1)
     test_time_scaling.run(changed, previous=result)
     assert len(calls) == len(settings.tasks) * len(settings.variants)
+
+
+def test_the_halting_table_judges_each_variant_by_the_goal() -> None:
+    def variant(name: str, halting_exact: float, mean_steps: float, all_steps: float) -> dict:
+        curve = [{"steps": steps, "net_calls": steps, "exact_match": all_steps if steps == 16 else 0.0} for steps in (1, 16, 128)]
+        return {"variant": name, "curves": {"1": curve},
+                "halting": {"threshold": 0.5, "exact_match": halting_exact, "mean_steps": mean_steps}}
+
+    task = {"variants": [variant("close_and_cheap", 0.805, 2.0, 0.81), variant("too_far", 0.70, 2.0, 0.81),
+                         variant("too_slow", 0.81, 6.0, 0.81), variant("both", 0.5, 100.0, 0.81)]}
+    lines = test_time_scaling.halting_lines(task, trained=16)
+    assert lines[0].startswith("Halting at the trained threshold (p > 0.5; a sample that never halts runs all 128 test steps)")
+    assert "| close_and_cheap | 0.805 | 2.00 | 0.810 | met |" in lines
+    assert "| too_far | 0.700 | 2.00 | 0.810 | missed (more than 1 point below) |" in lines
+    assert "| too_slow | 0.810 | 6.00 | 0.810 | missed (too many steps) |" in lines  # 16 / 3 = 5.3 at most
+    assert "| both | 0.500 | 100.00 | 0.810 | missed (more than 1 point below, too many steps) |" in lines
