@@ -203,7 +203,7 @@ def run_variant(model: Any, common: accuracy.AccuracySettings, train_set: Any, t
     model.load_state_dict(result.adapter_state_dict, strict=False)
     accelerator = Accelerator()
     loader = accelerator.prepare(DataLoader(test_set, batch_size=common.eval_batch_size, collate_fn=collate_fn))
-    curves, halting = {}, None
+    curves, halting, halting_curve = {}, None, None
     for count in settings.trajectories:
         depths = scored_depths(settings, count)
         if not depths:
@@ -213,9 +213,9 @@ def run_variant(model: Any, common: accuracy.AccuracySettings, train_set: Any, t
         curves[str(count)] = [{"steps": steps, "net_calls": steps * calls_per_step * count,
                                **{key: scores["per_step"][steps - 1][key] for key in METRICS}} for steps in depths]
         if count == 1:
-            halting = scores["halting"]
+            halting, halting_curve = scores["halting"], scores["halting_curve"]
     return {"optimizer_steps": result.global_step, "train_seconds": round(seconds, 1), "load_average": load_average(),
-            "curves": curves, "halting": halting}
+            "curves": curves, "halting": halting, "halting_curve": halting_curve}
 
 
 def scored_depths(settings: DepthBreadthSettings, trajectories: int) -> list[int]:
@@ -358,4 +358,12 @@ def halting_lines(task: dict[str, Any], trained: int) -> list[str]:
         verdict = "met" if close and cheap else "missed (" + ", ".join(
             part for part, bad in (("more than 1 point below", not close), ("too many steps", not cheap)) if bad) + ")"
         lines.append(f"| {variant['variant']} | {halting['exact_match']:.3f} | {halting['mean_steps']:.2f} | {_cell(all_steps)} | {verdict} |")
+    lines.append("")
+    for variant, all_steps in rows:  # what a calibrated threshold could reach (read on the test set, so an upper bound)
+        close = [point for point in variant.get("halting_curve") or [] if all_steps is not None and point["exact_match"] >= all_steps - 0.01]
+        if close:
+            best = min(close, key=lambda point: point["mean_steps"])
+            lines.append(f"- {variant['variant']}: the cheapest threshold within 1 point of all {trained} steps on the test set is "
+                         f"p > {best['threshold']}: {best['exact_match']:.3f} in {best['mean_steps']:.2f} steps "
+                         "(`training.calibrate_halting` picks one on held-out training rows instead).")
     return [*lines, ""]

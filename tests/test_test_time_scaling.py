@@ -130,3 +130,12 @@ def test_the_halting_table_judges_each_variant_by_the_goal() -> None:
     assert "| too_far | 0.700 | 2.00 | 0.810 | missed (more than 1 point below) |" in lines
     assert "| too_slow | 0.810 | 6.00 | 0.810 | missed (too many steps) |" in lines  # 16 / 3 = 5.3 at most
     assert "| both | 0.500 | 100.00 | 0.810 | missed (more than 1 point below, too many steps) |" in lines
+    assert not any(line.startswith("- ") for line in lines)  # no stored curve: no threshold suggested
+
+    task["variants"][1]["halting_curve"] = [{"threshold": 0.5, "exact_match": 0.70, "mean_steps": 2.0},
+                                            {"threshold": 0.9, "exact_match": 0.801, "mean_steps": 3.5},
+                                            {"threshold": 0.99, "exact_match": 0.81, "mean_steps": 9.0}]
+    lines = test_time_scaling.halting_lines(task, trained=16)
+    assert [line for line in lines if line.startswith("- ")] == [
+        "- too_far: the cheapest threshold within 1 point of all 16 steps on the test set is p > 0.9: 0.801 in 3.50 steps "
+        "(`training.calibrate_halting` picks one on held-out training rows instead)."]
