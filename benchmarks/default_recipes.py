@@ -36,7 +36,7 @@ from typing import Any
 
 from latentreason.recipe import find_recipe
 
-from .harness import load_average, log, machine_info
+from .harness import load_average, log, machine_info, same_settings
 from .markdown import Images
 
 ALIGNED_TASKS = ("sort", "reverse", "neighbour_sum")
@@ -157,11 +157,7 @@ def recipe_digest(recipe: str) -> str:
 def kept_runs(settings: DefaultRecipeSettings, previous: dict[str, Any] | None) -> dict[tuple[str, str, int], dict[str, Any]]:
     """The runs of `previous` (`--reuse`, or an interrupted run's partial result) that these settings would repeat:
     the same data sizes and overrides, and a recipe file unchanged since (its digest is stored with each run)."""
-    if not previous:
-        return {}
-    def shared(values: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in values.items() if key not in ("aligned_tasks", "text_tasks", "seeds")}
-    if shared(previous.get("settings", {})) != shared(json.loads(json.dumps(asdict(settings)))):
+    if not same_settings(previous, settings, ignore=("aligned_tasks", "text_tasks", "seeds")):
         return {}
     return {(row["recipe"], row["task"], run["seed"]): run for row in previous.get("rows", []) for run in row["runs"]
             if run.get("recipe_sha256") == recipe_digest(row["recipe"])}

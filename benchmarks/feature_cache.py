@@ -32,7 +32,7 @@ from latentreason.features import FEATURES_FILE, shard_records
 from latentreason.pipeline import train_recipe
 from latentreason.prepare import load_tokenizer, prepare_data
 
-from .harness import load_average, log, machine_info, training_run
+from .harness import load_average, log, machine_info, same_settings, training_run
 from .markdown import Images, table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def run(settings: FeatureCacheSettings, previous: dict[str, Any] | None = None) 
     """Both parts. `previous` (`--reuse`): an earlier result of the same settings keeps its storage trainings, and
     only the extraction is timed again (a few minutes: what to rerun on a quiet machine)."""
     result: dict[str, Any] = {"settings": asdict(settings)}
-    same = previous is not None and previous.get("settings") == json.loads(json.dumps(asdict(settings)))
+    same = same_settings(previous, settings)
     with tempfile.TemporaryDirectory() as folder, training_run(None):
         scratch = Path(folder)
         base = base_model(settings, scratch)

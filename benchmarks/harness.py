@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +239,19 @@ class ReasonerStep:
 def command_line(names: list[str], quick: bool) -> str:
     """The command that reproduces a result."""
     return " ".join([".venv/bin/python -m benchmarks run", *names, *(["--quick"] if quick else [])])
+
+
+def as_stored(settings: Any) -> Any:
+    """A settings dataclass as a JSON result stores it (tuples become lists), for comparing with a stored one."""
+    return json.loads(json.dumps(asdict(settings)))
+
+
+def same_settings(previous: dict[str, Any] | None, settings: Any, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether the result `previous` was made with `settings`, all but the `ignore`d fields equal (`--reuse`)."""
+    if not previous:
+        return False
+    before, now = previous.get("settings", {}), as_stored(settings)
+    return {k: v for k, v in before.items() if k not in ignore} == {k: v for k, v in now.items() if k not in ignore}
 
 
 def write_result(results_dir: Path, name: str, result: dict[str, Any]) -> Path:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import statistics
 import tempfile
 import time
@@ -39,7 +38,7 @@ from latentreason.tasks import get_task
 from latentreason.training import evaluate, train
 
 from . import accuracy
-from .harness import load_average, log, machine_info, training_run
+from .harness import load_average, log, machine_info, same_settings, training_run
 from .markdown import Images
 
 PARTS = ("depth", "longer", "language")
@@ -199,11 +198,9 @@ def previous_runs(settings: StateTrackingSettings, previous: dict[str, Any] | No
 
     A result written before per-seed runs were stored holds one seed's runs only as rows with n = 1; those are read back.
     """
-    if not previous or part not in previous:
+    if not previous or part not in previous or not same_settings(previous, settings, ignore=("seeds",)):
         return {}
-    before, now = dict(previous.get("settings", {})), json.loads(json.dumps(asdict(settings)))
-    if {k: v for k, v in before.items() if k != "seeds"} != {k: v for k, v in now.items() if k != "seeds"}:
-        return {}
+    before = previous["settings"]
     stored = previous[part]
     if "runs" in stored:
         return stored["runs"]

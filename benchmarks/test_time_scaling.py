@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from latentreason.pipeline import with_features
 from latentreason.training import evaluate, train
 
 from . import accuracy, state_tracking
-from .harness import load_average, log, machine_info, training_run
+from .harness import as_stored, load_average, log, machine_info, same_settings, training_run
 
 VARIANTS = ("baseline", "carry_noise", "random_start", "random_steps", "improvement")
 METRICS = ("exact_match", "accuracy", "last_cell")
@@ -137,15 +136,7 @@ PRESETS: dict[str, DepthBreadthSettings] = {
 def kept_variants(task: TaskSpec, settings: DepthBreadthSettings, previous: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """The variants of `task` in `previous` (`--reuse`, or an interrupted run's partial result) trained and scored
     exactly as `settings` would: the same task settings and the same depths, breadths and switch strengths."""
-    if not previous:
-        return {}
-    def shared(values: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in values.items() if key not in ("tasks", "variants")}
-    before, now = previous.get("settings", {}), json.loads(json.dumps(asdict(settings)))
-    if shared(before) != shared(now):
-        return {}
-    spec = json.loads(json.dumps(asdict(task)))
-    if spec not in before.get("tasks", []):
+    if not same_settings(previous, settings, ignore=("tasks", "variants")) or as_stored(task) not in previous["settings"].get("tasks", []):
         return {}
     stored = next((entry for entry in previous.get("tasks", []) if entry["task"] == task.name), None)
     return {variant["variant"]: variant for variant in stored["variants"]} if stored else {}
