@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,13 @@ class DefaultRecipeSettings:
     aligned_overrides: tuple[str, ...] = ()
     text_overrides: tuple[str, ...] = ()
     tiny_bases: bool = False  # build tiny local models and point the recipes at them (tests only)
+    # custom_pairs runs trained at once, one thread each (their goal has no time). text_pairs runs always train
+    # alone on every core: their goal is a wall time. Not a result setting: kept runs do not depend on it.
+    aligned_jobs: int = 1
 
 
 PRESETS: dict[str, DefaultRecipeSettings] = {
-    "full": DefaultRecipeSettings(),
+    "full": DefaultRecipeSettings(aligned_jobs=2),
     "quick": DefaultRecipeSettings(aligned_tasks=("sort",), text_tasks=("sort_words",), seeds=(0,)),
     "tiny": DefaultRecipeSettings(
         aligned_tasks=("reverse",), text_tasks=("sort_words",), seeds=(0,), aligned_rows=(40, 8), text_rows=(40, 8), length=4, words=2,
@@ -120,12 +124,15 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
-def train_once(recipe: str, train: Path, test: Path, output_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
-    """`latentreason train RECIPE data.train_file=... data.eval_file=...` in a fresh process; its exact match and wall time."""
+def train_once(recipe: str, train: Path, test: Path, output_dir: Path, overrides: tuple[str, ...],
+               threads: int | None = None) -> dict[str, Any]:
+    """`latentreason train RECIPE data.train_file=... data.eval_file=...` in a fresh process; its exact match and wall time.
+    `threads`: the process's torch threads (OMP_NUM_THREADS); None leaves torch's default, every core."""
     command = [sys.executable, "-m", "latentreason.cli", "train", recipe, f"data.train_file={train}", f"data.eval_file={test}",
                f"training.output_dir={output_dir}", *overrides]
     start = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    finished = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if finished.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({finished.returncode}):\n{finished.stderr[-3000:]}")
@@ -157,7 +164,7 @@ def recipe_digest(recipe: str) -> str:
 def kept_runs(settings: DefaultRecipeSettings, previous: dict[str, Any] | None) -> dict[tuple[str, str, int], dict[str, Any]]:
     """The runs of `previous` (`--reuse`, or an interrupted run's partial result) that these settings would repeat:
     the same data sizes and overrides, and a recipe file unchanged since (its digest is stored with each run)."""
-    if not same_settings(previous, settings, ignore=("aligned_tasks", "text_tasks", "seeds")):
+    if not same_settings(previous, settings, ignore=("aligned_tasks", "text_tasks", "seeds", "aligned_jobs")):
         return {}
     return {(row["recipe"], row["task"], run["seed"]): run for row in previous.get("rows", []) for run in row["runs"]
             if run.get("recipe_sha256") == recipe_digest(row["recipe"])}
@@ -174,24 +181,45 @@ def run(settings: DefaultRecipeSettings, previous: dict[str, Any] | None = None,
         root = Path(scratch)
         bases = _tiny_bases(root) if settings.tiny_bases else {}
         rows.extend({"recipe": recipe, "task": task, "runs": []} for recipe, task in _plan(settings))
+
+        def finished(row: dict[str, Any], run_: dict[str, Any]) -> None:
+            _add_run(row, run_)
+            if progress is not None:
+                progress({**result, "rows": [done for done in rows if done["runs"]], "partial": True})
+
         # Seed by seed, every task of a recipe before the next seed: an interrupted run has each task at least once.
         for recipe in ("custom_pairs", "text_pairs"):
+            jobs = settings.aligned_jobs if recipe == "custom_pairs" else 1
+            todo = []
             for seed in settings.seeds:
                 for row in (row for row in rows if row["recipe"] == recipe):
                     key = (recipe, row["task"], seed)
                     if key in kept:
                         log(f"default_recipes: {recipe} {row['task']} seed {seed}: kept from the earlier result")
-                        row["runs"].append(kept[key])
+                        _add_run(row, kept[key])
                     else:
-                        row["runs"].append(_run_seed(settings, recipe, row["task"], seed, root, bases))
-                    row.update(_summary(row["runs"]))
-                    if progress is not None:
-                        progress({**result, "rows": [done for done in rows if done["runs"]], "partial": True})
+                        todo.append((row, seed))
+
+            if jobs == 1:
+                for row, seed in todo:
+                    finished(row, _run_seed(settings, recipe, row["task"], seed, root, bases))
+                continue
+            with ThreadPoolExecutor(max_workers=jobs) as pool:  # each job is a subprocess: threads only wait on it
+                futures = {pool.submit(_run_seed, settings, recipe, row["task"], seed, root, bases, 1): row for row, seed in todo}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
     return result
 
 
-def _run_seed(settings: DefaultRecipeSettings, recipe: str, task: str, seed: int, root: Path, bases: dict[str, str]) -> dict[str, Any]:
-    """One task's data for `seed`, generated fresh and trained from the command line."""
+def _add_run(row: dict[str, Any], run_: dict[str, Any]) -> None:
+    """`run_` into its row, the row's runs in seed order (concurrent runs finish in any order), and the row's summary."""
+    row["runs"] = sorted([*row["runs"], run_], key=lambda kept_run: kept_run["seed"])
+    row.update(_summary(row["runs"]))
+
+
+def _run_seed(settings: DefaultRecipeSettings, recipe: str, task: str, seed: int, root: Path, bases: dict[str, str],
+              threads: int | None = None) -> dict[str, Any]:
+    """One task's data for `seed`, generated fresh and trained from the command line (`threads`: see `train_once`)."""
     rng = random.Random(SEED_OFFSET + seed)
     total, test_count = settings.aligned_rows if recipe == "custom_pairs" else settings.text_rows
     generated = (aligned_pairs(task, 3 * total, settings.length, rng) if recipe == "custom_pairs"
@@ -207,7 +235,7 @@ def _run_seed(settings: DefaultRecipeSettings, recipe: str, task: str, seed: int
         overrides = (f"model.base={bases[recipe]}", *overrides)
     log(f"default_recipes: {recipe} {task} seed {seed}: {len(train)} train rows, {len(test)} test rows")
     digest = recipe_digest(recipe)
-    result = train_once(recipe, folder / "train.jsonl", folder / "test.jsonl", folder / "run", overrides)
+    result = train_once(recipe, folder / "train.jsonl", folder / "test.jsonl", folder / "run", overrides, threads)
     log(f"default_recipes: {recipe} {task} seed {seed}: exact match {result['exact_match']:.3f} in {result['seconds']:.0f} s")
     return {"seed": seed, "train_rows": len(train), "test_rows": len(test), "recipe_sha256": digest,
             "load_average": load_average(), **result}

@@ -83,6 +83,33 @@ def choose_backbone_layer(model: LatentReasonerModel, data: PreparedData, recipe
     return choice.layer
 
 
+def fit_batch_to_data(recipe: recipes.Recipe, rows: int) -> recipes.Recipe:
+    """The recipe with `training.batch_size` lowered to what `rows` training examples can fill, logged; an error if not one.
+
+    Recipes default to batches sized for a few thousand rows; a smaller file trains in batches of all of its
+    rows (those left after `training.calibrate_halting` holds its share out), rounded down to a multiple of
+    processes x gradient_accumulation_steps so every process gets an equal slice. The saved recipe keeps the
+    batch size used, so a resumed run reads the same.
+    """
+    training = recipe.training
+    held_out = max(1, round(training.calibrate_halting * rows)) if training.calibrate_halting else 0
+    usable = rows - held_out
+    if usable >= training.batch_size:
+        return recipe
+    split = PartialState().num_processes * training.gradient_accumulation_steps
+    fitted = usable // split * split
+    if fitted < 1:
+        after = f" ({usable} once `training.calibrate_halting` holds {held_out} out)" if held_out else ""
+        raise recipes.RecipeError(
+            f"The training set has {rows} examples{after}, too few for one batch split over {split} processes x gradient "
+            "accumulation steps: add examples" + (" or set `training.calibrate_halting=0`." if held_out else ".")
+        )
+    if PartialState().is_main_process:
+        print(f"training.batch_size={training.batch_size} is more than the {usable} training rows: training in batches of {fitted} "
+              "(set training.batch_size to choose)", flush=True)
+    return dataclasses.replace(recipe, training=dataclasses.replace(training, batch_size=fitted))
+
+
 def with_features(model: LatentReasonerModel, dataset: datasets.Dataset | None, recipe: recipes.Recipe) -> Any:
     """What the trainer reads: `dataset` as tensors, with cached backbone features as `recipe.training` asks
     (see `latentreason.features.cached_features`), decoded to float32 whatever their storage dtype."""
@@ -108,11 +135,7 @@ def _train_recipe(recipe: recipes.Recipe, *, resume: bool, stop_after_steps: int
     data = prepare_data(recipe, tokenizer)
     if PartialState().is_main_process:
         print("Data:\n" + "\n".join(f"  {line}" for line in data.summary), flush=True)
-    if len(data.train) < recipe.training.batch_size:  # before the backbone spends minutes on features
-        raise recipes.RecipeError(
-            f"The training set has {len(data.train)} examples, fewer than one batch of {recipe.training.batch_size}: "
-            "lower `training.batch_size` or add examples."
-        )
+    recipe = fit_batch_to_data(recipe, len(data.train))  # before the backbone spends minutes on features
     model = build_model(recipe, data)
     if recipe.model.layer == "auto":
         layer = choose_backbone_layer(model, data, recipe)

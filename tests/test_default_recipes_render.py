@@ -48,7 +48,7 @@ def test_an_interrupted_run_keeps_its_runs_and_reuse_trains_only_the_rest(monkey
 
     trained: list[tuple[str, str]] = []
 
-    def fake_train_once(recipe, train, test, output_dir, overrides):
+    def fake_train_once(recipe, train, test, output_dir, overrides, threads=None):
         task = output_dir.parent.name.split("-")[1]
         if len(trained) == 2 and not fake_train_once.resumed:
             raise KeyboardInterrupt  # the machine goes away during the third run
@@ -83,3 +83,33 @@ def test_an_interrupted_run_keeps_its_runs_and_reuse_trains_only_the_rest(monkey
     trained.clear()
     default_recipes.run(dataclasses.replace(settings, aligned_rows=(50, 8)), previous=final)
     assert len(trained) == (len(settings.aligned_tasks) + len(settings.text_tasks)) * len(settings.seeds)
+
+
+def test_aligned_jobs_train_at_once_on_one_thread_each_and_keep_seed_order(monkeypatch) -> None:
+    import dataclasses
+    import json
+    import threading
+
+    started, both_running = [], threading.Barrier(2, timeout=10)
+
+    def fake_train_once(recipe, train, test, output_dir, overrides, threads=None):
+        task, seed = output_dir.parent.name.split("-")[1], int(output_dir.parent.name.split("-")[2])
+        started.append((recipe, task, seed, threads))
+        if recipe == "custom_pairs" and len(started) <= 2:
+            both_running.wait()  # the first two aligned runs must be under way together, or this times out
+        exact = 0.1 * seed if recipe == "custom_pairs" else 0.9
+        return {"exact_match": exact, "accuracy": 0.9, "mean_steps": 1.0, "per_step_exact_match": [exact], "seconds": 1.0,
+                "layer": "0", "layer_line": None}
+
+    monkeypatch.setattr(default_recipes, "train_once", fake_train_once)
+    settings = dataclasses.replace(default_recipes.PRESETS["tiny"], seeds=(0, 1, 2), tiny_bases=False, aligned_jobs=2)
+    result = default_recipes.run(settings)
+    aligned, text = result["rows"]
+    assert [run["seed"] for run in aligned["runs"]] == [0, 1, 2] and [run["exact_match"] for run in aligned["runs"]] == [0.0, 0.1, 0.2]
+    assert {threads for recipe, _, _, threads in started if recipe == "custom_pairs"} == {1}
+    assert [threads for recipe, _, _, threads in started if recipe == "text_pairs"] == [None, None, None]  # alone, every core
+    assert [run["seed"] for run in text["runs"]] == [0, 1, 2]
+    # jobs change no result: runs trained with 2 jobs are kept by a run with 1
+    on_disk = json.loads(json.dumps(result))
+    assert default_recipes.kept_runs(dataclasses.replace(settings, aligned_jobs=1), on_disk).keys() == {
+        (recipe, task, seed) for recipe, task in (("custom_pairs", "reverse"), ("text_pairs", "sort_words")) for seed in (0, 1, 2)}

@@ -120,8 +120,23 @@ def test_train_with_layer_auto_reads_a_layer_that_sees_and_says_so(blind_last_la
     ]
 
 
-def test_a_file_smaller_than_one_batch_is_refused_before_the_model_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_file_smaller_than_the_recipes_batch_trains_in_batches_of_all_its_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"input": "1 2 3", "output": "3 2 1"}) + "\n" for _ in range(21)))
+    base = save_tiny_backbone("bert", tmp_path / "bert")
+    run = tmp_path / "run"
+    status = main(["train", "custom_pairs", f"model.base={base}", f"data.train_file={train}", f"training.output_dir={run}",
+                   "model.layer=0", "reasoner.hidden_size=16", "reasoner.num_heads=2", "training.max_steps=2", "training.batch_size=64",
+                   "training.calibrate_halting=0.1", "training.checkpoint_every=null", "training.progress_bar=false"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    # 21 rows, 2 held out to calibrate halting: one batch of the other 19
+    assert "training.batch_size=64 is more than the 19 training rows: training in batches of 19" in printed
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["training"]["batch_size"] == 19
+
+
+def test_a_file_too_small_to_split_over_the_accumulation_steps_is_refused_before_the_model_is_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from latentreason import pipeline
 
     def not_reached(*args: Any, **kwargs: Any) -> None:
@@ -129,9 +144,10 @@ def test_a_file_smaller_than_one_batch_is_refused_before_the_model_is_built(tmp_
 
     monkeypatch.setattr(pipeline, "build_model", not_reached)
     train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps({"input": "1 2 3", "output": "3 2 1"}) + "\n" for _ in range(21)))
+    train.write_text("".join(json.dumps({"input": "1 2 3", "output": "3 2 1"}) + "\n" for _ in range(3)))
     base = save_tiny_backbone("bert", tmp_path / "bert")  # its tokenizer reads the rows
-    status = main(["train", "custom_pairs", f"model.base={base}", f"data.train_file={train}", f"training.output_dir={tmp_path / 'run'}"])
+    status = main(["train", "custom_pairs", f"model.base={base}", f"data.train_file={train}", f"training.output_dir={tmp_path / 'run'}",
+                   "training.calibrate_halting=0", "training.gradient_accumulation_steps=4"])
     err = capsys.readouterr().err
     assert status == 2
-    assert "The training set has 21 examples, fewer than one batch of 64" in err
+    assert "The training set has 3 examples, too few for one batch split over 4 processes x gradient accumulation steps" in err
