@@ -328,7 +328,7 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
     from latentreason.inference import load_run
     from latentreason.pipeline import with_features
     from latentreason.prepare import prepare_data
-    from latentreason.training.evaluation import evaluate, suggest_halt_threshold
+    from latentreason.training.evaluation import closest_halt_threshold, evaluate, suggest_halt_threshold
     from latentreason.training.loop import _hold_out
 
     output_dir = os.path.join(workspace["root"], "calibrated")
@@ -348,7 +348,22 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
     assert len(kept) == 48 and not set(kept.indices) & set(held_out.indices)
     loader = DataLoader(held_out, batch_size=recipe.eval.batch_size, collate_fn=functools.partial(collate, pad_token_id=0))
     again = evaluate(run.model, loader, Accelerator(cpu=True), calibration["all_steps"]["steps"], halt=False)
-    row = suggest_halt_threshold(again)
-    assert saved == (row["threshold"] if row is not None else calibration["previous_threshold"])
+    row = suggest_halt_threshold(again) or closest_halt_threshold(again)
+    assert saved == row["threshold"] and calibration["within_tolerance"] == (suggest_halt_threshold(again) is not None)
     with pytest.raises(ValueError, match="calibrate_halting"):
         TrainingConfig(calibrate_halting=1.0)
+
+
+def test_calibration_picks_the_cheapest_threshold_within_a_point_else_the_closest_to_all_steps() -> None:
+    from latentreason.training.evaluation import closest_halt_threshold, suggest_halt_threshold
+
+    def results(all_steps: float, curve: list[tuple[float, float, float]]) -> dict:
+        return {"all_steps": {"exact_match": all_steps},
+                "halting_curve": [{"threshold": t, "exact_match": e, "mean_steps": m} for t, e, m in curve]}
+
+    within = results(0.90, [(0.5, 0.80, 1.1), (0.9, 0.895, 1.8), (0.99, 0.90, 2.5)])
+    assert suggest_halt_threshold(within)["threshold"] == 0.9  # 0.895 is within 1 point, in fewer steps than 0.99
+    short = results(0.95, [(0.5, 0.80, 1.1), (0.9, 0.91, 1.8), (0.99, 0.91, 2.5), (0.999, 0.90, 3.0)])
+    assert suggest_halt_threshold(short) is None
+    assert closest_halt_threshold(short)["threshold"] == 0.9  # the best exact match, and of those the fewest steps
+    assert closest_halt_threshold({"all_steps": {"exact_match": 1.0}}) is None

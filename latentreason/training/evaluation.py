@@ -248,3 +248,10 @@ def suggest_halt_threshold(results: dict[str, Any], max_drop: float = 0.01) -> d
     if not good:
         return None
     return min(good, key=lambda row: (row["mean_steps"], -row["exact_match"]))
+
+
+def closest_halt_threshold(results: dict[str, Any]) -> dict[str, float] | None:
+    """The halting-curve row with the highest exact match (then the fewest steps): what calibration falls back to
+    when no threshold keeps exact match within its tolerance. None when the results have no halting curve."""
+    curve = results.get("halting_curve") or []
+    return max(curve, key=lambda row: (row["exact_match"], -row["mean_steps"])) if curve else None

@@ -61,7 +61,7 @@ from ..hub.files import EVAL_RESULTS_NAME
 from .checkpoints import latest_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
-from .evaluation import evaluate, features_of, score, suggest_halt_threshold
+from .evaluation import closest_halt_threshold, evaluate, features_of, score, suggest_halt_threshold
 from .persistent import PersistentBatch, label_share, persistent_max_steps
 from .refinement import (
     CARRY,
@@ -478,12 +478,17 @@ class Trainer:
         with self.ema.swapped_into() if self.ema is not None else contextlib.nullcontext():
             results = evaluate(self.model, self.calibration_loader, self.accelerator, self.eval_steps, halt=False)
         row = suggest_halt_threshold(results, max_drop=0.01)
+        within = row is not None
+        if not within:  # the threshold closest to running all steps, rather than the untouched default
+            row = closest_halt_threshold(results)
         self.calibration = {"examples": results["num_examples"], "all_steps": results["all_steps"], "chosen": row,
-                            "previous_threshold": self.model.config.halt_threshold}
+                            "within_tolerance": within, "previous_threshold": self.model.config.halt_threshold}
         if row is None:
-            logger.warning("Halting calibration: no threshold keeps exact match within 1 point of all steps on the held-out slice; "
-                           "halt_threshold stays %s.", self.model.config.halt_threshold)
             return
+        if not within:
+            logger.warning("Halting calibration: no threshold keeps exact match within 1 point of all steps on the held-out slice "
+                           "(%.3f); using the closest, halt_threshold %s (%.3f). `eval.halt=false` runs every step.",
+                           results["all_steps"]["exact_match"], row["threshold"], row["exact_match"])
         self.model.config = self.model.config.replace(halt_threshold=row["threshold"])
         self.accelerator.print(
             f"Halting calibrated on {results['num_examples']} held-out training examples: halt_threshold {row['threshold']} "
