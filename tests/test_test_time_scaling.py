@@ -45,7 +45,9 @@ def test_tiny_preset_trains_every_variant_and_scores_every_depth_and_breadth() -
                 assert [point["net_calls"] for point in curve] == [steps * calls * int(count) for steps in depths]
                 assert all(0.0 <= point["exact_match"] <= point["accuracy"] <= 1.0 for point in curve)
         by_name = {variant["variant"]: variant for variant in task["variants"]}
-        batches = spec.common.task_options["num_train"] // spec.common.batch_size * spec.common.epochs
+        num_train = spec.common.task_options["num_train"]
+        kept_rows = num_train - max(1, round(settings.calibrate_halting * num_train))  # the rest calibrate halting
+        batches = kept_rows // spec.common.batch_size * spec.common.epochs
         assert by_name["baseline"]["optimizer_steps"] == batches * settings.supervision_steps
         # The random_steps variant really trained with its switch: one drawn count per batch.
         drawn = sum(drawn_supervision_steps(spec.common.seed, index, settings.supervision_steps) for index in range(batches))
@@ -139,3 +141,17 @@ def test_the_halting_table_judges_each_variant_by_the_goal() -> None:
     assert [line for line in lines if line.startswith("- ")] == [
         "- too_far: the cheapest threshold within 1 point of all 16 steps on the test set is p > 0.9: 0.801 in 3.50 steps "
         "(`training.calibrate_halting` picks one on held-out training rows instead)."]
+
+
+def test_calibrated_halting_is_judged_at_each_variants_own_threshold_beside_the_trained_one() -> None:
+    curve = [{"steps": steps, "net_calls": steps, "exact_match": 0.81 if steps == 16 else 0.0} for steps in (1, 16, 128)]
+    task = {"variants": [
+        {"variant": "baseline", "curves": {"1": curve}, "halting": {"threshold": 0.95, "exact_match": 0.805, "mean_steps": 3.0},
+         "halting_curve": [{"threshold": 0.5, "exact_match": 0.70, "mean_steps": 1.2},
+                           {"threshold": 0.95, "exact_match": 0.805, "mean_steps": 3.0}]},
+        {"variant": "noisy", "curves": {"1": curve}, "halting": {"threshold": 0.999, "exact_match": 0.79, "mean_steps": 7.0}}]}
+    lines = test_time_scaling.halting_lines(task, trained=16, calibrated=True)
+    assert lines[0].startswith("Halting at the threshold each variant calibrated on a held-out tenth of its training rows")
+    assert "| baseline | 0.95 | 0.805 | 3.00 | 0.700 in 1.20 | 0.810 | met |" in lines
+    assert "| noisy | 0.999 | 0.790 | 7.00 | - | 0.810 | missed (more than 1 point below, too many steps) |" in lines
+    assert not any(line.startswith("- ") for line in lines)  # thresholds read on the test set are not suggested beside calibrated ones
