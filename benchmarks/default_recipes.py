@@ -263,7 +263,7 @@ def shared_machine(machine: dict[str, Any]) -> bool:
 
 
 def row_shared(row: dict[str, Any], machine: dict[str, Any]) -> bool:
-    """Whether any run of `row` shared the cores (its load average, read as it ended, above the core count); a row
+    """Whether any run of `row` shared the cores (its load average, read as it ended: see `shared_machine`); a row
     whose runs record no load is judged by the load at the start."""
     loads = [run["load_average"] for run in row["runs"] if run.get("load_average") is not None]
     return any(shared_machine({**machine, "load_average": load}) for load in loads) if loads else shared_machine(machine)

@@ -34,7 +34,7 @@ from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
 from .prepare import PreparedData, load_tokenizer, prepare_data
 from .training.layer_probe import choose_layer
-from .training.loop import TrainResult, train
+from .training.loop import TrainResult, held_out_count, train
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def fit_batch_to_data(recipe: recipes.Recipe, rows: int) -> recipes.Recipe:
     batch size used, so a resumed run reads the same.
     """
     training = recipe.training
-    held_out = max(1, round(training.calibrate_halting * rows)) if training.calibrate_halting else 0
+    held_out = held_out_count(rows, training.calibrate_halting)
     usable = rows - held_out
     if usable >= training.batch_size:
         return recipe

@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks/` lives beside the package, not inside it
 
 from benchmarks import test_time_scaling  # noqa: E402
+from latentreason.training.loop import held_out_count  # noqa: E402
 from latentreason.training.refinement import drawn_supervision_steps  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,7 +47,7 @@ def test_tiny_preset_trains_every_variant_and_scores_every_depth_and_breadth() -
                 assert all(0.0 <= point["exact_match"] <= point["accuracy"] <= 1.0 for point in curve)
         by_name = {variant["variant"]: variant for variant in task["variants"]}
         num_train = spec.common.task_options["num_train"]
-        kept_rows = num_train - max(1, round(settings.calibrate_halting * num_train))  # the rest calibrate halting
+        kept_rows = num_train - held_out_count(num_train, settings.calibrate_halting)  # the rest calibrate halting
         batches = kept_rows // spec.common.batch_size * spec.common.epochs
         assert by_name["baseline"]["optimizer_steps"] == batches * settings.supervision_steps
         # The random_steps variant really trained with its switch: one drawn count per batch.

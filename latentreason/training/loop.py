@@ -537,12 +537,17 @@ def _drop_frozen_backbone(models: list[Any], weights: list[dict[str, torch.Tenso
         drop_frozen_backbone(state)
 
 
+def held_out_count(rows: int, fraction: float) -> int:
+    """How many of `rows` training examples `training.calibrate_halting=fraction` holds out: at least one, 0 when off."""
+    return max(1, round(fraction * rows)) if fraction else 0
+
+
 def _hold_out(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:
     """(training part, held-out part) of a map-style data set: a seeded random `fraction` held out; (all, None) at 0."""
     if not fraction:
         return dataset, None
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 1_000_003 + 17)).tolist()
-    count = max(1, round(fraction * len(dataset)))
+    count = held_out_count(len(dataset), fraction)
     if count >= len(dataset):
         raise ValueError(f"`training.calibrate_halting`={fraction} holds out all {len(dataset)} training examples: use a smaller fraction.")
     return Subset(dataset, sorted(order[count:])), Subset(dataset, sorted(order[:count]))
