@@ -11,16 +11,20 @@ Results go to `benchmarks/results/<preset>/<name>.json`; `run` rebuilds the repo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import inspect
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import yaml
 
 from . import (
     ablation,
@@ -89,8 +93,38 @@ def _write_partial(folder: Path, name: str, stamp: Callable[[dict[str, Any]], di
     write_result(folder, name, stamp(partial))
 
 
-def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DIR, reuse: bool = False) -> dict[str, dict[str, Any]]:
+def with_overrides(settings: Any, overrides: list[str]) -> Any:
+    """`settings` (a frozen dataclass) with `FIELD=VALUE` overrides: VALUE is read as YAML (`parts=[longer]`,
+    `seeds=[0]`, `common.epochs=6`); a dotted FIELD reaches into a nested dataclass or dict; a list becomes a tuple where
+    the field holds one. An unknown field is a ValueError naming the ones there are."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {override!r}: write FIELD=VALUE, e.g. --set seeds=[0,1].")
+        settings = _set_field(settings, key.split("."), yaml.safe_load(text), override)
+    return settings
+
+
+def _set_field(target: Any, path: list[str], value: Any, override: str) -> Any:
+    name, rest = path[0], path[1:]
+    if isinstance(target, dict):
+        return {**target, name: _set_field(target[name], rest, value, override) if rest and name in target else value}
+    fields = {f.name for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else set()
+    if name not in fields:
+        raise ValueError(f"--set {override!r}: {type(target).__name__} has no field {name!r}; its fields: {', '.join(sorted(fields))}.")
+    current = getattr(target, name)
+    if rest:
+        new = _set_field(current, rest, value, override)
+    else:
+        new = tuple(tuple(v) if isinstance(v, list) else v for v in value) if isinstance(current, tuple) and isinstance(value, list) else value
+    return dataclasses.replace(target, **{name: new})
+
+
+def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DIR, reuse: bool = False,
+                   overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run the named benchmarks at a preset ("full", "quick" or "tiny") and write their JSON results.
+
+    `overrides`: `FIELD=VALUE` changes to each named benchmark's preset settings (`--set`, see `with_overrides`).
 
     `reuse`: benchmarks that can (their `run` takes `previous`) keep the runs of their existing result that
     had the same settings and train only what is missing. Benchmarks whose `run` takes `progress` write
@@ -106,14 +140,15 @@ def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DI
     for name in names:
         start = time.perf_counter()
         log(f"{name}: start ({preset})")
-        module, settings = BENCHMARKS[name], BENCHMARKS[name].PRESETS[preset]
+        module, settings = BENCHMARKS[name], with_overrides(BENCHMARKS[name].PRESETS[preset], overrides or [])
         existing = results_dir / preset / f"{name}.json"
         accepts = inspect.signature(module.run).parameters
         options: dict[str, Any] = {}
         if reuse and "previous" in accepts and existing.exists():
             options["previous"] = json.loads(existing.read_text(encoding="utf-8"))
         stamp = functools.partial(_stamped, name=name, preset=preset, start=start,
-                                  command=command_line([name], preset == "quick") + (" --preset tiny" if preset == "tiny" else ""))
+                                  command=command_line([name], preset == "quick") + (" --preset tiny" if preset == "tiny" else "")
+                                  + "".join(f" --set {shlex.quote(o)}" for o in overrides or []) + (" --reuse" if reuse else ""))
         if "progress" in accepts:  # long benchmarks: what is finished is on disk (marked partial) before the end
             options["progress"] = functools.partial(_write_partial, results_dir / preset, name, stamp)
         result = stamp(module.run(settings, **options))
@@ -136,13 +171,26 @@ def main(argv: list[str] | None = None) -> int:
                             help="benchmarks that can (the accuracy family, state_tracking, test_time_scaling, feature_cache): "
                                  "keep the runs of the existing result (or of an interrupted run's partial one) trained with "
                                  "the same settings, train only what is missing")
+    run_parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                            help="change one setting of the preset, VALUE read as YAML (repeatable): e.g. --set seeds=[0] "
+                                 "--set parts=[language_lm] (state_tracking), --set common.epochs=6 (a nested field); the "
+                                 "result records the command")
     report_parser = commands.add_parser("report", help="rebuild docs/benchmarks.md and docs/img/bench_*.png from the results")
     report_parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the JSON results")
     args = parser.parse_args(argv)
 
     if args.command == "run":
         preset = args.preset or ("quick" if args.quick else "full")
-        run_benchmarks(args.names or list(BENCHMARKS), preset, args.results, reuse=args.reuse)
+        names = args.names or list(BENCHMARKS)
+        try:  # a wrong name or --set fails here, before hours of runs, not in the middle of them
+            unknown = sorted(set(names) - set(BENCHMARKS))
+            if unknown:
+                raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+            for name in names:
+                with_overrides(BENCHMARKS[name].PRESETS[preset], args.overrides)
+        except (ValueError, TypeError) as error:
+            parser.error(str(error))
+        run_benchmarks(names, preset, args.results, reuse=args.reuse, overrides=args.overrides)
         if args.no_report:
             return 0
     path = report.write_report(BENCHMARKS, args.results, DOC_PATH, IMG_DIR)

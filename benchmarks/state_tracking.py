@@ -11,6 +11,12 @@ Three parts, each over `seeds` (mean, min and max reported; one seed is not evid
     language  the `shell_game` in English on the frozen backbone: trained on the training phrasings,
               tested on them, on held-out phrasings (other verbs, digits, boxes and shells) and on
               games twice as long.
+    language_lm  the same games and test sets with the final cup as a text answer, on a causal LM
+              (SmolLM2-135M by default): the reasoner trained by the `text_pairs` recipe, its answer
+              written by the LM's own head, against the LM alone prompted with solved games (few-shot).
+
+`python -m benchmarks run state_tracking --set parts=[language_lm] --reuse` runs one part and keeps the
+others' runs from the existing result (a part's runs are kept when the settings it reads are unchanged).
 
 The headline numbers are `last_cell` (the ball's final cup: chance is 1/5 with 5 cups) and
 `exact_match` (every step of the sequence right). Goals (issue 24): at length 32, equal wall-clock,
@@ -23,10 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import random
 import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
@@ -38,10 +47,11 @@ from latentreason.tasks import get_task
 from latentreason.training import evaluate, train
 
 from . import accuracy
-from .harness import load_average, log, machine_info, same_settings, training_run
+from .harness import as_stored, load_average, log, machine_info, training_run
 from .markdown import Images
 
-PARTS = ("depth", "longer", "language")
+PARTS = ("depth", "longer", "language", "language_lm")
+LM_COMPARATORS = ("few_shot", "reasoner")
 HEADLINE = ("last_cell", "exact_match")
 
 
@@ -74,6 +84,11 @@ class StateTrackingSettings:
                                                                       "num_train": 4000, "num_test": 256})
     language_comparators: tuple[str, ...] = ("linear", "one_pass", "lora_linear", "embeddings", "reasoner")
     language_backbone_layer: int = 3  # sentences: a swap is spread over several words, which a contextual layer gathers
+    # language_lm: a causal LM (`packaged:...`, a Hub id, a folder, or "tiny": a tiny Llama built offline, for tests)
+    lm_base: str = "packaged:SmolLM2-135M-Instruct"
+    lm_overrides: tuple[str, ...] = ()  # more overrides of the `text_pairs` recipe, e.g. training.max_steps=2000
+    lm_comparators: tuple[str, ...] = LM_COMPARATORS
+    lm_shots: int = 8  # solved games in the few-shot prompt (training phrasings, drawn with the seed)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.parts) - set(PARTS))
@@ -83,6 +98,11 @@ class StateTrackingSettings:
             bad = sorted(set(getattr(self, name)) - set(accuracy.ALL_COMPARATORS))
             if bad:
                 raise ValueError(f"Unknown comparator(s) {bad} in `{name}`; choose from {accuracy.ALL_COMPARATORS}.")
+        bad = sorted(set(self.lm_comparators) - set(LM_COMPARATORS))
+        if bad:
+            raise ValueError(f"Unknown comparator(s) {bad} in `lm_comparators`; choose from {LM_COMPARATORS}.")
+        if self.lm_shots < 0:
+            raise ValueError(f"`lm_shots` must be >= 0 (solved games in the prompt), got {self.lm_shots}.")
 
 
 _TINY_COMMON = dataclasses.replace(accuracy.PRESETS["tiny"], task="permutations", mixer="attention", backbone_layer=0,
@@ -102,7 +122,17 @@ PRESETS: dict[str, StateTrackingSettings] = {
         seeds=(0, 1), lengths=(3,), comparators=("one_pass", "slots", "reasoner"), train_length=3, long_lengths=(6,),
         step_multipliers=(1, 2), longer_comparators=("one_pass", "reasoner"),
         language_options={"cups": 3, "length": 2, "num_train": 16, "num_test": 8}, language_comparators=("one_pass", "reasoner"),
-        language_backbone_layer=1),
+        language_backbone_layer=1, lm_base="tiny", lm_shots=2,
+        lm_overrides=("training.max_steps=4", "training.batch_size=8", "training.supervision_steps=2", "training.warmup_steps=1",
+                      "training.checkpoint_every=null", "reasoner.hidden_size=16", "reasoner.max_supervision_steps=2")),
+}
+
+# The settings each part's runs depend on: `--reuse` keeps a part's runs when these are unchanged (the seeds may grow).
+PART_FIELDS = {
+    "depth": ("common", "task_options", "lengths", "comparators"),
+    "longer": ("common", "task_options", "train_length", "long_lengths", "step_multipliers", "longer_comparators"),
+    "language": ("common", "language_options", "language_comparators", "language_backbone_layer"),
+    "language_lm": ("language_options", "lm_base", "lm_overrides", "lm_comparators", "lm_shots"),
 }
 
 
@@ -193,13 +223,22 @@ def summarise_tests(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any
     return rows
 
 
+def same_part(previous: dict[str, Any] | None, settings: StateTrackingSettings, part: str) -> bool:
+    """Whether `previous` holds `part`, made with the settings that part reads (`PART_FIELDS`) equal to `settings`'."""
+    if not previous or part not in previous:
+        return False
+    before, now = previous.get("settings", {}), as_stored(settings)
+    return all(before.get(name) == now[name] for name in PART_FIELDS[part])
+
+
 def previous_runs(settings: StateTrackingSettings, previous: dict[str, Any] | None, part: str) -> dict[str, list[dict[str, Any]]]:
     """The per-seed runs of `part` in `previous` that were trained as `settings` would train them (all but `seeds` equal).
 
     A result written before per-seed runs were stored holds one seed's runs only as rows with n = 1; those are read back.
     """
-    if not previous or part not in previous or not same_settings(previous, settings, ignore=("seeds",)):
+    if not same_part(previous, settings, part):
         return {}
+    assert previous is not None
     before = previous["settings"]
     stored = previous[part]
     if "runs" in stored:
@@ -265,20 +304,144 @@ def run_language(settings: StateTrackingSettings, previous: dict[str, Any] | Non
             "runs": {str(seed): seed_runs for seed, seed_runs in runs.items()}}
 
 
+# --- language through the LM's own head: the final cup as text ------------------------------------
+def final_cup_pairs(options: dict[str, Any], split: str) -> list[dict[str, str]]:
+    """The shell game's `split` as text pairs: the story in, the ball's final cup out (a digit)."""
+    task = get_task("shell_game", **options)
+    return [{"input": row["input"], "output": task.final_answer(row["output"])} for row in task.to_dataset(split)]
+
+
+def causal_lm_base(base: str, scratch: Path) -> str:
+    """`base` as `from_pretrained` takes it: a packaged model's folder, "tiny" built into `scratch`, else as given."""
+    if base == "tiny":
+        from latentreason.testing import save_tiny_backbone
+
+        return save_tiny_backbone("llama", scratch / "tiny-lm", causal_lm=True)
+    if base.startswith("packaged:"):
+        from latentreason.packaged import packaged_path
+
+        return packaged_path(base)
+    return base
+
+
+def few_shot_prompt(shots: list[dict[str, str]], story: str) -> str:
+    """The LM alone: an instruction, solved games, then the game to answer (the answer follows `Answer:`)."""
+    lines = ["Follow the ball as the cups are swapped. Answer with the number of the cup the ball ends under."]
+    lines += [f"Story: {shot['input']}\nAnswer: {shot['output']}" for shot in shots]
+    return "\n".join(lines + [f"Story: {story}\nAnswer:"])
+
+
+def first_word(text: str) -> str:
+    """The first word of a generated answer, without punctuation around it ("" when there is none)."""
+    words = text.strip().split()
+    return words[0].strip(".,;:!?\"'") if words else ""
+
+
+def few_shot_run(base: str, shots: list[dict[str, str]], tests: dict[str, list[dict[str, str]]], batch_size: int = 8) -> dict[str, Any]:
+    """The frozen causal LM alone, prompted with `shots`: its greedy answer to each test game, scored against the final cup."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    start = time.perf_counter()
+    scores = {}
+    for label, rows in tests.items():
+        right = 0
+        for first in range(0, len(rows), batch_size):
+            chunk = rows[first:first + batch_size]
+            inputs = tokenizer([few_shot_prompt(shots, row["input"]) for row in chunk], return_tensors="pt", padding=True)
+            with torch.no_grad():
+                generated = lm.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            answers = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            right += sum(first_word(answer) == row["output"] for answer, row in zip(answers, chunk))
+        accuracy = right / len(rows)
+        scores[label] = {"answer": {key: accuracy for key in HEADLINE}}
+    return {"name": "few_shot", "optimizer_steps": 0, "train_seconds": round(time.perf_counter() - start, 1), "scores": scores}
+
+
+def lm_reasoner_run(settings: StateTrackingSettings, base: str, seed: int, files: dict[str, Path], folder: Path) -> dict[str, Any]:
+    """`latentreason train text_pairs` on the training games (Python API, same recipe), then `evaluate_run` on each test file."""
+    from transformers import AutoTokenizer
+
+    from latentreason.inference import evaluate_run
+    from latentreason.pipeline import train_recipe
+    from latentreason.recipe import load_recipe
+
+    labels = [label for label in files if label != "train"]
+    output_dir = folder / "reasoner"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    longest = max(len(tokenizer(json.loads(line)["input"])["input_ids"])  # the longer games' prompts must fit the model too
+                  for path in files.values() for line in path.read_text(encoding="utf-8").splitlines())
+    recipe = load_recipe("text_pairs", [f"model.base={base}", f"data.train_file={files['train']}", f"data.eval_file={files[labels[0]]}",
+                                        f"data.max_length={longest}", f"training.output_dir={output_dir}", f"training.seed={seed}",
+                                        *settings.lm_overrides])
+    start = time.perf_counter()
+    trained = train_recipe(recipe)
+    seconds = time.perf_counter() - start
+    scores = {}
+    for label in labels:
+        results = evaluate_run(str(output_dir), data_file=str(files[label]), wrong_examples=0)
+        scores[label] = {"answer": {key: results["exact_match"] for key in HEADLINE},  # as `latentreason eval` reports it
+                         "all_steps": {key: results["per_step"][-1]["exact_match"] for key in HEADLINE},
+                         "step_1": {key: results["per_step"][0]["exact_match"] for key in HEADLINE}}
+    return {"name": "reasoner", "optimizer_steps": trained.global_step, "train_seconds": round(seconds, 1), "load_average": load_average(),
+            "scores": scores}
+
+
+def run_language_lm(settings: StateTrackingSettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shell game with the final cup as text, on a causal LM: the reasoner through its lm_head, and the LM few-shot."""
+    kept = previous_runs(settings, previous, "language_lm")
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bench_state_lm_") as scratch_name:
+        scratch = Path(scratch_name)
+        base = causal_lm_base(settings.lm_base, scratch)
+        for seed in settings.seeds:
+            options = {**settings.language_options, "phrasing": "train", "seed": seed}
+            longer = 2 * options["length"]
+            sets = {"train": (options, "train"), "train_phrasings": (options, "test"),
+                    "held_out_phrasings": ({**options, "phrasing": "held_out"}, "test"),
+                    f"length_{longer}": ({**options, "length": longer, "min_length": longer}, "test")}
+            rows = {label: final_cup_pairs(task_options, split) for label, (task_options, split) in sets.items()}
+            folder = scratch / f"seed-{seed}"
+            folder.mkdir()
+            files = {label: folder / f"{label}.jsonl" for label in rows}
+            for label, path in files.items():
+                path.write_text("".join(json.dumps(row) + "\n" for row in rows[label]), encoding="utf-8")
+            shots = random.Random(seed).sample(rows["train"], min(settings.lm_shots, len(rows["train"])))
+            tests = {label: value for label, value in rows.items() if label != "train"}
+
+            def train_one(name: str, seed: int = seed, files: dict[str, Path] = files, folder: Path = folder,
+                          shots: list[dict[str, str]] = shots, tests: dict[str, list[dict[str, str]]] = tests) -> dict[str, Any]:
+                if name == "few_shot":
+                    return few_shot_run(base, shots, tests)
+                return lm_reasoner_run(settings, base, seed, files, folder)
+
+            runs[seed] = _seed_runs(settings, "language_lm", seed, settings.lm_comparators, kept, train_one)
+    return {"task_options": dict(settings.language_options), "base": settings.lm_base, "shots": settings.lm_shots,
+            "rows": summarise_tests(runs), "runs": {str(seed): seed_runs for seed, seed_runs in runs.items()}}
+
+
 def run(settings: StateTrackingSettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the parts named in `settings.parts`; the JSON result.
 
-    `previous` (`--reuse`): an earlier result; its per-seed runs of the longer and language parts are kept where every
-    setting but `seeds` is the same, so adding seeds trains only the new ones.
+    `previous` (`--reuse`): an earlier result. Per-seed runs of the longer and language parts are kept where the
+    settings the part reads are the same, so adding seeds trains only the new ones; a part not run now is carried
+    over whole when its settings and seeds are unchanged.
     """
     result: dict[str, Any] = {"benchmark": "state_tracking", "settings": asdict(settings)}
+    runners = {"depth": lambda: run_depth(settings), "longer": lambda: run_longer(settings, previous),
+               "language": lambda: run_language(settings, previous), "language_lm": lambda: run_language_lm(settings, previous)}
     with training_run(settings.common.threads):
-        if "depth" in settings.parts:
-            result["depth"] = run_depth(settings)
-        if "longer" in settings.parts:
-            result["longer"] = run_longer(settings, previous)
-        if "language" in settings.parts:
-            result["language"] = run_language(settings, previous)
+        for part in PARTS:
+            if part in settings.parts:
+                result[part] = runners[part]()
+            elif same_part(previous, settings, part) and previous and previous["settings"].get("seeds") == list(settings.seeds):
+                log(f"state_tracking: {part}: kept whole from the earlier result")
+                result[part] = previous[part]
     result["machine"] = machine_info()
     return result
 
@@ -374,4 +537,20 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
         for row in part["rows"]:
             lines.append(f"| {row['name']} | " + " | ".join(_cell(row["scores"][t][last]["last_cell"]) for t in tests) + " |")
         lines.append("")
+    if "language_lm" in result:
+        lines += language_lm_lines(result["language_lm"])
     return "\n".join(lines)
+
+
+def language_lm_lines(part: dict[str, Any]) -> list[str]:
+    """The language_lm table: each comparator's final-cup exact match per test set, and its training seconds."""
+    tests = list(part["rows"][0]["scores"])
+    lines = [f"### The shell game with a text answer on `{part['base']}` (options {part['task_options']}): the final cup right", "",
+             "`reasoner`: the `text_pairs` recipe (its answer written by the LM's own head, scored as `latentreason eval` "
+             f"scores it); `few_shot`: the LM alone, {part['shots']} solved games in the prompt, greedy answer. "
+             f"Chance {1 / part['task_options'].get('cups', 5):.2f}.", "",
+             "| comparator | " + " | ".join(tests) + " | seconds |", "|---|" + "---:|" * (len(tests) + 1)]
+    for row in part["rows"]:
+        lines.append(f"| {row['name']} | " + " | ".join(_cell(row["scores"][t]["answer"]["last_cell"]) for t in tests)
+                     + f" | {row['train_seconds']['mean']:.0f} |")
+    return lines + [""]

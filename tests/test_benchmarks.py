@@ -284,6 +284,28 @@ def test_cli_rejects_unknown_benchmark(tmp_path):
         main(["run", "--preset", "huge"])
 
 
+def test_set_changes_one_field_of_a_preset_and_rejects_what_it_does_not_name(tmp_path, capsys):
+    from benchmarks import state_tracking
+    from benchmarks.__main__ import with_overrides
+
+    preset = state_tracking.PRESETS["quick"]
+    changed = with_overrides(preset, ["parts=[longer, language_lm]", "seeds=[0]", "common.epochs=3", "task_options.num_train=10"])
+    assert changed.parts == ("longer", "language_lm") and changed.seeds == (0,)  # lists become tuples where the field holds one
+    assert changed.common.epochs == 3 and changed.common.batch_size == preset.common.batch_size
+    assert changed.task_options == {**preset.task_options, "num_train": 10}
+    assert preset.common.epochs != 3  # the preset itself is untouched
+    with pytest.raises(ValueError, match="has no field 'epoch'.*epochs"):
+        with_overrides(preset, ["common.epoch=3"])
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        with_overrides(preset, ["parts"])
+    for bad in (["--set", "nope=1"], ["--set", "parts=[nope]"]):  # refused before anything runs, with the reason
+        with pytest.raises(SystemExit) as exit_info:
+            main(["run", "state_tracking", "--preset", "tiny", "--results", str(tmp_path), "--no-report", *bad])
+        assert exit_info.value.code == 2
+        assert "nope" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_time_budget_matching_the_reasoner_gives_every_comparator_its_seconds():
     settings = dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("linear", "reasoner"), time_budget_seconds="reasoner")
     result = accuracy.run(settings)

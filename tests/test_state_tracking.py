@@ -178,6 +178,18 @@ def test_state_tracking_benchmark_tiny_preset() -> None:
     assert {row["name"] for row in language["rows"]} == set(settings.language_comparators)
     assert set(language["rows"][0]["scores"]) == {"train_phrasings", "held_out_phrasings", "length_4"}
 
+    language_lm = result["language_lm"]
+    assert [row["name"] for row in language_lm["rows"]] == list(settings.lm_comparators)
+    for row in language_lm["rows"]:
+        assert set(row["scores"]) == {"train_phrasings", "held_out_phrasings", "length_4"}
+        for label, by_count in row["scores"].items():
+            per_seed = [next(run for run in language_lm["runs"][seed] if run["name"] == row["name"])["scores"][label]["answer"]["exact_match"]
+                        for seed in ("0", "1")]
+            assert by_count["answer"]["exact_match"]["mean"] == pytest.approx(sum(per_seed) / 2)
+            assert all(0.0 <= value <= 1.0 for value in per_seed)
+    reasoner_lm = next(run for run in language_lm["runs"]["0"] if run["name"] == "reasoner")
+    assert reasoner_lm["optimizer_steps"] == 4  # the tiny preset's training.max_steps reached the text_pairs recipe
+
     page = state_tracking.render(result)
     for row in result["depth"]:
         line = next(line for line in page.splitlines() if line.startswith(f"| {row['length']} | {row['name']} |"))
@@ -191,16 +203,25 @@ def _check_reuse(state_tracking, settings, result) -> None:
     import json
 
     stored = json.loads(json.dumps(result))  # as read back from the JSON file
-    again = dataclasses.replace(settings, parts=("longer", "language"))
+    again = dataclasses.replace(settings, parts=("longer", "language", "language_lm"))
     trained = []
-    original = state_tracking.train_and_test
+    originals = state_tracking.train_and_test, state_tracking.few_shot_run, state_tracking.lm_reasoner_run
     state_tracking.train_and_test = lambda name, *args, **kwargs: trained.append(name)
+    state_tracking.few_shot_run = lambda *args, **kwargs: trained.append("few_shot")
+    state_tracking.lm_reasoner_run = lambda *args, **kwargs: trained.append("reasoner")
     try:
         rerun = state_tracking.run(again, previous=stored | {"settings": json.loads(json.dumps(dataclasses.asdict(again)))})
+        # a part not run now is carried over whole; one whose settings changed is not
+        only_longer = dataclasses.replace(settings, parts=("longer",))
+        carried = state_tracking.run(only_longer, previous=stored)
+        changed = state_tracking.run(dataclasses.replace(only_longer, lm_shots=settings.lm_shots + 1), previous=stored)
     finally:
-        state_tracking.train_and_test = original
+        state_tracking.train_and_test, state_tracking.few_shot_run, state_tracking.lm_reasoner_run = originals
     assert trained == []
-    assert rerun["longer"]["rows"] == stored["longer"]["rows"] and rerun["language"]["rows"] == stored["language"]["rows"]
+    for part in ("longer", "language", "language_lm"):
+        assert rerun[part]["rows"] == stored[part]["rows"]
+    assert carried["depth"] == stored["depth"] and carried["language_lm"] == stored["language_lm"]
+    assert "language_lm" not in changed and changed["depth"] == stored["depth"]
     assert state_tracking.previous_runs(dataclasses.replace(settings, train_length=4), stored, "longer") == {}
     # a result written before per-seed runs were stored: one seed's rows are read back as that seed's runs
     one_seed = dataclasses.replace(settings, seeds=(1,))
