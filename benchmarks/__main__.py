@@ -1,8 +1,9 @@
-"""Command line: `python -m benchmarks run [NAME ...] [--quick]` and `python -m benchmarks report`.
+"""Command line: `python -m benchmarks run [NAME ...] [--quick] [--set FIELD=VALUE ...]` and `python -m benchmarks report`.
 
     .venv/bin/python -m benchmarks run                  # every benchmark, full sizes (about seven hours on this 2-core machine)
     .venv/bin/python -m benchmarks run speed --quick    # one benchmark, small sizes (a smoke check)
     .venv/bin/python -m benchmarks run accuracy_maze --reuse  # train only what its result lacks
+    .venv/bin/python -m benchmarks run state_tracking --quick --set parts=[language_lm] --reuse  # one setting changed
     .venv/bin/python -m benchmarks report               # rebuild docs/benchmarks.md and its plots from the JSON results
 
 Results go to `benchmarks/results/<preset>/<name>.json`; `run` rebuilds the report afterwards.

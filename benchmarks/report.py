@@ -32,7 +32,8 @@ one module per benchmark). Rebuild everything with
 machine: each section's command line gives the seconds its own run took. `run NAME --reuse` keeps the runs of an existing
 result with the same settings and trains only what it lacks (a new comparator, the time budget). The longest
 benchmark (test_time_scaling) writes its result after every trained variant, marked partial, and its section says
-what is not measured yet; `run NAME --reuse` continues it.
+what is not measured yet; `run NAME --reuse` continues it. `--set FIELD=VALUE` changes one setting of the preset
+(e.g. `--set seeds=[0] --set common.epochs=6`); the section's command line then shows it.
 
 How timings are taken: candidates run interleaved (A, B, C, A, B, C, ... with the order rotating
 every repeat), and every comparison is the median over repeats of a ratio measured inside one
