@@ -430,7 +430,7 @@ def run(settings: StateTrackingSettings, previous: dict[str, Any] | None = None)
 
     `previous` (`--reuse`): an earlier result. Per-seed runs of the longer and language parts are kept where the
     settings the part reads are the same, so adding seeds trains only the new ones; a part not run now is carried
-    over whole when its settings and seeds are unchanged.
+    over whole (with its own seeds) when those settings are unchanged.
     """
     result: dict[str, Any] = {"benchmark": "state_tracking", "settings": asdict(settings)}
     runners = {"depth": lambda: run_depth(settings), "longer": lambda: run_longer(settings, previous),
@@ -439,7 +439,7 @@ def run(settings: StateTrackingSettings, previous: dict[str, Any] | None = None)
         for part in PARTS:
             if part in settings.parts:
                 result[part] = runners[part]()
-            elif same_part(previous, settings, part) and previous and previous["settings"].get("seeds") == list(settings.seeds):
+            elif same_part(previous, settings, part) and previous:
                 log(f"state_tracking: {part}: kept whole from the earlier result")
                 result[part] = previous[part]
     result["machine"] = machine_info()
@@ -501,14 +501,12 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
 
 def render(result: dict[str, Any], images: Images | None = None) -> str:
     """The benchmark's section of docs/benchmarks.md, every figure read from `result` (tables only: `images` is unused)."""
-    settings = result["settings"]
-    seeds = len(settings["seeds"])
     lines = ["## State tracking (S5 and the shell game)", "",
              f"Command: `{result.get('command', 'python -m benchmarks run state_tracking')}`. "
-             f"Mean over {seeds} seed(s), (min-max) where they differ. `final`: the ball's last cup (chance 0.2); "
-             "`exact`: every step right.", ""]
+             "Each cell: the mean over the part's seeds (its heading says how many), (min-max) where they differ. "
+             "`final`: the ball's last cup (chance 0.2); `exact`: every step right.", ""]
     if "depth" in result:
-        lines += ["### Depth: S5 (one transposition per step) at each length", "",
+        lines += [f"### Depth: S5 (one transposition per step) at each length, {part_seeds(result, 'depth')} seed(s)", "",
                   "| length | comparator | params | data: final | data: exact | time: final | time: exact |",
                   "|---:|---|---:|---:|---:|---:|---:|"]
         for row in result["depth"]:
@@ -521,7 +519,7 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
         part = result["longer"]
         counts = part["step_counts"]
         lines += [f"### Longer than trained: trained on lengths {part['train_lengths'][0]}-{part['train_lengths'][1]}, "
-                  "final-state accuracy at each test length and refinement steps", "",
+                  f"final-state accuracy at each test length and refinement steps, {part_seeds(result, 'longer')} seed(s)", "",
                   "| comparator | test length | " + " | ".join(f"{c} steps" for c in counts) + " |",
                   "|---|---:|" + "---:|" * len(counts)]
         for row in part["rows"]:
@@ -532,20 +530,30 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
         part = result["language"]
         last = str(part["step_counts"][-1])
         tests = list(part["rows"][0]["scores"])
-        lines += [f"### The shell game in English (options {part['task_options']}), final-state accuracy after {last} steps", "",
+        lines += [f"### The shell game in English (options {part['task_options']}), final-state accuracy after {last} steps, "
+                  f"{part_seeds(result, 'language')} seed(s)", "",
                   "| comparator | " + " | ".join(tests) + " |", "|---|" + "---:|" * len(tests)]
         for row in part["rows"]:
             lines.append(f"| {row['name']} | " + " | ".join(_cell(row["scores"][t][last]["last_cell"]) for t in tests) + " |")
         lines.append("")
     if "language_lm" in result:
-        lines += language_lm_lines(result["language_lm"])
+        lines += language_lm_lines(result["language_lm"], part_seeds(result, "language_lm"))
     return "\n".join(lines)
 
 
-def language_lm_lines(part: dict[str, Any]) -> list[str]:
+def part_seeds(result: dict[str, Any], part: str) -> int:
+    """How many seeds a part of `result` was run with (a part carried over from an earlier result keeps its own)."""
+    stored = result[part]
+    if part == "depth":
+        return len(stored[0]["data"]["per_seed"]) if stored and "data" in stored[0] else len(result["settings"]["seeds"])
+    return len(stored["runs"]) if "runs" in stored else len(result["settings"]["seeds"])
+
+
+def language_lm_lines(part: dict[str, Any], seeds: int) -> list[str]:
     """The language_lm table: each comparator's final-cup exact match per test set, and its training seconds."""
     tests = list(part["rows"][0]["scores"])
-    lines = [f"### The shell game with a text answer on `{part['base']}` (options {part['task_options']}): the final cup right", "",
+    lines = [f"### The shell game with a text answer on `{part['base']}` (options {part['task_options']}): the final cup right, "
+             f"{seeds} seed(s)", "",
              "`reasoner`: the `text_pairs` recipe (its answer written by the LM's own head, scored as `latentreason eval` "
              f"scores it); `few_shot`: the LM alone, {part['shots']} solved games in the prompt, greedy answer. "
              f"Chance {1 / part['task_options'].get('cups', 5):.2f}.", "",
