@@ -88,7 +88,10 @@ class StateTrackingSettings:
     lm_base: str = "packaged:SmolLM2-135M-Instruct"
     lm_overrides: tuple[str, ...] = ()  # more overrides of the `text_pairs` recipe, e.g. training.max_steps=2000
     lm_comparators: tuple[str, ...] = LM_COMPARATORS
-    lm_shots: int = 8  # solved games in the few-shot prompt (training phrasings, drawn with the seed)
+    lm_shots: int = 4  # solved games in the few-shot prompt (training phrasings, drawn with the seed)
+    # the LM alone answers the first this many games of each test set: its prompts (the shots, then the game) are about
+    # 400 tokens through all 30 layers of SmolLM2, some seconds each on one CPU core; None: all of them
+    lm_few_shot_tests: int | None = 128
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.parts) - set(PARTS))
@@ -101,6 +104,8 @@ class StateTrackingSettings:
         bad = sorted(set(self.lm_comparators) - set(LM_COMPARATORS))
         if bad:
             raise ValueError(f"Unknown comparator(s) {bad} in `lm_comparators`; choose from {LM_COMPARATORS}.")
+        if self.lm_few_shot_tests is not None and self.lm_few_shot_tests < 1:
+            raise ValueError(f"`lm_few_shot_tests` must be >= 1 or None (all), got {self.lm_few_shot_tests}.")
         if self.lm_shots < 0:
             raise ValueError(f"`lm_shots` must be >= 0 (solved games in the prompt), got {self.lm_shots}.")
 
@@ -132,7 +137,7 @@ PART_FIELDS = {
     "depth": ("common", "task_options", "lengths", "comparators"),
     "longer": ("common", "task_options", "train_length", "long_lengths", "step_multipliers", "longer_comparators"),
     "language": ("common", "language_options", "language_comparators", "language_backbone_layer"),
-    "language_lm": ("language_options", "lm_base", "lm_overrides", "lm_comparators", "lm_shots"),
+    "language_lm": ("language_options", "lm_base", "lm_overrides", "lm_comparators", "lm_shots", "lm_few_shot_tests"),
 }
 
 
@@ -417,11 +422,12 @@ def run_language_lm(settings: StateTrackingSettings, previous: dict[str, Any] | 
             def train_one(name: str, seed: int = seed, files: dict[str, Path] = files, folder: Path = folder,
                           shots: list[dict[str, str]] = shots, tests: dict[str, list[dict[str, str]]] = tests) -> dict[str, Any]:
                 if name == "few_shot":
-                    return few_shot_run(base, shots, tests)
+                    return few_shot_run(base, shots, {label: rows[:settings.lm_few_shot_tests] for label, rows in tests.items()})
                 return lm_reasoner_run(settings, base, seed, files, folder)
 
             runs[seed] = _seed_runs(settings, "language_lm", seed, settings.lm_comparators, kept, train_one)
     return {"task_options": dict(settings.language_options), "base": settings.lm_base, "shots": settings.lm_shots,
+            "few_shot_tests": settings.lm_few_shot_tests,
             "rows": summarise_tests(runs), "runs": {str(seed): seed_runs for seed, seed_runs in runs.items()}}
 
 
@@ -555,7 +561,8 @@ def language_lm_lines(part: dict[str, Any], seeds: int) -> list[str]:
     lines = [f"### The shell game with a text answer on `{part['base']}` (options {part['task_options']}): the final cup right, "
              f"{seeds} seed(s)", "",
              "`reasoner`: the `text_pairs` recipe (its answer written by the LM's own head, scored as `latentreason eval` "
-             f"scores it); `few_shot`: the LM alone, {part['shots']} solved games in the prompt, greedy answer. "
+             f"scores it); `few_shot`: the LM alone, {part['shots']} solved games in the prompt, greedy answer"
+             + (f", on the first {part['few_shot_tests']} games of each set" if part.get("few_shot_tests") else "") + ". "
              f"Chance {1 / part['task_options'].get('cups', 5):.2f}.", "",
              "| comparator | " + " | ".join(tests) + " | seconds |", "|---|" + "---:|" * (len(tests) + 1)]
     for row in part["rows"]:
