@@ -16,7 +16,9 @@ Three parts, each over `seeds` (mean, min and max reported; one seed is not evid
               written by the LM's own head, against the LM alone prompted with solved games (few-shot).
 
 `python -m benchmarks run state_tracking --set parts=[language_lm] --reuse` runs one part and keeps the
-others' runs from the existing result (a part's runs are kept when the settings it reads are unchanged).
+others' runs from the existing result (a part's runs are kept when the settings it reads are unchanged). The
+depth part is hours per length and seed on a CPU: it writes its partial result after each one, and
+`--set lengths=[32] --set seeds=[0] --reuse` measures the goal's length first; later runs add the rest.
 
 The headline numbers are `last_cell` (the ball's final cup: chance is 1/5 with 5 cups) and
 `exact_match` (every step of the sequence right). Goals (issue 24): at length 32, equal wall-clock,
@@ -34,6 +36,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +137,7 @@ PRESETS: dict[str, StateTrackingSettings] = {
 
 # The settings each part's runs depend on: `--reuse` keeps a part's runs when these are unchanged (the seeds may grow).
 PART_FIELDS = {
-    "depth": ("common", "task_options", "lengths", "comparators"),
+    "depth": ("common", "task_options", "comparators"),  # its runs are per length: other lengths keep the ones measured
     "longer": ("common", "task_options", "train_length", "long_lengths", "step_multipliers", "longer_comparators"),
     "language": ("common", "language_options", "language_comparators", "language_backbone_layer"),
     "language_lm": ("language_options", "lm_base", "lm_overrides", "lm_comparators", "lm_shots", "lm_few_shot_tests"),
@@ -147,30 +150,65 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 # --- depth: the accuracy benchmark's comparators, per length ---------------------------------------
-def run_depth(settings: StateTrackingSettings) -> list[dict[str, Any]]:
-    """Per length and comparator: the headline numbers under each budget, per seed and as a spread."""
+def depth_run(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One (length, seed)'s `accuracy.run` result, kept compact: per comparator its size and, per budget, the headline
+    numbers after all N_sup steps (the recursion's full depth), the optimizer steps and the training seconds."""
+    compact = []
+    for entry in result["comparators"]:
+        run: dict[str, Any] = {"name": entry["name"], "trainable_parameters": entry["trainable_parameters"],
+                               "layers_per_step": entry["layers_per_step"]}
+        for budget in ("data", "time"):
+            if budget in entry:
+                run[budget] = {key: entry[budget]["all_steps"][key] for key in HEADLINE} | {
+                    key: entry[budget][key] for key in ("optimizer_steps", "train_seconds")}
+        compact.append(run)
+    return compact
+
+
+def depth_rows(settings: StateTrackingSettings, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per length and comparator: the headline numbers under each budget, per seed and as a spread over the seeds run."""
     rows = []
     for length in settings.lengths:
-        by_seed = {}
+        by_seed = {seed: runs[f"{length}/{seed}"] for seed in settings.seeds if f"{length}/{seed}" in runs}
+        if not by_seed:
+            continue
+        for name in settings.comparators:
+            entries = {seed: next(run for run in seed_runs if run["name"] == name) for seed, seed_runs in by_seed.items()}
+            first = next(iter(entries.values()))
+            row: dict[str, Any] = {"length": length, "name": name, "trainable_parameters": first["trainable_parameters"],
+                                   "layers_per_step": first["layers_per_step"]}
+            for budget in ("data", "time"):
+                measured = {seed: entry[budget] for seed, entry in entries.items() if budget in entry}
+                if measured:
+                    row[budget] = {key: spread([run[key] for run in measured.values()]) for key in HEADLINE}
+                    row[budget]["per_seed"] = {str(seed): run for seed, run in measured.items()}
+            rows.append(row)
+    return rows
+
+
+def run_depth(settings: StateTrackingSettings, previous: dict[str, Any] | None = None,
+              done: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every comparator at every length and seed: the rows (`depth_rows`) and the per-(length, seed) runs they are read from.
+
+    `previous` (`--reuse`): its runs of the same settings are kept (a run is one length and one seed). `done` is called
+    with the rows and runs so far after each (length, seed), so a long run can be written to disk as it goes.
+    """
+    kept = previous.get("depth_runs", {}) if same_part(previous, settings, "depth") and previous else {}
+    runs: dict[str, Any] = {}
+    for length in settings.lengths:
         for seed in settings.seeds:
+            key = f"{length}/{seed}"
+            if key in kept:
+                log(f"state_tracking: depth, length {length}, seed {seed}: kept from the earlier result")
+                runs[key] = kept[key]
+                continue
             common = dataclasses.replace(settings.common, task="permutations", seed=seed, comparators=settings.comparators,
                                          task_options={**settings.task_options, "length": length, "seed": seed})
             log(f"state_tracking: depth, length {length}, seed {seed}")
-            by_seed[seed] = accuracy.run(common)
-        for name in settings.comparators:
-            entries = [next(c for c in result["comparators"] if c["name"] == name) for result in by_seed.values()]
-            row: dict[str, Any] = {"length": length, "name": name, "trainable_parameters": entries[0]["trainable_parameters"],
-                                   "layers_per_step": entries[0]["layers_per_step"]}
-            for budget in ("data", "time"):
-                runs = [entry[budget]["all_steps"] | {k: entry[budget][k] for k in ("optimizer_steps", "train_seconds")}
-                        for entry in entries if budget in entry]  # after all N_sup steps: the recursion's full depth
-                if runs:
-                    row[budget] = {key: spread([run[key] for run in runs]) for key in HEADLINE}
-                    row[budget]["per_seed"] = {str(seed): {key: run[key] for key in HEADLINE} | {"optimizer_steps": run["optimizer_steps"],
-                                                                                               "train_seconds": run["train_seconds"]}
-                                               for seed, run in zip(by_seed, runs)}
-            rows.append(row)
-    return rows
+            runs[key] = depth_run(accuracy.run(common))
+            if done is not None:
+                done(depth_rows(settings, runs), runs)
+    return depth_rows(settings, runs), runs
 
 
 # --- training once, testing on several sets and step counts -----------------------------------------
@@ -431,23 +469,42 @@ def run_language_lm(settings: StateTrackingSettings, previous: dict[str, Any] | 
             "rows": summarise_tests(runs), "runs": {str(seed): seed_runs for seed, seed_runs in runs.items()}}
 
 
-def run(settings: StateTrackingSettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(settings: StateTrackingSettings, previous: dict[str, Any] | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the parts named in `settings.parts`; the JSON result.
 
-    `previous` (`--reuse`): an earlier result. Per-seed runs of the longer and language parts are kept where the
-    settings the part reads are the same, so adding seeds trains only the new ones; a part not run now is carried
-    over whole (with its own seeds) when those settings are unchanged.
+    `previous` (`--reuse`, or an interrupted run's partial result): an earlier result. Its runs of each part (one
+    seed, and for depth one length) are kept where the settings the part reads are the same, so adding seeds or
+    lengths trains only the new ones; a part not run now is carried over whole (with its own seeds) when those
+    settings are unchanged. `progress` is called with the partial result (marked `partial`) after every finished run
+    of the depth part and after every other part, so hours of training survive an interrupted run.
     """
     result: dict[str, Any] = {"benchmark": "state_tracking", "settings": asdict(settings)}
-    runners = {"depth": lambda: run_depth(settings), "longer": lambda: run_longer(settings, previous),
-               "language": lambda: run_language(settings, previous), "language_lm": lambda: run_language_lm(settings, previous)}
+    for part in PARTS:  # carried over first, so a partial result written along the way keeps them too
+        if part not in settings.parts and same_part(previous, settings, part) and previous:
+            log(f"state_tracking: {part}: kept whole from the earlier result")
+            result[part] = previous[part]
+            if part == "depth" and "depth_runs" in previous:
+                result["depth_runs"] = previous["depth_runs"]
+
+    def save() -> None:
+        if progress is not None:
+            progress({**result, "partial": True, "machine": machine_info()})
+
+    def depth_done(rows: list[dict[str, Any]], runs: dict[str, Any]) -> None:
+        result["depth"], result["depth_runs"] = rows, dict(runs)  # a copy: the runs go on growing
+        save()
+
     with training_run(settings.common.threads):
         for part in PARTS:
-            if part in settings.parts:
-                result[part] = runners[part]()
-            elif same_part(previous, settings, part) and previous:
-                log(f"state_tracking: {part}: kept whole from the earlier result")
-                result[part] = previous[part]
+            if part not in settings.parts:
+                continue
+            if part == "depth":
+                result["depth"], result["depth_runs"] = run_depth(settings, previous, depth_done)
+            else:
+                result[part] = {"longer": run_longer, "language": run_language, "language_lm": run_language_lm}[part](settings, previous)
+            save()
+    result.pop("partial", None)
     result["machine"] = machine_info()
     return result
 
@@ -511,6 +568,9 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
              f"Command: `{result.get('command', 'python -m benchmarks run state_tracking')}`. "
              "Each cell: the mean over the part's seeds (its heading says how many), (min-max) where they differ. "
              "`final`: the ball's last cup (chance 0.2); `exact`: every step right.", ""]
+    if result.get("partial"):
+        lines += ["**Partial result**: the run was interrupted or is still going; the tables show the runs finished so far "
+                  "(`--reuse` continues it).", ""]
     if "depth" in result:
         lines += [f"### Depth: S5 (one transposition per step) at each length, {part_seeds(result, 'depth')} seed(s)", "",
                   "| length | comparator | params | data: final | data: exact | time: final | time: exact |",

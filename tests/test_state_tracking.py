@@ -203,23 +203,45 @@ def _check_reuse(state_tracking, settings, result) -> None:
     import json
 
     stored = json.loads(json.dumps(result))  # as read back from the JSON file
-    again = dataclasses.replace(settings, parts=("longer", "language", "language_lm"))
-    trained = []
-    originals = state_tracking.train_and_test, state_tracking.few_shot_run, state_tracking.lm_reasoner_run
+    again = dataclasses.replace(settings, parts=("depth", "longer", "language", "language_lm"))
+    trained, written = [], []
+    originals = state_tracking.train_and_test, state_tracking.few_shot_run, state_tracking.lm_reasoner_run, state_tracking.accuracy.run
     state_tracking.train_and_test = lambda name, *args, **kwargs: trained.append(name)
     state_tracking.few_shot_run = lambda *args, **kwargs: trained.append("few_shot")
     state_tracking.lm_reasoner_run = lambda *args, **kwargs: trained.append("reasoner")
+
+    def fake_accuracy_run(common):
+        trained.append(("depth", common.task_options["length"], common.seed))
+        return {"comparators": [{"name": name, "trainable_parameters": 1, "layers_per_step": 1, "data": {
+            "all_steps": {"last_cell": 0.5, "exact_match": 0.25}, "optimizer_steps": 1, "train_seconds": 0.1}} for name in common.comparators]}
+
+    state_tracking.accuracy.run = fake_accuracy_run
     try:
-        rerun = state_tracking.run(again, previous=stored | {"settings": json.loads(json.dumps(dataclasses.asdict(again)))})
+        rerun = state_tracking.run(again, previous=stored | {"settings": json.loads(json.dumps(dataclasses.asdict(again)))},
+                                   progress=written.append)
+        # a new length trains only its own runs; the partial result written after each one keeps the others
+        longer_too = dataclasses.replace(settings, parts=("depth",), lengths=(*settings.lengths, 9))
+        grown_partials: list[dict] = []
+        grown = state_tracking.run(longer_too, previous=stored, progress=grown_partials.append)
         # a part not run now is carried over whole; one whose settings changed is not
         only_longer = dataclasses.replace(settings, parts=("longer",))
         carried = state_tracking.run(only_longer, previous=stored)
         changed = state_tracking.run(dataclasses.replace(only_longer, lm_shots=settings.lm_shots + 1), previous=stored)
     finally:
-        state_tracking.train_and_test, state_tracking.few_shot_run, state_tracking.lm_reasoner_run = originals
-    assert trained == []
+        (state_tracking.train_and_test, state_tracking.few_shot_run, state_tracking.lm_reasoner_run,
+         state_tracking.accuracy.run) = originals
+    assert trained == [("depth", 9, seed) for seed in settings.seeds]  # only the new length's runs
+    assert rerun["depth"] == stored["depth"] and "partial" not in rerun
     for part in ("longer", "language", "language_lm"):
         assert rerun[part]["rows"] == stored[part]["rows"]
+    assert written and all(w["partial"] for w in written)
+    assert set(state_tracking.PARTS) <= set(written[-1])  # every part was on disk before the run returned
+    assert [row for row in grown["depth"] if row["length"] != 9] == stored["depth"]
+    assert {row["name"] for row in grown["depth"] if row["length"] == 9} == set(settings.comparators)
+    assert len(grown_partials) == len(settings.seeds) + 1  # after each new (length, seed), then after the part
+    first = grown_partials[0]
+    assert {row["length"] for row in first["depth"]} == {*settings.lengths, 9} and "9/" + str(settings.seeds[1]) not in first["depth_runs"]
+    assert grown["longer"] == stored["longer"] and grown["language_lm"] == stored["language_lm"]  # parts not run: carried over
     assert carried["depth"] == stored["depth"] and carried["language_lm"] == stored["language_lm"]
     assert "language_lm" not in changed and changed["depth"] == stored["depth"]
     assert state_tracking.previous_runs(dataclasses.replace(settings, train_length=4), stored, "longer") == {}
