@@ -384,14 +384,17 @@ def warm_up(settings: AccuracySettings, data: PreparedData, pad_token_id: int) -
                        pad_token_id, max_steps=1)
 
 
-def run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(settings: AccuracySettings, previous: dict[str, Any] | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train and evaluate every comparator under the data budget (and the time budget); return the JSON result.
 
-    `previous`: an earlier result of this benchmark. Runs it holds for the same settings (all those that
-    shape a training, see `comparable_settings`) are reused instead of trained again (see `reusable_runs`).
+    `previous`: an earlier result of this benchmark, complete or partial. Runs it holds for the same settings (all
+    those that shape a training, see `comparable_settings`) are reused instead of trained again (see `reusable_runs`).
+    `progress` is called with the result so far (marked `partial`) after every training, so an interrupted run keeps
+    what it finished: `--reuse` continues it.
     """
     with training_run(settings.threads):
-        return _run(settings, previous)
+        return _run(settings, previous, progress)
 
 
 def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -414,7 +417,8 @@ def reusable_runs(settings: AccuracySettings, previous: dict[str, Any] | None) -
     return {entry["name"]: {"reused_from": when} | entry for entry in previous.get("comparators", []) if entry.get("name") in settings.comparators}
 
 
-def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None,
+         progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     recipe, data, pad_token_id = load_data(settings)
     plain_train, plain_eval = torch_format(data.train), torch_format(data.eval)
     cached: tuple[Any, Any] | None = None
@@ -454,6 +458,8 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
         log(f"accuracy: {name} ({entry['trainable_parameters']:,d} parameters), data budget")
         entry["data"] = train_and_evaluate(model, settings, *sets_for(model), pad_token_id)
         comparators[name] = entry
+        if progress is not None:
+            progress(_result(settings, data, comparators, None, {}) | {"partial": True})
         log(f"accuracy: {name}: accuracy {entry['data']['accuracy']:.3f}, exact {entry['data']['exact_match']:.3f}, "
             f"{entry['data']['optimizer_steps']} steps in {entry['data']['train_seconds']:.0f} s")
 
@@ -474,6 +480,8 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
             log(f"accuracy: {name}: {rates[name] * 1000:.1f} ms per optimizer step now")
         if not by_reasoner:
             budget_seconds = float(settings.time_budget_seconds)
+        elif keep_time and previous_time.get("seconds"):  # the budget the kept runs had (a partial result's too)
+            budget_seconds = previous_time["seconds"]
         elif "reasoner" in rates:
             budget_seconds = comparators["reasoner"]["data"]["optimizer_steps"] * rates["reasoner"]
         else:
@@ -495,10 +503,18 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
             log(f"accuracy: {name}, time budget {budget_seconds:.0f} s = {steps} steps")
             model = build(name, settings, data)
             entry["time"] = train_and_evaluate(model, settings, *sets_for(model), pad_token_id, max_steps=steps) | calibration
+            if progress is not None:
+                progress(_result(settings, data, comparators, budget_seconds, rates) | {"partial": True})
     if budget_seconds is None:  # no time budget: none of a kept entry's either
         for entry in comparators.values():
             entry.pop("time", None)
 
+    return _result(settings, data, comparators, budget_seconds, rates)
+
+
+def _result(settings: AccuracySettings, data: Any, comparators: dict[str, dict[str, Any]], budget_seconds: float | None,
+            rates: dict[str, float]) -> dict[str, Any]:
+    """The JSON result of the comparators trained so far (all of them at the end of `_run`)."""
     data_summary = {
         "task": settings.task, "task_options": dict(settings.task_options), "output_kind": data.output_kind,
         "labels": list(data.label_names), "max_length": data.max_length, "num_train": len(data.train), "num_test": len(data.eval),
@@ -513,5 +529,5 @@ def _run(settings: AccuracySettings, previous: dict[str, Any] | None = None) -> 
             "time": {"seconds": budget_seconds, "method": TIME_BUDGET_METHOD,
                      "seconds_per_step": dict(rates)} if budget_seconds is not None else None,
         },
-        "comparators": [comparators[name] for name in settings.comparators],
+        "comparators": [comparators[name] for name in settings.comparators if name in comparators],
     }

@@ -323,6 +323,50 @@ def test_time_budget_matching_the_reasoner_gives_every_comparator_its_seconds():
         accuracy.AccuracySettings(time_budget_seconds="fast")
 
 
+def test_an_interrupted_accuracy_run_keeps_what_it_finished_and_reuse_continues_it():
+    """The partial result after every training; an interruption in the time budget resumes at the same budget."""
+    settings = dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("linear", "one_pass", "reasoner"),
+                                   time_budget_seconds="reasoner")
+    partials: list[dict] = []
+
+    class Interrupted(Exception):
+        pass
+
+    def save(partial: dict) -> None:
+        partials.append(json.loads(json.dumps(partial)))
+        if len(partials) == 4:  # three data-budget runs, then the first time-budget run: stop there
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        accuracy.run(settings, progress=save)
+    assert all(p["partial"] for p in partials)
+    assert [[c["name"] for c in p["comparators"]] for p in partials[:3]] == [["linear"], ["linear", "one_pass"],
+                                                                              ["linear", "one_pass", "reasoner"]]
+    last = partials[-1]
+    assert "time" in next(c for c in last["comparators"] if c["name"] == "linear") and last["budgets"]["time"]["seconds"] > 0
+    assert "time" not in next(c for c in last["comparators"] if c["name"] == "one_pass")
+
+    trained = []
+    original = accuracy.train_and_evaluate
+
+    def counting(model, *args, **kwargs):
+        trained.append(kwargs.get("max_steps"))
+        return original(model, *args, **kwargs)
+
+    accuracy.train_and_evaluate = counting
+    try:
+        finished = accuracy.run(settings, previous=last)
+    finally:
+        accuracy.train_and_evaluate = original
+    by_name = {c["name"]: c for c in finished["comparators"]}
+    assert finished["budgets"]["time"]["seconds"] == last["budgets"]["time"]["seconds"]  # the budget the kept run had
+    kept = next(c for c in last["comparators"] if c["name"] == "linear")
+    assert by_name["linear"]["time"] == kept["time"] and by_name["linear"]["data"] == kept["data"]
+    assert [steps for steps in trained if steps != 1] == ([by_name["one_pass"]["time"]["estimated_steps"]]
+                                                          if not by_name["one_pass"]["time"].get("reused_data_run") else [])
+    assert "partial" not in finished
+
+
 def test_reuse_keeps_the_runs_of_the_same_settings_and_trains_only_the_missing_ones(tiny_run, tmp_path):
     """`run --reuse`: an earlier result's runs stand where the settings match; a new comparator trains."""
     settings = dataclasses.replace(accuracy.PRESETS["tiny"], comparators=("linear", "reasoner"), time_budget_seconds="reasoner")
