@@ -213,7 +213,14 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
         if extraction.get("speedup_2_over_1") is not None:
             lines.append(f"2 processes extract {extraction['speedup_2_over_1']:.2f}x as many examples per second as 1 on "
                          f"{extraction['cores']} cores; the two caches are "
-                         f"{'identical, bit for bit' if extraction['identical_caches'] else 'NOT identical'}.\n")
+                         f"{'identical, bit for bit' if extraction['identical_caches'] else 'NOT identical'}.")
+            runs = extraction["runs"]
+            if all(run["processes"] * run["threads_per_process"] == extraction["cores"] for run in runs):
+                lines.append("Both runs use every core (one process on all of them through its threads, or one thread per "
+                             "process), so on a CPU the ratio is what sharding costs or saves against torch's own threads, "
+                             "not a speed-up: sharding pays where each process has a device of its own (GPUs), and there "
+                             "every process computes only its share.")
+            lines.append("")
     reference = next((row for row in result["storage"] if row["dtype"] == "float32" and row["projection"] is None), None)
     rows = []
     for row in result["storage"]:
@@ -222,6 +229,15 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
                      _score(row["accuracy"]), _score(row["exact_match"])])
     lines += [f"### Storage: cache bytes per example and accuracy after {settings['max_steps']} steps", "",
               table(["cache_dtype", "feature_projection", "bytes / example", "smaller than float32", "cell accuracy", "exact match"], rows)]
+    if reference and reference["exact_match"] is not None:
+        gaps = [row["exact_match"] - reference["exact_match"] for row in result["storage"] if row is not reference and row["exact_match"] is not None]
+        tests = options["num_test"]
+        noise = 2 * (reference["exact_match"] * (1 - reference["exact_match"]) / tests) ** 0.5
+        if gaps:
+            lines.append(f"Against float32, exact match moves by {min(gaps):+.3f} to {max(gaps):+.3f}; one training per option on "
+                         f"{tests} test puzzles, where two binomial standard errors are {noise:.3f}: "
+                         + ("every option is within that noise." if max(abs(g) for g in gaps) <= noise
+                            else "options outside that band differ by more than this run's noise (one seed each).") + "\n")
     earlier = result.get("storage_machine")
     if earlier:
         lines.append(f"The storage trainings are kept from an earlier run of the same settings (`--reuse`, {earlier.get('date', 'date unknown')}); "
