@@ -554,5 +554,8 @@ def cached_features(model: LatentReasonerModel, dataset: Dataset | None, trainin
         if state.is_main_process:
             print(LORA_CACHE_OFF)
         return dataset
+    if not model.device_mapped and next(model.backbone.parameters()).device != state.device:
+        # The backbone loads on the CPU; extract where this process will train (its GPU), not there.
+        model.to(state.device)
     cache = FeatureCache(training.cache_dir, dtype=getattr(training, "cache_dtype", "float16"))
     return cache.features_for(model, dataset, progress=state.is_local_main_process)

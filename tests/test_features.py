@@ -180,3 +180,34 @@ def test_a_damaged_entry_is_recomputed_with_a_warning_never_read(tmp_path: Path,
     assert again["features"][:] == good
     assert [path.name for path in tmp_path.iterdir()] == [entry.name]
     assert sorted(path.name for path in entry.iterdir()) == sorted(["key.json", shard.name])  # the damaged copy is gone
+
+
+def test_features_are_extracted_on_the_device_this_process_trains_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backbone loads on the CPU; under a GPU process the cache must run it on that GPU, not where it loaded.
+
+    No GPU here: the process's device is reported as cuda, and `model.to` is watched (the move itself is torch's).
+    """
+    from accelerate import PartialState
+
+    from latentreason import features
+    from latentreason.training.config import TrainingConfig
+
+    class OnDevice:  # this process's state, but on `device`
+        def __init__(self, device: torch.device) -> None:
+            self.device = device
+
+        def __getattr__(self, name: str):
+            return getattr(PartialState(), name)
+
+    model, dataset = tiny_model(), encoded_dataset()
+    moved: list[torch.device] = []
+    monkeypatch.setattr(model, "to", lambda device: moved.append(device) or model)
+    monkeypatch.setattr(features, "PartialState", lambda: OnDevice(torch.device("cuda", 1)))
+    training = TrainingConfig(output_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+    assert features.cached_features(model, dataset, training) is not None
+    assert moved == [torch.device("cuda", 1)]
+
+    moved.clear()  # on the CPU it stays where it is
+    monkeypatch.setattr(features, "PartialState", lambda: OnDevice(torch.device("cpu")))
+    features.cached_features(model, dataset, training)
+    assert moved == []
