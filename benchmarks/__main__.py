@@ -38,6 +38,7 @@ from . import (
     default_recipes,
     demo_variants,
     feature_cache,
+    gpu_throughput,
     memory,
     overhead,
     refinement,
@@ -77,6 +78,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "scaling_time": scaling_time,
     "scaling_maze": scaling_maze,
     "feature_cache": feature_cache,
+    "gpu_throughput": gpu_throughput,
 }
 PRESETS = ("full", "quick", "tiny")
 

@@ -824,3 +824,17 @@ def test_feature_cache_reuse_keeps_the_storage_trainings_of_the_same_settings(ti
     assert again["storage"] == stored["storage"] and again["storage_machine"] == stored["machine"]
     with pytest.raises(AssertionError, match="trained again"):
         feature_cache.run(dataclasses.replace(settings, max_steps=settings.max_steps + 1), previous=stored)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="measures nothing only where there is no GPU")
+def test_gpu_throughput_without_a_gpu_measures_nothing_and_says_so():
+    from benchmarks import gpu_throughput
+
+    skipped = gpu_throughput.run(gpu_throughput.PRESETS["full"])
+    assert "no GPU" in skipped["skipped"] and "examples_per_second" not in skipped
+    assert "Not measured: no GPU" in gpu_throughput.render(skipped)
+    measured = gpu_throughput.run(gpu_throughput.PRESETS["tiny"])  # the tiny preset runs on any device
+    assert measured["examples"] == 16 and measured["optimizer_steps"] == 3
+    assert measured["examples_per_second"] == pytest.approx(measured["examples"] / measured["extraction_seconds"], rel=0.01)
+    page = gpu_throughput.render(measured)
+    assert f"{measured['examples_per_second']:.1f}" in page and f"{measured['steps_per_second']:.2f}" in page
