@@ -90,8 +90,8 @@ def run(settings: GpuThroughputSettings) -> dict[str, Any]:
         training_seconds = time.perf_counter() - start
     result |= {
         "backbone": recipe.model.base, "dtype": recipe.model.dtype, "examples": len(data.train),
-        "extraction_seconds": round(extraction_seconds, 2), "examples_per_second": len(data.train) / extraction_seconds,
-        "optimizer_steps": trained.global_step, "training_seconds": round(training_seconds, 2),
+        "extraction_seconds": extraction_seconds, "examples_per_second": len(data.train) / extraction_seconds,
+        "optimizer_steps": trained.global_step, "training_seconds": training_seconds,
         "steps_per_second": trained.global_step / training_seconds, "batch_size": recipe.training.batch_size,
         "max_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "machine": machine_info(),
