@@ -123,6 +123,17 @@ def _set_field(target: Any, path: list[str], value: Any, override: str) -> Any:
     return dataclasses.replace(target, **{name: new})
 
 
+def planned_settings(names: list[str], preset: str, overrides: list[str]) -> dict[str, Any]:
+    """Each named benchmark's settings at `preset` with `overrides`, all checked before any runs: an unknown name,
+    preset or field is a ValueError here, not hours into the runs."""
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}.")
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {PRESETS}.")
+    return {name: with_overrides(BENCHMARKS[name].PRESETS[preset], overrides) for name in names}
+
+
 def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DIR, reuse: bool = False,
                    overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run the named benchmarks at a preset ("full", "quick" or "tiny") and write their JSON results.
@@ -133,17 +144,13 @@ def run_benchmarks(names: list[str], preset: str, results_dir: Path = RESULTS_DI
     had the same settings and train only what is missing. Benchmarks whose `run` takes `progress` write
     their partial result (marked `"partial": true`) as they go; `--reuse` continues from it.
     """
-    unknown = sorted(set(names) - set(BENCHMARKS))
-    if unknown:
-        raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}.")
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose from {PRESETS}.")
+    planned = planned_settings(names, preset, overrides or [])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results = {}
-    for name in names:
+    for name, settings in planned.items():
         start = time.perf_counter()
         log(f"{name}: start ({preset})")
-        module, settings = BENCHMARKS[name], with_overrides(BENCHMARKS[name].PRESETS[preset], overrides or [])
+        module = BENCHMARKS[name]
         existing = results_dir / preset / f"{name}.json"
         accepts = inspect.signature(module.run).parameters
         options: dict[str, Any] = {}
@@ -185,12 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         preset = args.preset or ("quick" if args.quick else "full")
         names = args.names or list(BENCHMARKS)
-        try:  # a wrong name or --set fails here, before hours of runs, not in the middle of them
-            unknown = sorted(set(names) - set(BENCHMARKS))
-            if unknown:
-                raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
-            for name in names:
-                with_overrides(BENCHMARKS[name].PRESETS[preset], args.overrides)
+        try:  # a usage error, said as one; errors of the runs themselves keep their tracebacks
+            planned_settings(names, preset, args.overrides)
         except (ValueError, TypeError) as error:
             parser.error(str(error))
         run_benchmarks(names, preset, args.results, reuse=args.reuse, overrides=args.overrides)

@@ -287,7 +287,7 @@ class FeatureCache:
         """
         width = _feature_width(model)
         storage = Features(_storage_columns(self.dtype, width))
-        device = next(model.backbone.parameters()).device
+        device = model.backbone.device
         pad_token_id = getattr(model.backbone.model.config, "pad_token_id", None) or 0
         tokens = dataset.select_columns(["input_ids", "attention_mask"])
         chunk_size = batch_size * _BATCHES_PER_CHUNK
@@ -554,7 +554,7 @@ def cached_features(model: LatentReasonerModel, dataset: Dataset | None, trainin
         if state.is_main_process:
             print(LORA_CACHE_OFF)
         return dataset
-    if not model.device_mapped and next(model.backbone.parameters()).device != state.device:
+    if not model.device_mapped and model.backbone.device != state.device:
         # The backbone loads on the CPU; extract where this process will train (its GPU), not there.
         model.to(state.device)
     cache = FeatureCache(training.cache_dir, dtype=getattr(training, "cache_dtype", "float16"))
