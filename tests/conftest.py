@@ -118,3 +118,12 @@ def tiny_sudoku_run(tmp_path_factory: pytest.TempPathFactory) -> str:
     ])
     assert status == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmarks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, dict]]:
+    """Every benchmark run once at its tiny preset (results folder, results by name), shared by the tests that read them."""
+    from benchmarks.__main__ import BENCHMARKS, run_benchmarks
+
+    results_dir = tmp_path_factory.mktemp("results")
+    return results_dir, run_benchmarks(list(BENCHMARKS), "tiny", results_dir)

@@ -44,10 +44,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """All four benchmarks at the tiny preset, and the report built from them."""
-    results_dir = tmp_path_factory.mktemp("results")
-    results = run_benchmarks(list(BENCHMARKS), "tiny", results_dir)
+def tiny_run(tiny_benchmarks, tmp_path_factory):
+    """Every benchmark at the tiny preset (run once per session), and the report built from them."""
+    results_dir, results = tiny_benchmarks
     doc = tmp_path_factory.mktemp("docs") / "benchmarks.md"
     report.write_report(BENCHMARKS, results_dir, doc, doc.parent / "img")
     return results_dir, results, doc

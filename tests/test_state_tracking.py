@@ -144,12 +144,12 @@ def test_shell_game_encodes_with_a_real_tokenizer() -> None:
         assert [task.labels()[label] for label in labelled] == example["output"].split()
 
 
-def test_state_tracking_benchmark_tiny_preset() -> None:
+def test_state_tracking_benchmark_tiny_preset(tiny_benchmarks) -> None:
     """The benchmark at its tiny preset: every part, spreads that are the seeds' own figures, a report read from them."""
     from benchmarks import state_tracking
 
     settings = state_tracking.PRESETS["tiny"]
-    result = state_tracking.run(settings)
+    result = tiny_benchmarks[1]["state_tracking"]
 
     assert [(row["length"], row["name"]) for row in result["depth"]] == [(3, name) for name in settings.comparators]
     for row in result["depth"]:

@@ -28,9 +28,9 @@ class FakeImages:
         return f"![{caption}](img/bench_{name}.png)\n"
 
 
-def test_tiny_preset_trains_every_variant_and_scores_every_depth_and_breadth() -> None:
+def test_tiny_preset_trains_every_variant_and_scores_every_depth_and_breadth(tiny_benchmarks) -> None:
     settings = test_time_scaling.PRESETS["tiny"]
-    result = test_time_scaling.run(settings)
+    result = tiny_benchmarks[1]["test_time_scaling"]
     assert [task["task"] for task in result["tasks"]] == [task.name for task in settings.tasks]
     for task, spec in zip(result["tasks"], settings.tasks):
         calls = task["calls_per_step"]
