@@ -543,6 +543,15 @@ LORA_CACHE_OFF = (
 )
 
 
+def to_process_device(model: LatentReasonerModel) -> None:
+    """Move `model` to this process's device (its GPU, when it has one) unless a device map placed it.
+
+    The backbone loads on the CPU; features are extracted (and layers probed) where the process will train."""
+    device = PartialState().device
+    if not model.device_mapped and model.backbone.device != device:
+        model.to(device)
+
+
 def cached_features(model: LatentReasonerModel, dataset: Dataset | None, training: Any) -> Dataset | None:
     """`dataset` with a "features" column from the cache in `training.cache_dir` (a `TrainingConfig`), stored as
     `training.cache_dtype`, when `training.use_feature_cache` is on and the backbone is frozen. Every process
@@ -554,8 +563,6 @@ def cached_features(model: LatentReasonerModel, dataset: Dataset | None, trainin
         if state.is_main_process:
             print(LORA_CACHE_OFF)
         return dataset
-    if not model.device_mapped and model.backbone.device != state.device:
-        # The backbone loads on the CPU; extract where this process will train (its GPU), not there.
-        model.to(state.device)
+    to_process_device(model)
     cache = FeatureCache(training.cache_dir, dtype=getattr(training, "cache_dtype", "float16"))
     return cache.features_for(model, dataset, progress=state.is_local_main_process)

@@ -29,7 +29,7 @@ from .config import LM_OUTPUTS
 from .data import (
     collate,
 )
-from .features import cached_features, decoded
+from .features import cached_features, decoded, to_process_device
 from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
 from .prepare import PreparedData, load_tokenizer, prepare_data
@@ -137,6 +137,7 @@ def _train_recipe(recipe: recipes.Recipe, *, resume: bool, stop_after_steps: int
         print("Data:\n" + "\n".join(f"  {line}" for line in data.summary), flush=True)
     recipe = fit_batch_to_data(recipe, len(data.train))  # before the backbone spends minutes on features
     model = build_model(recipe, data)
+    to_process_device(model)  # the layer probe and the feature extraction run where training will
     if recipe.model.layer == "auto":
         layer = choose_backbone_layer(model, data, recipe)
         model.read_backbone_layer(layer)

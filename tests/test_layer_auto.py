@@ -23,11 +23,13 @@ from latentreason import LatentReasonerModel
 from latentreason.cli import main
 from latentreason.losses import IGNORE_INDEX
 from latentreason.testing import save_tiny_backbone
-from latentreason.training.layer_probe import candidate_layers, choose_layer
+from latentreason.training.layer_probe import _backbone_states, candidate_layers, choose_layer
 
 
 class OneLayerKnows:
     """A stand-in backbone: hidden state `layer` encodes each token's label (plus noise), the others are noise."""
+
+    device = torch.device("cpu")
 
     def __init__(self, num_layers: int, layer: int, num_labels: int, hidden: int = 16) -> None:
         self.num_layers, self.layer, self.num_labels, self.hidden = num_layers, layer, num_labels, hidden
@@ -47,6 +49,23 @@ def rows_for(num_rows: int, num_labels: int, length: int = 6) -> list[dict[str, 
         ids = [rng.randrange(1, 50) for _ in range(length)]
         rows.append({"input_ids": ids, "labels": [IGNORE_INDEX] + [i % num_labels for i in ids[1:]]})  # position 0 unlabelled
     return rows
+
+
+def test_the_probe_feeds_the_backbone_on_its_own_device_and_trains_on_the_cpu() -> None:
+    """On a GPU run the backbone sits on the GPU: its inputs must go there, and its states come back to the CPU."""
+    seen: list[torch.device] = []
+
+    class ElsewhereBackbone:
+        device = torch.device("meta")  # a device that is not the CPU, on any machine
+
+        def encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> SimpleNamespace:
+            seen.extend([input_ids.device, attention_mask.device])
+            return SimpleNamespace(hidden_states=tuple(torch.ones(*input_ids.shape, 4) for _ in range(3)))
+
+    rows = rows_for(40, 3)
+    states, mask = _backbone_states(ElsewhereBackbone(), rows, [0, 2])
+    assert set(seen) == {torch.device("meta")} and len(seen) == 4  # 40 rows in batches of 32: two calls
+    assert [s.device for s in states] == [torch.device("cpu")] * 2 and states[0].shape == (40, 6, 4) and mask.shape == (40, 6)
 
 
 @pytest.mark.parametrize("knowing", [1, 3])

@@ -79,16 +79,17 @@ def _backbone_states(backbone: Any, rows: list[dict[str, Any]], layers: list[int
         ids[index, : len(row["input_ids"])] = torch.as_tensor(row["input_ids"])
         mask[index, : len(row["input_ids"])] = True
     states: list[list[torch.Tensor]] = [[] for _ in layers]
+    device = backbone.device  # where the backbone computes (a GPU when the run has one); the probes train on the CPU
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             outputs = backbone.encoder(
-                input_ids=ids[start : start + batch_size],
-                attention_mask=mask[start : start + batch_size].long(),
+                input_ids=ids[start : start + batch_size].to(device),
+                attention_mask=mask[start : start + batch_size].long().to(device),
                 output_hidden_states=True,
                 return_dict=True,
             )
             for slot, layer in enumerate(layers):
-                states[slot].append(outputs.hidden_states[layer].float())
+                states[slot].append(outputs.hidden_states[layer].float().cpu())
     return [torch.cat(chunks) for chunks in states], mask
 
 
