@@ -18,7 +18,7 @@ _EXPORTS = {
     "ReasonerConfig": "config",
     "LatentReasonerModel": "model",
     "ReasonerModelOutput": "model",
-    "RefineOutput": "model",
+    "RefineOutput": "trajectories",
     "attach_reasoner": "model",
     "Carry": "reasoner",
     "Reasoner": "reasoner",
@@ -53,11 +53,12 @@ if TYPE_CHECKING:
     from .config import ReasonerConfig
     from .data import PairEncoder, load_pairs
     from .features import FeatureCache
-    from .model import LatentReasonerModel, ReasonerModelOutput, RefineOutput, attach_reasoner
+    from .model import LatentReasonerModel, ReasonerModelOutput, attach_reasoner
     from .reasoner import Carry, Reasoner
     from .recipe import load_recipe
     from .tasks import get_task
     from .training import TrainingConfig, train
+    from .trajectories import RefineOutput
 
 
 def __getattr__(name: str) -> Any:

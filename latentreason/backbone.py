@@ -29,6 +29,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionRe
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
+from .config import LM_OUTPUTS, ReasonerConfig
 from .packaged import PACKAGED_MODELS, installed_copy
 
 logger = logging.getLogger(__name__)
@@ -393,3 +394,64 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     the unwrapped model runs with them."""
     get_base_model = getattr(model, "get_base_model", None)  # peft.PeftModel
     return get_base_model() if callable(get_base_model) else model
+
+def load_backbone(
+    base: str | PreTrainedModel,
+    config: ReasonerConfig,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    **load_kwargs: Any,
+) -> tuple[FrozenBackbone, ReasonerConfig]:
+    """The frozen backbone `attach_reasoner` builds on (see its arguments), and `config` with the backbone's fields
+    filled in: the base's name, revision and source, its hidden size, model type, depth and the dtype it loaded in."""
+    if torch_dtype is not None:
+        if dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: pass one of them (torch_dtype is transformers 4's name for dtype).")
+        dtype = torch_dtype
+    placement = {key: value for key, value in dict(offload_folder=offload_folder, max_memory=max_memory).items() if value is not None}
+    source = None
+    if isinstance(base, str):
+        resolved = resolve_base_model(base, revision, **load_kwargs)
+        path, name, revision, source = resolved.path, resolved.name, resolved.revision, resolved.source
+        model = load_pretrained(
+            path,
+            revision=revision,
+            causal_lm=config.output in LM_OUTPUTS,
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            device_map=device_map,
+            **placement,
+            **load_kwargs,
+        )
+    elif device_map is not None or placement:
+        raise ValueError("device_map, offload_folder and max_memory place a backbone while it loads: pass `base` as a name or folder, "
+                         "or load the PreTrainedModel with device_map= yourself and pass it.")
+    elif isinstance(base, PreTrainedModel):
+        model = base
+        name = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None) or None
+    else:
+        raise TypeError(f"`base` must be a model id, a local path or a PreTrainedModel, got {type(base).__name__}.")
+
+    backbone = FrozenBackbone(model, layer=config.backbone_layer)
+    revision = revision or getattr(model.config, "_commit_hash", None) or config.base_model_revision
+    config = config.replace(
+        base_model_name_or_path=name or config.base_model_name_or_path,
+        base_model_revision=revision,
+        base_model_source=source if isinstance(base, str) else config.base_model_source,
+        backbone_hidden_size=config.backbone_hidden_size or backbone.hidden_size,
+        backbone_model_type=config.backbone_model_type or backbone.model_type,
+        backbone_num_layers=backbone.num_layers,
+        backbone_dtype=dtype_name(dtype) if dtype is not None else config.backbone_dtype,
+    )
+    return backbone, config
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """`torch.bfloat16` or "bfloat16" -> "bfloat16" (what the adapter's config records)."""
+    return str(dtype).removeprefix("torch.")

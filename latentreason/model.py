@@ -1,7 +1,8 @@
 """`LatentReasonerModel`: a frozen backbone, an input projection, the recursive reasoner, an output path.
 
-(Over 400 lines on purpose: this is the one public class and its whole API, forward, refine, generate and
-save/load; its parts live elsewhere: reasoner.py, heads/, losses.py, trajectories.py, hub/.)
+(About 600 lines on purpose: this is the one public class and its whole API, forward, refine, generate and
+save/load, mostly docstrings; the work lives elsewhere: reasoner.py (the recursion), heads/, losses.py,
+trajectories.py (the test-time refinement loop), backbone.py (loading the base model), hub/ (the files).)
 
     input_ids -> frozen backbone (one hidden layer)        (B, L, D)   computed once, cacheable
               -> input projection + RMSNorm = x            (B, L, d)
@@ -35,8 +36,8 @@ from transformers.utils import ModelOutput
 from . import hub
 from . import trajectories as trajectories_lib
 from .adapter_state import check_adapter_state_dict, without_backbone
-from .backbone import FrozenBackbone, load_pretrained, resolve_base_model, unwrap_peft
-from .config import LM_OUTPUTS, ReasonerConfig
+from .backbone import FrozenBackbone, load_backbone, unwrap_peft
+from .config import ReasonerConfig
 from .embeddings import TokenEmbeddings
 from .heads import OutputHead, build_output_head
 from .heads.lm import move_padding
@@ -44,6 +45,7 @@ from .hub.load import base_commit, base_to_load, warn_if_other_revision
 from .lora import apply_lora
 from .losses import LossKind, supervision_loss
 from .reasoner import Carry, Reasoner, RMSNorm
+from .trajectories import RefineOutput
 
 
 @dataclass
@@ -57,18 +59,6 @@ class ReasonerModelOutput(ModelOutput):
     task_loss: torch.Tensor | None = None
     halt_loss: torch.Tensor | None = None
     exact: torch.Tensor | None = None  # (B,) bool: the whole prediction is right (when labels are given)
-
-
-@dataclass
-class RefineOutput(ModelOutput):
-    """Test-time refinement: logits after each supervision step, and where each sample halted."""
-
-    logits: torch.Tensor | None = None  # the final prediction (halted samples keep their halting-step logits)
-    step_logits: list[torch.Tensor] | None = None  # logits after step 1..steps
-    halted_at: torch.Tensor | None = None  # (B,) 1-based step at which each sample stopped
-    carry: Carry | None = None
-    trajectory: torch.Tensor | None = None  # (B,) the trajectory kept per sample (with trajectories > 1)
-    step_halt_logits: list[torch.Tensor] | None = None  # (B,) halt logit after step 1..steps, beside step_logits
 
 
 def fixed_projection(width_in: int, width_out: int, seed: int) -> torch.Tensor:
@@ -322,43 +312,8 @@ class LatentReasonerModel(nn.Module):
         trajectories_lib.check(trajectories, noise, select)
         if features is None:
             features = self.encode(input_ids, attention_mask, token_type_ids)
-        M = trajectories
-        features, input_ids, attention_mask = (trajectories_lib.expand(t, M) for t in (features, input_ids, attention_mask))
-        generator = torch.Generator().manual_seed(seed) if noise and M > 1 else None
-        carry, step_logits, step_halt_logits, final, final_halt = None, [], [], None, None
-        batch = features.shape[0]
-        halted_at = torch.full((batch,), steps, dtype=torch.long, device=features.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=features.device)
-        for step in range(1, steps + 1):
-            out = self(input_ids=input_ids, attention_mask=attention_mask, features=features, carry=carry)
-            carry = out.carry if out.carry is None else trajectories_lib.perturb(out.carry, M, noise, generator)
-            if every_step:
-                step_logits.append(out.logits)
-                step_halt_logits.append(out.halt_logits)
-            if final is None:
-                final, final_halt = out.logits.clone(), out.halt_logits.clone()
-            else:
-                final = torch.where(_expand(done, out.logits), final, out.logits)
-                final_halt = torch.where(done, final_halt, out.halt_logits)
-            if halt and self._reasoner_enabled:
-                newly = (out.halt_logits > self.config.halt_logit_threshold) & ~done
-                halted_at[newly] = step
-                done |= newly
-                if bool(done.all()):
-                    break
-        if not every_step:
-            step_logits, step_halt_logits = [final], [final_halt]  # the one prediction kept: each sample's at the step it stopped
-        if M == 1:
-            return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry, step_halt_logits=step_halt_logits)
-        chosen = trajectories_lib.choose(final.argmax(-1), final_halt, M, select)
-        return RefineOutput(
-            logits=trajectories_lib.pick(final, chosen, M),
-            step_logits=[trajectories_lib.pick(logits, chosen, M) for logits in step_logits],
-            halted_at=trajectories_lib.pick(halted_at, chosen, M),
-            carry=None if carry is None else Carry(trajectories_lib.pick(carry.answer, chosen, M), trajectories_lib.pick(carry.latent, chosen, M)),
-            trajectory=chosen,
-            step_halt_logits=[trajectories_lib.pick(logits, chosen, M) for logits in step_halt_logits],
-        )
+        return trajectories_lib.refine(self, features, input_ids, attention_mask, steps=steps, halt=halt and self._reasoner_enabled,
+                                       trajectories=trajectories, noise=noise, select=select, seed=seed, every_step=every_step)
 
     # --- text answers (the LM output paths) ------------------------------------------------------
     @torch.no_grad()
@@ -586,10 +541,6 @@ def _check_backbone(backbone: FrozenBackbone, config: ReasonerConfig) -> None:
         )
 
 
-def _expand(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return flags.view(-1, *([1] * (like.dim() - 1)))
-
-
 def attach_reasoner(
     base: str | PreTrainedModel,
     config: ReasonerConfig,
@@ -628,56 +579,15 @@ def attach_reasoner(
         >>> model = attach_reasoner("Qwen/Qwen2.5-0.5B", ReasonerConfig(num_labels=10))  # doctest: +SKIP
         >>> model.print_trainable_parameters()                                # doctest: +SKIP
     """
-    if torch_dtype is not None:
-        if dtype is not None and dtype != torch_dtype:
-            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: pass one of them (torch_dtype is transformers 4's name for dtype).")
-        dtype = torch_dtype
-    placement = {key: value for key, value in dict(offload_folder=offload_folder, max_memory=max_memory).items() if value is not None}
-    source = None
-    if isinstance(base, str):
-        resolved = resolve_base_model(base, revision, **load_kwargs)
-        path, name, revision, source = resolved.path, resolved.name, resolved.revision, resolved.source
-        model = load_pretrained(
-            path,
-            revision=revision,
-            causal_lm=config.output in LM_OUTPUTS,
-            trust_remote_code=trust_remote_code,
-            dtype=dtype,
-            device_map=device_map,
-            **placement,
-            **load_kwargs,
-        )
-    elif device_map is not None or placement:
-        raise ValueError("device_map, offload_folder and max_memory place a backbone while it loads: pass `base` as a name or folder, "
-                         "or load the PreTrainedModel with device_map= yourself and pass it.")
-    elif isinstance(base, PreTrainedModel):
-        model = base
-        name = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None) or None
-    else:
-        raise TypeError(f"`base` must be a model id, a local path or a PreTrainedModel, got {type(base).__name__}.")
-
-    backbone = FrozenBackbone(model, layer=config.backbone_layer)
-    revision = revision or getattr(model.config, "_commit_hash", None) or config.base_model_revision
-    config = config.replace(
-        base_model_name_or_path=name or config.base_model_name_or_path,
-        base_model_revision=revision,
-        base_model_source=source if isinstance(base, str) else config.base_model_source,
-        backbone_hidden_size=config.backbone_hidden_size or backbone.hidden_size,
-        backbone_model_type=config.backbone_model_type or backbone.model_type,
-        backbone_num_layers=backbone.num_layers,
-        backbone_dtype=dtype_name(dtype) if dtype is not None else config.backbone_dtype,
-    )
+    backbone, config = load_backbone(base, config, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
+                                     device_map=device_map, offload_folder=offload_folder, max_memory=max_memory,
+                                     torch_dtype=torch_dtype, **load_kwargs)
     if lora is not None:
         apply_lora(backbone, lora)
     model = LatentReasonerModel(backbone, config)
     if model.device_mapped:
         place_trainable(model, backbone.device)
     return model
-
-
-def dtype_name(dtype: torch.dtype | str) -> str:
-    """`torch.bfloat16` or "bfloat16" -> "bfloat16" (what the adapter's config records)."""
-    return str(dtype).removeprefix("torch.")
 
 
 def place_trainable(model: LatentReasonerModel, device: torch.device) -> None:

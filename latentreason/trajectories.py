@@ -1,6 +1,9 @@
-"""Breadth at test time: several perturbed refinement trajectories per example, one answer chosen.
+"""Test-time refinement: depth (supervision steps from the carry) and breadth (perturbed trajectories).
 
-`LatentReasonerModel.refine(..., trajectories=M, noise=sigma, select=...)` runs M copies of every
+`refine` is the loop behind `LatentReasonerModel.refine`: it runs supervision steps from a fresh carry,
+keeps each step's logits, and lets a sample stop at the first step its halting head says so.
+
+Breadth: `LatentReasonerModel.refine(..., trajectories=M, noise=sigma, select=...)` runs M copies of every
 example in one batch (the backbone still reads each input once): trajectory 0 is the plain one,
 trajectories 1..M-1 get Gaussian noise of standard deviation `noise` added to their carry (z_H and
 z_L) after every supervision step, as PTRM perturbs its latent. One answer per example is kept:
@@ -11,14 +14,78 @@ z_L) after every supervision step, as PTRM perturbs its latent. One answer per e
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from transformers.utils import ModelOutput
 
 from .reasoner import Carry
 
+if TYPE_CHECKING:
+    from .model import LatentReasonerModel
+
 Select = Literal["halt", "vote"]
 SELECTIONS = ("halt", "vote")
+
+
+@dataclass
+class RefineOutput(ModelOutput):
+    """Test-time refinement: logits after each supervision step, and where each sample halted."""
+
+    logits: torch.Tensor | None = None  # the final prediction (halted samples keep their halting-step logits)
+    step_logits: list[torch.Tensor] | None = None  # logits after step 1..steps
+    halted_at: torch.Tensor | None = None  # (B,) 1-based step at which each sample stopped
+    carry: Carry | None = None
+    trajectory: torch.Tensor | None = None  # (B,) the trajectory kept per sample (with trajectories > 1)
+    step_halt_logits: list[torch.Tensor] | None = None  # (B,) halt logit after step 1..steps, beside step_logits
+
+
+def refine(model: LatentReasonerModel, features: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+           *, steps: int, halt: bool, trajectories: int, noise: float, select: Select, seed: int, every_step: bool) -> RefineOutput:
+    """Up to `steps` supervision steps of `model` on backbone `features` (arguments checked by the caller).
+
+    A sample halts at the first step whose halt logit is above `model.config.halt_logit_threshold` and keeps
+    that step's logits; the batch stops when all have halted. With `every_step=False` only the kept logits are
+    returned, so memory does not grow with `steps`. With M > 1 trajectories, see the module docstring.
+    """
+    M = trajectories
+    features, input_ids, attention_mask = (expand(t, M) for t in (features, input_ids, attention_mask))
+    generator = torch.Generator().manual_seed(seed) if noise and M > 1 else None
+    carry, step_logits, step_halt_logits, final, final_halt = None, [], [], None, None
+    batch = features.shape[0]
+    halted_at = torch.full((batch,), steps, dtype=torch.long, device=features.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=features.device)
+    for step in range(1, steps + 1):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, features=features, carry=carry)
+        carry = out.carry if out.carry is None else perturb(out.carry, M, noise, generator)
+        if every_step:
+            step_logits.append(out.logits)
+            step_halt_logits.append(out.halt_logits)
+        if final is None:
+            final, final_halt = out.logits.clone(), out.halt_logits.clone()
+        else:
+            final = torch.where(done.view(-1, *([1] * (out.logits.dim() - 1))), final, out.logits)
+            final_halt = torch.where(done, final_halt, out.halt_logits)
+        if halt:
+            newly = (out.halt_logits > model.config.halt_logit_threshold) & ~done
+            halted_at[newly] = step
+            done |= newly
+            if bool(done.all()):
+                break
+    if not every_step:
+        step_logits, step_halt_logits = [final], [final_halt]  # the one prediction kept: each sample's at the step it stopped
+    if M == 1:
+        return RefineOutput(logits=final, step_logits=step_logits, halted_at=halted_at, carry=carry, step_halt_logits=step_halt_logits)
+    chosen = choose(final.argmax(-1), final_halt, M, select)
+    return RefineOutput(
+        logits=pick(final, chosen, M),
+        step_logits=[pick(logits, chosen, M) for logits in step_logits],
+        halted_at=pick(halted_at, chosen, M),
+        carry=None if carry is None else Carry(pick(carry.answer, chosen, M), pick(carry.latent, chosen, M)),
+        trajectory=chosen,
+        step_halt_logits=[pick(logits, chosen, M) for logits in step_halt_logits],
+    )
 
 
 def check(trajectories: int, noise: float, select: str) -> None:
