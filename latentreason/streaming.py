@@ -33,7 +33,8 @@ from typing import Any, Literal
 import datasets
 import torch
 
-from .data import DataError, Encoder, _as_text, _csv_rows, _json_lines_rows, sort_label_names
+from .data import DataError, Encoder, sort_label_names
+from .data.reading import _as_text, _csv_rows, _json_lines_rows
 
 Keep = Literal["all", "aligned", "unaligned"]  # which rows a stream keeps: every row, or only those of one output kind
 
