@@ -33,8 +33,9 @@ from .features import cached_features, decoded, to_process_device
 from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
 from .prepare import PreparedData, load_tokenizer, prepare_data
+from .training.halting import held_out_count
 from .training.layer_probe import choose_layer
-from .training.loop import TrainResult, held_out_count, train
+from .training.loop import TrainResult, train
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from latentreason.pipeline import train_recipe
 from latentreason.reasoner import Carry
 from latentreason.recipe import load_recipe
 from latentreason.training import TrainingConfig, latest_checkpoint
-from latentreason.training.loop import Trainer, exploration
+from latentreason.training.halting import exploration
+from latentreason.training.loop import Trainer
 from latentreason.training.persistent import ExampleStream, PersistentBatch
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread (conftest)

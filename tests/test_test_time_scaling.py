@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks/` lives beside the package, not inside it
 
 from benchmarks import test_time_scaling  # noqa: E402
-from latentreason.training.loop import held_out_count  # noqa: E402
+from latentreason.training.halting import held_out_count  # noqa: E402
 from latentreason.training.refinement import drawn_supervision_steps  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

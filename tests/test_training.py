@@ -329,7 +329,7 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
     from latentreason.pipeline import with_features
     from latentreason.prepare import prepare_data
     from latentreason.training.evaluation import closest_halt_threshold, evaluate, suggest_halt_threshold
-    from latentreason.training.loop import _hold_out
+    from latentreason.training.halting import hold_out
 
     output_dir = os.path.join(workspace["root"], "calibrated")
     recipe = load_recipe(None, tiny_overrides(workspace["base"], output_dir, workspace["cache"], **{"training.calibrate_halting": 0.25}))
@@ -344,7 +344,7 @@ def test_halting_calibrated_on_held_out_training_data_is_saved_and_used(workspac
 
     data = prepare_data(recipe, load_tokenizer(recipe))
     train_set = torch_format(with_features(run.model, data.train, recipe))
-    kept, held_out = _hold_out(train_set, 0.25, recipe.training.seed)
+    kept, held_out = hold_out(train_set, 0.25, recipe.training.seed)
     assert len(kept) == 48 and not set(kept.indices) & set(held_out.indices)
     loader = DataLoader(held_out, batch_size=recipe.eval.batch_size, collate_fn=functools.partial(collate, pad_token_id=0))
     again = evaluate(run.model, loader, Accelerator(cpu=True), calibration["all_steps"]["steps"], halt=False)

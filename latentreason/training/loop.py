@@ -52,7 +52,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
 from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin, set_seed
-from torch.utils.data import DataLoader, IterableDataset, Subset
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -61,7 +61,8 @@ from ..hub.files import EVAL_RESULTS_NAME
 from .checkpoints import latest_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .ema import ExponentialMovingAverage
-from .evaluation import closest_halt_threshold, evaluate, features_of, score, suggest_halt_threshold
+from .evaluation import evaluate, features_of, score
+from .halting import calibrate, exploration, hold_out
 from .persistent import PersistentBatch, label_share, persistent_max_steps
 from .refinement import (
     CARRY,
@@ -181,7 +182,7 @@ class Trainer:
                 f"({accelerator.num_processes} x {config.gradient_accumulation_steps}): every process trains on an equal slice of each batch."
             )
         set_seed(config.seed)
-        train_dataset, calibration_set = _hold_out(train_dataset, config.calibrate_halting, config.seed)
+        train_dataset, calibration_set = hold_out(train_dataset, config.calibrate_halting, config.seed)
 
         # A stream (an IterableDataset: data.streaming) orders itself (a shuffle buffer); a map-style set is permuted whole.
         shuffle = not isinstance(train_dataset, IterableDataset)
@@ -476,25 +477,7 @@ class Trainer:
     def calibrate_halting(self) -> None:
         """Pick `halt_threshold` on the held-out slice of the training data and set it on the model (saved with it)."""
         with self.ema.swapped_into() if self.ema is not None else contextlib.nullcontext():
-            results = evaluate(self.model, self.calibration_loader, self.accelerator, self.eval_steps, halt=False)
-        row = suggest_halt_threshold(results, max_drop=0.01)
-        within = row is not None
-        if not within:  # the threshold closest to running all steps, rather than the untouched default
-            row = closest_halt_threshold(results)
-        self.calibration = {"examples": results["num_examples"], "all_steps": results["all_steps"], "chosen": row,
-                            "within_tolerance": within, "previous_threshold": self.model.config.halt_threshold}
-        if row is None:
-            return
-        if not within:
-            logger.warning("Halting calibration: no threshold keeps exact match within 1 point of all steps on the held-out slice "
-                           "(%.3f); using the closest, halt_threshold %s (%.3f). `eval.halt=false` runs every step.",
-                           results["all_steps"]["exact_match"], row["threshold"], row["exact_match"])
-        self.model.config = self.model.config.replace(halt_threshold=row["threshold"])
-        self.accelerator.print(
-            f"Halting calibrated on {results['num_examples']} held-out training examples: halt_threshold {row['threshold']} "
-            f"(exact match {row['exact_match']:.3f} at {row['mean_steps']:.2f} steps; all {self.eval_steps} steps: "
-            f"{results['all_steps']['exact_match']:.3f})."
-        )
+            self.calibration = calibrate(self.model, self.calibration_loader, self.accelerator, self.eval_steps)
 
     def log_training(self, metrics: dict[str, float]) -> None:
         logged = {f"train/{key}": value for key, value in metrics.items()} | {"train/lr": self.scheduler.get_last_lr()[0]}
@@ -523,34 +506,10 @@ def adamw(params: list[torch.nn.Parameter], **settings: Any) -> torch.optim.Adam
     return torch.optim.AdamW(params, **settings)
 
 
-def exploration(batch_index: int, seed: int, batch_size: int, supervision_steps: int, probability: float) -> torch.Tensor:
-    """Minimum steps before each sample of the global batch may halt: 1, or with `probability` a draw from [2, N_sup]."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + batch_index)
-    explore = torch.rand(batch_size, generator=generator) < probability
-    drawn = torch.randint(2, max(supervision_steps, 2) + 1, (batch_size,), generator=generator)
-    return torch.where(explore, drawn, torch.ones_like(drawn))
-
-
 def _drop_frozen_backbone(models: list[Any], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
     """Checkpoints hold the trainable adapter (and LoRA), never the frozen backbone (it comes back from the base model)."""
     for state in weights:
         drop_frozen_backbone(state)
-
-
-def held_out_count(rows: int, fraction: float) -> int:
-    """How many of `rows` training examples `training.calibrate_halting=fraction` holds out: at least one, 0 when off."""
-    return max(1, round(fraction * rows)) if fraction else 0
-
-
-def _hold_out(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:
-    """(training part, held-out part) of a map-style data set: a seeded random `fraction` held out; (all, None) at 0."""
-    if not fraction:
-        return dataset, None
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 1_000_003 + 17)).tolist()
-    count = held_out_count(len(dataset), fraction)
-    if count >= len(dataset):
-        raise ValueError(f"`training.calibrate_halting`={fraction} holds out all {len(dataset)} training examples: use a smaller fraction.")
-    return Subset(dataset, sorted(order[count:])), Subset(dataset, sorted(order[:count]))
 
 
 def log_line(step: int, max_steps: int, metrics: dict[str, float], lr: float) -> str:
