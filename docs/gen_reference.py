@@ -232,6 +232,7 @@ ERROR_SOURCES: dict[str, str] = {
     "data/reading.py": "Reading your pairs",
     "data/encoding.py": "Encoding your pairs",
     "features.py": "The feature cache",
+    "feature_storage.py": "The feature cache",
     "packaged.py": "Models shipped on PyPI",
     "recipe.py": "Recipes and overrides",
     "training/config.py": "Training settings (`TrainingConfig`)",

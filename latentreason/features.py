@@ -1,14 +1,14 @@
 """The frozen-feature cache: run the backbone once per example, keep its hidden states on disk.
 
-(Over 400 lines on purpose: the key, the shard plan, the integrity records and the storage codecs are one
-on-disk format, read and written together; split over files, a change to the format would touch them all.)
+(The key, the shard plan and the integrity records are one on-disk format, read and written together;
+how one row's features are stored, the storage dtypes, is `latentreason.feature_storage`.)
 
 The backbone is frozen and deep supervision revisits every example up to N_sup times per epoch, so
 its hidden states are computed once, stored in Arrow files (float16 by default), and memory-mapped back:
 
     cache = FeatureCache()                                  # $LATENTREASON_CACHE/features or ~/.cache/latentreason/features
     train = cache.features_for(model, encoded_train)        # + a "features" column, (length, width) per example
-    rows = decoded(train)                                   # what the trainer reads: tensors, features as float32
+    rows = decoded(train)                                   # what the trainer reads (feature_storage.decoded): float32 tensors
     batch = collate([rows[i] for i in range(8)], pad_token_id)
     out = model(attention_mask=batch["attention_mask"], labels=batch["labels"], features=batch["features"])
 
@@ -28,11 +28,8 @@ SHA-256, checked at every open): a killed extraction leaves only complete shards
 folders that are never read, and the next run computes only the missing rows. A damaged shard (a bad
 disk, a copy cut short) is recomputed with a warning, never trained on.
 
-Storage dtypes (`dtype`, the recipe's `training.cache_dtype`): float16 (2 bytes a value; the default),
-bfloat16 (2 bytes, float32's range, 3 significant digits; kept as its raw 16 bits since Arrow has no
-bfloat16), float32 (4 bytes, exact) and int8 (1 byte a value plus one float32 scale per token: each
-token's vector is divided by its largest absolute value / 127 and rounded, so every value is within
-that token's absmax / 254 of the backbone's). `decoded` turns any of them back into float32 tensors.
+Storage dtypes (`dtype`, the recipe's `training.cache_dtype`): float16 (the default), bfloat16, float32
+and int8 with a scale per token; `latentreason.feature_storage` stores and decodes them.
 
 With trainable backbone weights (LoRA) features change while training, so caching is refused.
 """
@@ -55,11 +52,19 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
-from datasets import Array2D, Dataset, Features, Sequence, Value
+from datasets import Dataset, Features
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
-from .data import collate, torch_format
+from .data import collate
+from .feature_storage import (
+    FEATURES_COLUMN,
+    SCALES_COLUMN,
+    bytes_per_token,
+    encode_rows,
+    storage_columns,
+    storage_name,
+)
 from .storage import explain_disk_full
 
 if TYPE_CHECKING:
@@ -70,8 +75,6 @@ logger = logging.getLogger(__name__)
 # Bump when the stored layout or the way features are computed changes: old entries are then ignored.
 CACHE_FORMAT_VERSION = "3"  # 2: entries record their file's length and SHA-256; 3: an entry is a folder of row shards
 
-FEATURES_COLUMN = "features"
-SCALES_COLUMN = "feature_scales"  # int8 storage: one float32 scale per token
 FEATURES_FILE = "features.arrow"
 METADATA_FILE = "key.json"  # in the entry: what the key was made of (for people inspecting the cache)
 SHARD_FILE = "shard.json"  # in each shard: its rows, who computed it, and its file's integrity record
@@ -82,23 +85,10 @@ SHARDS_PER_ENTRY = 16  # enough to spread over a few processes...
 MIN_SHARD_ROWS = 64  # ...without shards too small to batch well
 MAX_SHARD_ROWS = 4096  # a killed extraction loses at most this many rows of work
 
-STORAGE_DTYPES = ("float16", "bfloat16", "float32", "int8")
-_BYTES_PER_VALUE = {"float16": 2, "bfloat16": 2, "float32": 4, "int8": 1}
-INT8_ERROR = 1 / 254  # int8 storage: |stored - exact| <= INT8_ERROR x the token vector's largest |value|
-
-
 def default_cache_dir() -> Path:
     """`$LATENTREASON_CACHE/features` if that variable is set, else `~/.cache/latentreason/features`."""
     root = os.environ.get("LATENTREASON_CACHE")
     return Path(root) / "features" if root else Path.home() / ".cache" / "latentreason" / "features"
-
-
-def storage_name(dtype: str | torch.dtype) -> str:
-    """"float16", "bfloat16", "float32" or "int8" for a torch dtype or its name; ValueError for anything else."""
-    name = str(dtype).removeprefix("torch.")
-    if name not in STORAGE_DTYPES:
-        raise ValueError(f"The feature cache stores {' | '.join(STORAGE_DTYPES)} features, got dtype={dtype!r}.")
-    return name
 
 
 def shard_rows_for(rows: int) -> int:
@@ -108,12 +98,6 @@ def shard_rows_for(rows: int) -> int:
 
 def shard_name(start: int, stop: int) -> str:
     return f"{SHARD_PREFIX}{start:09d}-{stop:09d}"
-
-
-def bytes_per_token(width: int, dtype: str | torch.dtype = "float16") -> int:
-    """Cache bytes one token takes: width x bytes a value (+ a float32 scale for int8)."""
-    name = storage_name(dtype)
-    return width * _BYTES_PER_VALUE[name] + (4 if name == "int8" else 0)
 
 
 class FeatureCache:
@@ -286,7 +270,7 @@ class FeatureCache:
         Rows go in chunks (bounded memory); inside a chunk, batches group rows of similar length (little padding).
         """
         width = _feature_width(model)
-        storage = Features(_storage_columns(self.dtype, width))
+        storage = Features(storage_columns(self.dtype, width))
         device = model.backbone.device
         pad_token_id = getattr(model.backbone.model.config, "pad_token_id", None) or 0
         tokens = dataset.select_columns(["input_ids", "attention_mask"])
@@ -324,81 +308,6 @@ def _same_entry_everywhere(entry: Path, state: PartialState) -> bool:
                        "Dataset.from_dict in each process): each process computes all of its own, nothing is shared. Save the "
                        "dataset once (save_to_disk / JSONL) so that every process reads the same fingerprint.", len(set(names)))
     return False
-
-
-# --- storage dtypes ------------------------------------------------------------------------------------
-def _storage_columns(dtype: str, width: int) -> dict[str, Any]:
-    arrow_dtype = {"float16": "float16", "bfloat16": "int16", "float32": "float32", "int8": "int8"}[dtype]
-    columns: dict[str, Any] = {FEATURES_COLUMN: Array2D(shape=(None, width), dtype=arrow_dtype)}
-    if dtype == "int8":
-        columns[SCALES_COLUMN] = Sequence(Value("float32"))
-    return columns
-
-
-def encode_rows(features: torch.Tensor, dtype: str | torch.dtype) -> dict[str, np.ndarray]:
-    """One example's float features (L, width) as stored: {"features": ...} (+ {"feature_scales": (L,)} for int8)."""
-    name = storage_name(dtype)
-    if name == "bfloat16":
-        return {FEATURES_COLUMN: features.to(torch.bfloat16).view(torch.int16).numpy()}  # Arrow has no bfloat16: its raw bits
-    if name == "int8":
-        # Per token: the largest |value| maps to 127 (a token with all zeros keeps scale 0 and zeros).
-        scales = features.abs().amax(dim=-1) / 127  # (L,)
-        quantised = torch.round(features / scales.clamp(min=torch.finfo(torch.float32).tiny)[:, None]).clamp(-127, 127)
-        return {FEATURES_COLUMN: quantised.to(torch.int8).numpy(), SCALES_COLUMN: scales.numpy()}
-    return {FEATURES_COLUMN: features.to(getattr(torch, name)).numpy()}
-
-
-def decode_rows(stored: torch.Tensor, dtype: str | torch.dtype, scales: torch.Tensor | None = None) -> torch.Tensor:
-    """Stored features of one example (stored as `dtype`) back to float32 (L, width).
-
-    bfloat16 arrive as their raw 16 bits and int8 with their per-token scales (readers may have widened
-    the integers, e.g. datasets' torch format gives int64: only the values count).
-    """
-    name = storage_name(dtype)
-    if name == "bfloat16":
-        return stored.to(torch.int16).view(torch.bfloat16).float()
-    if name == "int8":
-        if scales is None:
-            raise ValueError(f"int8 features need their {SCALES_COLUMN!r} to be read back.")
-        return stored.float() * scales.float()[..., None]
-    return stored.float()
-
-
-class DecodedFeatures(torch.utils.data.Dataset):
-    """A cached dataset whose rows come out as tensors with float32 "features" (whatever the storage dtype)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        columns = [name for name in ("input_ids", "attention_mask", "labels", "cell_positions", FEATURES_COLUMN, SCALES_COLUMN)
-                   if name in dataset.column_names]
-        self.dataset = dataset.with_format("torch", columns=columns)
-        self.storage = {"int16": "bfloat16", "int8": "int8"}[dataset.features[FEATURES_COLUMN].dtype]
-        self.column_names = [name for name in columns if name != SCALES_COLUMN]
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def with_format(self, type: str | None = None, columns: list[str] | None = None) -> Any:
-        """"torch": itself (its rows are tensors already, so `torch_format(...)` of it is itself); any other format:
-        the stored dataset in that format, features not decoded (for reading other columns, e.g. lengths)."""
-        return self if type == "torch" else self.dataset.with_format(type, columns=columns)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        row = dict(self.dataset[index])
-        row[FEATURES_COLUMN] = decode_rows(row[FEATURES_COLUMN], self.storage, row.pop(SCALES_COLUMN, None))
-        return row
-
-
-def decoded(dataset: Dataset | None) -> Dataset | DecodedFeatures | None:
-    """What the trainer reads: the numeric columns as tensors, with "features" decoded to float.
-
-    float16 and float32 entries stay a plain torch-formatted `datasets.Dataset` (`torch_format`); bfloat16
-    and int8 entries are decoded row by row (`DecodedFeatures`). None stays None.
-    """
-    if dataset is None:
-        return None
-    if FEATURES_COLUMN in dataset.column_names and dataset.features[FEATURES_COLUMN].dtype in ("int8", "int16"):
-        return DecodedFeatures(dataset)
-    return torch_format(dataset)
 
 
 def _failed_processes(state: PartialState, failed: bool) -> list[int]:

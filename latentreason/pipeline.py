@@ -29,7 +29,8 @@ from .config import LM_OUTPUTS
 from .data import (
     collate,
 )
-from .features import cached_features, decoded, to_process_device
+from .feature_storage import decoded
+from .features import cached_features, to_process_device
 from .lock import hold_output_dir
 from .model import LatentReasonerModel, attach_reasoner
 from .prepare import PreparedData, load_tokenizer, prepare_data

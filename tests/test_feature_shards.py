@@ -18,16 +18,8 @@ from datasets import Dataset, load_from_disk
 
 from latentreason import LatentReasonerModel, attach_reasoner
 from latentreason.backbone import count_calls
-from latentreason.features import (
-    FEATURES_FILE,
-    INT8_ERROR,
-    FeatureCache,
-    bytes_per_token,
-    decode_rows,
-    decoded,
-    encode_rows,
-    shard_records,
-)
+from latentreason.feature_storage import INT8_ERROR, bytes_per_token, decode_rows, decoded, encode_rows
+from latentreason.features import FEATURES_FILE, FeatureCache, shard_records
 from latentreason.testing import VOCAB, save_tiny_backbone
 from latentreason.training.persistent import longest_examples
 

@@ -37,6 +37,7 @@ LAYERS = {
     "latentreason.text_pairs": "io",
     "latentreason.streaming": "io",
     "latentreason.features": "io",
+    "latentreason.feature_storage": "io",
     "latentreason.convert_trm": "io",
     "latentreason.lock": "io",
     "latentreason.training": "training",
