@@ -62,6 +62,7 @@ from latentreason.pipeline import with_features
 from latentreason.prepare import PreparedData, load_tokenizer, prepare_data
 from latentreason.reasoner import Carry, Net, Reasoner, ReasonerOutput
 from latentreason.recipe import Recipe, resolve_base
+from latentreason.tasks import get_task
 from latentreason.training import TrainingConfig, evaluate, train
 
 from .accuracy_render import render as render  # the section of docs/benchmarks.md, in its own module for length
@@ -111,6 +112,9 @@ class AccuracySettings:
     backbone: str = "packaged:all-MiniLM-L6-v2"  # a `model.base` of a recipe: the frozen backbone for all
     task: str = "sudoku"
     task_options: dict[str, Any] = field(default_factory=lambda: {"size": 4, "givens": 6, "num_train": 1024, "num_test": 256, "seed": 0})
+    # Task options that differ for the test split (e.g. {"min_length": 32}: train on 1..32 steps, test on exactly 32);
+    # the test split is then drawn from the task with these options, apart from the training split.
+    test_task_options: dict[str, Any] = field(default_factory=dict)
     hidden_size: int = 64
     num_heads: int = 4
     mixer: str = "mlp"  # TRM's choice for small fixed grids (as recipes/sudoku_4x4.yaml)
@@ -243,7 +247,11 @@ def load_data(settings: AccuracySettings) -> tuple[Recipe, PreparedData, int]:
     """The task's train and test sets, tokenized for the backbone; returns (recipe, data, pad token id)."""
     recipe = recipe_for(settings)
     tokenizer = load_tokenizer(recipe)
-    return recipe, prepare_data(recipe, tokenizer), tokenizer.pad_token_id
+    data = prepare_data(recipe, tokenizer)
+    if settings.test_task_options:
+        test_task = get_task(settings.task, **{**settings.task_options, **settings.test_task_options})
+        data = dataclasses.replace(data, eval=data.encoder.encode_dataset(test_task.to_dataset("test"), desc="Tokenizing eval"))
+    return recipe, data, tokenizer.pad_token_id
 
 
 def feature_sets(model: LatentReasonerModel, data: PreparedData, recipe: Recipe) -> tuple[Any, Any]:
@@ -399,7 +407,7 @@ def run(settings: AccuracySettings, previous: dict[str, Any] | None = None,
 
 def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings as JSON stores them, less those that choose which runs happen (or how the budget is timed), not how each trains."""
-    plain = {"seed": 0, "backbone_layer": -1, "comparator_mixers": {}} | json.loads(json.dumps(settings))  # results from before `seed` or `backbone_layer` existed
+    plain = {"seed": 0, "backbone_layer": -1, "comparator_mixers": {}, "test_task_options": {}} | json.loads(json.dumps(settings))  # results from before these fields existed
     return {key: value for key, value in plain.items() if key not in ("comparators", "time_budget_seconds", "calibration_seconds")}
 
 

@@ -6,6 +6,7 @@ Each simulation moves physical cups in a Python list, independently of the task 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -281,3 +282,28 @@ def test_state_tracking_recipe_trains_a_users_own_pairs_from_the_command_line(tm
     predicted = cli("predict", str(run), first["input"]).stdout.strip().splitlines()[-1]
     assert len(predicted.split()) == len(first["input"].split())
     assert set(predicted.split()) <= {"1", "2", "3", "4", "5"}
+
+
+def test_the_depth_part_trains_on_a_mixture_of_lengths_and_tests_on_exactly_the_length() -> None:
+    """`depth_min_length`: the training games run 1..L swaps, the test games exactly L (`test_task_options`)."""
+    from benchmarks import accuracy, state_tracking
+
+    settings = state_tracking.PRESETS["tiny"]
+    seen = []
+    original = state_tracking.accuracy.run
+    state_tracking.accuracy.run = lambda common: seen.append(common) or {"comparators": []}
+    try:
+        state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=()))
+        state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=(), depth_min_length=None))
+    finally:
+        state_tracking.accuracy.run = original
+    mixed, exact = seen
+    assert mixed.task_options["min_length"] == 1 and mixed.test_task_options == {"min_length": 5}
+    assert "min_length" not in exact.task_options and exact.test_task_options == {}
+
+    # what the accuracy benchmark then reads: train games of every length up to 5, test games of exactly 5
+    common = dataclasses.replace(mixed, task_options={**mixed.task_options, "num_train": 40, "num_test": 12})
+    _, data, _ = accuracy.load_data(common)
+    train_lengths = {len(text.split()) for text in data.train["input"]}
+    assert len(train_lengths) > 1 and max(train_lengths) <= 5
+    assert {len(text.split()) for text in data.eval["input"]} == {5} and len(data.eval) == 12
