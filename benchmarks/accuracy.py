@@ -405,9 +405,19 @@ def run(settings: AccuracySettings, previous: dict[str, Any] | None = None,
         return _run(settings, previous, progress)
 
 
+# Fields added after results were written, with the value that reproduces how those results were trained.
+LATER_FIELDS: dict[str, Any] = {"seed": 0, "backbone_layer": -1, "comparator_mixers": {}, "test_task_options": {}}
+
+
+def with_later_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored `AccuracySettings` (as JSON holds them) with the fields added since filled in: an older result reads as
+    it was trained."""
+    return LATER_FIELDS | json.loads(json.dumps(stored))
+
+
 def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings as JSON stores them, less those that choose which runs happen (or how the budget is timed), not how each trains."""
-    plain = {"seed": 0, "backbone_layer": -1, "comparator_mixers": {}, "test_task_options": {}} | json.loads(json.dumps(settings))  # results from before these fields existed
+    plain = with_later_fields(settings)
     return {key: value for key, value in plain.items() if key not in ("comparators", "time_budget_seconds", "calibration_seconds")}
 
 

@@ -280,16 +280,9 @@ def same_part(previous: dict[str, Any] | None, settings: StateTrackingSettings, 
     if not previous or part not in previous:
         return False
     before, now = previous.get("settings", {}), as_stored(settings)
-    return all(_as_now(name, before.get(name)) == now[name] for name in PART_FIELDS[part])
-
-
-# Fields added after results were written, with the value that reproduces how those results were trained.
-_LATER_FIELDS = {"common": {"test_task_options": {}}}
-
-
-def _as_now(name: str, stored: Any) -> Any:
-    """A stored setting with the fields added since filled in (an older result reads as it was trained)."""
-    return _LATER_FIELDS[name] | stored if name in _LATER_FIELDS and isinstance(stored, dict) else stored
+    if isinstance(before.get("common"), dict):  # the shared accuracy settings: fields added since read as they were trained
+        before = before | {"common": accuracy.with_later_fields(before["common"])}
+    return all(before.get(name) == now[name] for name in PART_FIELDS[part])
 
 
 def previous_runs(settings: StateTrackingSettings, previous: dict[str, Any] | None, part: str) -> dict[str, list[dict[str, Any]]]:

@@ -15,15 +15,13 @@ z_L) after every supervision step, as PTRM perturbs its latent. One answer per e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
+from torch import nn
 from transformers.utils import ModelOutput
 
 from .reasoner import Carry
-
-if TYPE_CHECKING:
-    from .model import LatentReasonerModel
 
 Select = Literal["halt", "vote"]
 SELECTIONS = ("halt", "vote")
@@ -41,9 +39,10 @@ class RefineOutput(ModelOutput):
     step_halt_logits: list[torch.Tensor] | None = None  # (B,) halt logit after step 1..steps, beside step_logits
 
 
-def refine(model: LatentReasonerModel, features: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+def refine(model: nn.Module, features: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
            *, steps: int, halt: bool, trajectories: int, noise: float, select: Select, seed: int, every_step: bool) -> RefineOutput:
-    """Up to `steps` supervision steps of `model` on backbone `features` (arguments checked by the caller).
+    """Up to `steps` supervision steps of `model` (a `LatentReasonerModel`; typed as a module so this file needs no
+    import of model.py, which imports it) on backbone `features` (arguments checked by the caller).
 
     A sample halts at the first step whose halt logit is above `model.config.halt_logit_threshold` and keeps
     that step's logits; the batch stops when all have halted. With `every_step=False` only the kept logits are
