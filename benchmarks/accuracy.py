@@ -115,6 +115,9 @@ class AccuracySettings:
     # Task options that differ for the test split (e.g. {"min_length": 32}: train on 1..32 steps, test on exactly 32);
     # the test split is then drawn from the task with these options, apart from the training split.
     test_task_options: dict[str, Any] = field(default_factory=dict)
+    # `TrainingConfig` fields every comparator trains with (e.g. {"length_curriculum": 0.5}); the ablation's
+    # per-variant changes go over these.
+    training: dict[str, Any] = field(default_factory=dict)
     hidden_size: int = 64
     num_heads: int = 4
     mixer: str = "mlp"  # TRM's choice for small fixed grids (as recipes/sudoku_4x4.yaml)
@@ -146,6 +149,10 @@ class AccuracySettings:
         unknown = sorted(set(self.comparators) - set(ALL_COMPARATORS))
         if unknown:
             raise ValueError(f"Unknown comparator(s) {unknown} in AccuracySettings.comparators; choose from {ALL_COMPARATORS}.")
+        unknown = sorted(set(self.training) - {spec.name for spec in dataclasses.fields(TrainingConfig)})
+        if unknown:
+            raise ValueError(f"Unknown `training` field(s) {unknown}: each must be a field of latentreason's TrainingConfig "
+                             "(see `latentreason train --help`).")
         budget = self.time_budget_seconds
         if budget == "reasoner":
             if "reasoner" not in self.comparators:
@@ -313,11 +320,12 @@ def layers_per_step(name: str, model: LatentReasonerModel) -> int:
 
 # --- training and evaluation ----------------------------------------------------------------------
 def training_config(settings: AccuracySettings, output_dir: str, max_steps: int | None, **changes: Any) -> TrainingConfig:
-    """The `TrainingConfig` every comparator shares; `changes` override fields (the ablation benchmark's knobs)."""
+    """The `TrainingConfig` every comparator shares (with `settings.training`); `changes` override fields (the ablation
+    benchmark's knobs)."""
     return TrainingConfig(
         output_dir=output_dir, seed=settings.seed, learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps,
         batch_size=settings.batch_size, epochs=settings.epochs, max_steps=max_steps, checkpoint_every=None,
-        report_to="none", progress_bar=False, log_every=10**9, **changes,
+        report_to="none", progress_bar=False, log_every=10**9, **{**settings.training, **changes},
     )
 
 
@@ -406,7 +414,7 @@ def run(settings: AccuracySettings, previous: dict[str, Any] | None = None,
 
 
 # Fields added after results were written, with the value that reproduces how those results were trained.
-LATER_FIELDS: dict[str, Any] = {"seed": 0, "backbone_layer": -1, "comparator_mixers": {}, "test_task_options": {}}
+LATER_FIELDS: dict[str, Any] = {"seed": 0, "backbone_layer": -1, "comparator_mixers": {}, "test_task_options": {}, "training": {}}
 
 
 def with_later_fields(stored: dict[str, Any]) -> dict[str, Any]:

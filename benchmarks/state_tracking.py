@@ -86,6 +86,9 @@ class StateTrackingSettings:
     # the same way (seed 0), the final cup at 32 stayed at chance too (reasoner 0.18, one pass 0.20, slots 0.18), while
     # trained on 1..16 (the `longer` part) the reasoner tracks 32 at 0.97: what worked is a shorter training range.
     depth_min_length: int | None = 1
+    # depth: `TrainingConfig` fields for its runs, over `common.training` (e.g. {"length_curriculum": 0.5}: the loss
+    # covers the first positions of each game first, all of them from half the run on)
+    depth_training: dict[str, Any] = field(default_factory=dict)
     train_length: int = 16
     long_lengths: tuple[int, ...] = (32, 64)
     step_multipliers: tuple[int, ...] = (1, 2, 4, 8)
@@ -144,7 +147,7 @@ PRESETS: dict[str, StateTrackingSettings] = {
 
 # The settings each part's runs depend on: `--reuse` keeps a part's runs when these are unchanged (the seeds may grow).
 PART_FIELDS = {
-    "depth": ("common", "task_options", "comparators", "depth_min_length"),  # its runs are per length: other lengths keep the ones measured
+    "depth": ("common", "task_options", "comparators", "depth_min_length", "depth_training"),  # its runs are per length: other lengths keep the ones measured
     "longer": ("common", "task_options", "train_length", "long_lengths", "step_multipliers", "longer_comparators"),
     "language": ("common", "language_options", "language_comparators", "language_backbone_layer"),
     "language_lm": ("language_options", "lm_base", "lm_overrides", "lm_comparators", "lm_shots", "lm_few_shot_tests"),
@@ -212,7 +215,8 @@ def run_depth(settings: StateTrackingSettings, previous: dict[str, Any] | None =
             mixture = {} if settings.depth_min_length is None else {"min_length": min(settings.depth_min_length, length)}
             common = dataclasses.replace(settings.common, task="permutations", seed=seed, comparators=settings.comparators,
                                          task_options={**settings.task_options, "length": length, "seed": seed, **mixture},
-                                         test_task_options={"min_length": length} if mixture else {})
+                                         test_task_options={"min_length": length} if mixture else {},
+                                         training={**settings.common.training, **settings.depth_training})
             log(f"state_tracking: depth, length {length}, seed {seed}")
             runs[key] = depth_run(accuracy.run(common))
             if done is not None:
@@ -275,11 +279,15 @@ def summarise_tests(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any
     return rows
 
 
+# Settings added since results were first written, as the runs before them were trained (see `same_part`).
+LATER_FIELDS: dict[str, Any] = {"depth_training": {}}
+
+
 def same_part(previous: dict[str, Any] | None, settings: StateTrackingSettings, part: str) -> bool:
     """Whether `previous` holds `part`, made with the settings that part reads (`PART_FIELDS`) equal to `settings`'."""
     if not previous or part not in previous:
         return False
-    before, now = previous.get("settings", {}), as_stored(settings)
+    before, now = LATER_FIELDS | previous.get("settings", {}), as_stored(settings)
     if isinstance(before.get("common"), dict):  # the shared accuracy settings: fields added since read as they were trained
         before = before | {"common": accuracy.with_later_fields(before["common"])}
     return all(before.get(name) == now[name] for name in PART_FIELDS[part])
@@ -585,6 +593,9 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
     if "depth" in result:
         low = result.get("settings", {}).get("depth_min_length")
         trained_on = f"trained on games of {low} to L swaps, tested on games of exactly L" if low else "trained and tested on games of exactly L swaps"
+        curriculum = result.get("settings", {}).get("depth_training", {}).get("length_curriculum")
+        if curriculum:
+            trained_on += f", with a curriculum over length (`length_curriculum: {curriculum}`)"
         lines += [f"### Depth: S5 (one transposition per step) at each length L, {trained_on}, {part_seeds(result, 'depth')} seed(s)", "",
                   "| length | comparator | params | data: final | data: exact | time: final | time: exact |",
                   "|---:|---|---:|---:|---:|---:|---:|"]

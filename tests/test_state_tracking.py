@@ -295,11 +295,25 @@ def test_the_depth_part_trains_on_a_mixture_of_lengths_and_tests_on_exactly_the_
     try:
         state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=()))
         state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=(), depth_min_length=None))
+        state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=(),
+                                                     depth_training={"length_curriculum": 0.5}))
     finally:
         state_tracking.accuracy.run = original
-    mixed, exact = seen
+    mixed, exact, curriculum = seen
     assert mixed.task_options["min_length"] == 1 and mixed.test_task_options == {"min_length": 5}
     assert "min_length" not in exact.task_options and exact.test_task_options == {}
+    assert mixed.training == {} and curriculum.training == {"length_curriculum": 0.5}
+    # `depth_training` reaches every comparator's TrainingConfig
+    assert accuracy.training_config(curriculum, "unused", None).length_curriculum == 0.5
+    assert accuracy.training_config(mixed, "unused", None).length_curriculum == 0.0
+    with pytest.raises(ValueError, match=r"Unknown `training` field\(s\) \['length_curiculum'\]"):
+        dataclasses.replace(mixed, training={"length_curiculum": 0.5})
+    # a result written before `depth_training` and `common.training` existed reads as trained without them
+    from benchmarks.harness import as_stored
+    older = {key: value for key, value in as_stored(settings).items() if key != "depth_training"}
+    older["common"] = {key: value for key, value in older["common"].items() if key != "training"}
+    assert state_tracking.same_part({"depth": [], "settings": older}, settings, "depth")
+    assert not state_tracking.same_part({"depth": [], "settings": older}, dataclasses.replace(settings, depth_training={"length_curriculum": 0.5}), "depth")
 
     # what the accuracy benchmark then reads: train games of every length up to 5, test games of exactly 5
     common = dataclasses.replace(mixed, task_options={**mixed.task_options, "num_train": 40, "num_test": 12})

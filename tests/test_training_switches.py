@@ -1,4 +1,4 @@
-"""The training switches for more test-time steps (training/refinement.py): carry start and noise, random N_sup, DIS.
+"""The training switches of training/refinement.py: carry start and noise, random N_sup, DIS, a curriculum over length.
 
 Each run is a tiny reasoner on learned token embeddings (no backbone) trained for a few optimizer steps;
 a wrapper on `model.forward` records the carry and targets of every call, and the tests recompute what
@@ -24,6 +24,7 @@ from latentreason.training.refinement import (
     CARRY,
     ORDER,
     PERSISTENT_CARRY,
+    curriculum_targets,
     drawn_supervision_steps,
     generator,
     improvement_targets,
@@ -190,7 +191,7 @@ def test_random_supervision_steps_are_drawn_per_batch_and_used(tmp_path) -> None
 
 def test_resume_mid_run_equals_the_uninterrupted_run_with_every_switch_on(tmp_path) -> None:
     switches = dict(random_supervision_steps=True, carry_init="random", carry_noise=0.1, improvement_supervision=True,
-                    halting=True, epochs=3, checkpoint_every=4)
+                    length_curriculum=0.5, halting=True, epochs=3, checkpoint_every=4)
     data = examples(16)
     reference = train(tiny_model(), data, config(str(tmp_path / "reference"), **switches), collate_fn=COLLATE)
     assert reference.finished
@@ -249,6 +250,41 @@ def test_task_loss_reads_the_step_targets_and_halting_the_whole_answer() -> None
         supervision_loss(head, logits, torch.zeros(2), labels, task_labels=task_labels[:, :2])
 
 
+def test_curriculum_targets_follow_the_formula() -> None:
+    labels = torch.tensor([[IGNORE_INDEX, 1, 2, 3, 4, 0, 1, IGNORE_INDEX], [4, 3, IGNORE_INDEX, 2, IGNORE_INDEX, IGNORE_INDEX, 1, 0]])
+    fraction = 0.4
+    for progress in (0.0, 0.05, 0.1, 0.2, 0.3, 0.39, 0.4, 0.9):
+        horizon = labels.shape[1] if progress >= fraction else max(1, math.ceil(labels.shape[1] * progress / fraction))
+        targets = curriculum_targets(labels, progress, fraction)
+        for row in range(2):
+            expected, seen = [], 0
+            for value in labels[row].tolist():
+                seen += value != IGNORE_INDEX
+                expected.append(value if value != IGNORE_INDEX and seen <= horizon else IGNORE_INDEX)
+            assert targets[row].tolist() == expected, (progress, row)
+    assert (curriculum_targets(labels, 0.0, fraction) != IGNORE_INDEX).sum(1).tolist() == [1, 1]  # never an empty target
+    with pytest.raises(ValueError, match="per-position labels"):
+        curriculum_targets(labels[:, 0], 0.1, fraction)
+
+
+def test_trainer_widens_the_supervised_horizon_batch_by_batch(tmp_path) -> None:
+    model = tiny_model()
+    calls = record(model)
+    fraction = 0.5
+    trainer = Trainer(model, examples(32), config(str(tmp_path), length_curriculum=fraction, epochs=2), collate_fn=COLLATE)
+    max_steps = trainer.max_steps
+    trainer.fit()
+    training = [call for call in calls if call["training"]]
+    assert len(training) == max_steps == 2 * 4 * N_SUP
+    horizons = []
+    for step, call in enumerate(training):
+        batch_start = step - step % N_SUP  # every step of a batch keeps the batch's horizon
+        exact(call["task_labels"], curriculum_targets(call["labels"], batch_start / max_steps, fraction))
+        horizons.append(int((call["task_labels"] != IGNORE_INDEX).sum(1).max()))
+    assert horizons[0] == 1 and horizons == sorted(horizons)  # from one position, only ever wider
+    assert all(torch.equal(call["task_labels"], call["labels"]) for call in training[max_steps // 2:])  # then the whole answer
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"carry_noise": -0.1}, r"`training.carry_noise` must be a finite number >= 0 .*0 = off.*got -0.1"),
     ({"carry_noise": float("nan")}, r"`training.carry_noise` must be a finite number >= 0.*got nan"),
@@ -258,6 +294,8 @@ def test_task_loss_reads_the_step_targets_and_halting_the_whole_answer() -> None
     ({"random_supervision_steps": True, "schedule": "persistent"},
      r"`training.random_supervision_steps` works with `training.schedule=per_batch` only.*set `training.random_supervision_steps=false`"),
     ({"improvement_supervision": True, "schedule": "persistent"}, r"`training.improvement_supervision` works with `training.schedule=per_batch` only"),
+    ({"length_curriculum": 1.5}, r"`training.length_curriculum` must be a fraction of the run in \[0, 1\].*got 1.5"),
+    ({"length_curriculum": 0.5, "schedule": "persistent"}, r"`training.length_curriculum` works with `training.schedule=per_batch` only"),
 ])
 def test_bad_values_name_the_key_and_the_fix(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -268,6 +306,12 @@ def test_improvement_supervision_refuses_outputs_without_positions(tmp_path) -> 
     model = tiny_model(output="sequence_classification")
     with pytest.raises(ValueError, match=r"`training.improvement_supervision` needs one label per input position .*got output='sequence_classification'"):
         Trainer(model, examples(), config(str(tmp_path), improvement_supervision=True), collate_fn=COLLATE)
+
+
+def test_length_curriculum_refuses_outputs_without_positions(tmp_path) -> None:
+    model = tiny_model(output="sequence_classification")
+    with pytest.raises(ValueError, match=r"`training.length_curriculum` needs one label per input position .*got output='sequence_classification'"):
+        Trainer(model, examples(), config(str(tmp_path), length_curriculum=0.5), collate_fn=COLLATE)
 
 
 def test_recipe_overrides_set_the_switches() -> None:

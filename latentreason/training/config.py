@@ -62,6 +62,8 @@ class TrainingConfig:
     random_supervision_steps: bool = field(default=False, metadata={"help": "Train each batch for a number of supervision steps drawn uniformly from 1..N_sup (seeded by `seed` and the batch: a resumed run draws the same), not always N_sup. `schedule: per_batch` only."})
     improvement_supervision: bool = field(default=False, metadata={"help": "Deep Improvement Supervision (DIS, arXiv 2511.16886): step s of a batch's N steps is trained on the answer at the first floor(s n / N) of its n labelled positions, in a random order per example (the rest are left out of that step's task loss), so every step must get more right than the one before and step N all of it. Per-position outputs only (`reasoner.output: token_classification`); `schedule: per_batch` only."})
 
+    length_curriculum: float = field(default=0.0, metadata={"help": "A curriculum over length, for per-position outputs of a sequential task (e.g. state tracking): over the first this fraction of the run's optimizer steps, each sample's task loss covers only its first ceil(L x done / (fraction x total)) labelled positions (L: the padded length), growing from one to all; the whole answer after that. Short prefixes are learnt first, as a curriculum from short to long sequences would, with no change to the data order. 0: off (e.g. 0.5). `schedule: per_batch` only."})
+
     # --- EMA -------------------------------------------------------------------------------------
     ema: bool = field(default=True, metadata={"help": "Keep an exponential moving average of the trainable weights; it is what gets evaluated and saved (TRM)."})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay (TRM: 0.999)."})
@@ -143,6 +145,15 @@ class TrainingConfig:
         if not (isinstance(self.carry_noise, (int, float)) and not isinstance(self.carry_noise, bool) and math.isfinite(self.carry_noise) and self.carry_noise >= 0):
             raise ValueError(f"`training.carry_noise` must be a finite number >= 0 (the std of the noise added to the carry in training; "
                              f"0 = off, e.g. 0.1), got {self.carry_noise!r}.")
+        if not (isinstance(self.length_curriculum, (int, float)) and not isinstance(self.length_curriculum, bool)
+                and 0.0 <= self.length_curriculum <= 1.0):
+            raise ValueError(f"`training.length_curriculum` must be a fraction of the run in [0, 1] (0 = off, e.g. 0.5), "
+                             f"got {self.length_curriculum!r}.")
+        if self.length_curriculum and self.schedule == "persistent":
+            raise ValueError(
+                "`training.length_curriculum` works with `training.schedule=per_batch` only: its horizon is set per batch. "
+                "Use `training.schedule=per_batch` or set `training.length_curriculum=0`."
+            )
         for name in ("random_supervision_steps", "improvement_supervision"):
             value = getattr(self, name)
             if not isinstance(value, bool):

@@ -70,6 +70,7 @@ from .refinement import (
     PERSISTENT_CARRY,
     SampleDraws,
     carry_shape,
+    curriculum_targets,
     drawn_supervision_steps,
     improvement_order,
     improvement_targets,
@@ -165,6 +166,12 @@ class Trainer:
                 f"`training.improvement_supervision` needs one label per input position (`reasoner.output: token_classification`), "
                 f"got output={model.config.output!r}: its intermediate targets reveal the answer position by position. "
                 "Set `training.improvement_supervision=false` for this output."
+            )
+        if config.length_curriculum and model.config.output != "token_classification":
+            raise ValueError(
+                f"`training.length_curriculum` needs one label per input position (`reasoner.output: token_classification`), "
+                f"got output={model.config.output!r}: it supervises the first positions of each sequence first. "
+                "Set `training.length_curriculum=0` for this output."
             )
         self.eval_steps = eval_steps or model.config.max_supervision_steps
         self.eval_halt = eval_halt
@@ -362,6 +369,7 @@ class Trainer:
         draws = [SampleDraws(config.seed, CARRY, batch_index, part[5].tolist(), device) for part in parts] if uses_carry_switches(config) else None
         orders = [improvement_order(SampleDraws(config.seed, ORDER, batch_index, part[5].tolist(), device), part[2])
                   for part in parts] if config.improvement_supervision else None
+        progress = state.global_step / self.max_steps  # the curriculum's horizon is set once per batch
         steps_done, loss_sum = 0, 0.0
         for step in range(1, steps + 1):
             for index, (x, mask, labels, minimum, ids, _) in enumerate(parts):
@@ -369,6 +377,8 @@ class Trainer:
                 if draws is not None:
                     carry = training_carry(self.model, carry, None, carry_shape(self.model, *mask.shape), draws[index], config)
                 task_labels = improvement_targets(labels, orders[index], step, steps) if orders is not None else None
+                if config.length_curriculum:
+                    task_labels = curriculum_targets(labels if task_labels is None else task_labels, progress, config.length_curriculum)
                 with accelerator.accumulate(self.wrapped):
                     out = self.wrapped(input_ids=ids, features=None if backbone_per_step else x, attention_mask=mask, labels=labels,
                                        carry=carry, active=active[index], loss_kind=config.loss, task_labels=task_labels)

@@ -33,6 +33,7 @@ processes draw the same numbers for the same sample.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -178,3 +179,26 @@ def improvement_targets(labels: torch.Tensor, order: torch.Tensor, step: int, st
         raise ValueError(f"Deep Improvement Supervision needs per-position labels (batch, length), got shape {tuple(labels.shape)}.")
     revealed = (labels != IGNORE_INDEX).sum(dim=1) * step // steps  # (B,)
     return labels.masked_fill(order >= revealed[:, None], IGNORE_INDEX)
+
+
+# --- a curriculum over length ------------------------------------------------------------------------
+def curriculum_targets(labels: torch.Tensor, progress: float, fraction: float) -> torch.Tensor:
+    """`length_curriculum`: the targets at `progress` (0 to 1, the share of the run's optimizer steps done) when the
+    supervised horizon grows over the first `fraction` of the run: each sample's first ceil(L x progress / fraction)
+    labelled positions (L: the batch's padded length, at least one position), the ignore index after them; the whole
+    answer from `progress` >= `fraction` on.
+
+    Example:
+        >>> labels = torch.tensor([[-100, 3, 1, 4, 1], [-100, 2, 7, -100, -100]])
+        >>> curriculum_targets(labels, 0.25, 0.5).tolist()               # horizon ceil(5 x 0.5) = 3 labelled positions
+        [[-100, 3, 1, 4, -100], [-100, 2, 7, -100, -100]]
+        >>> torch.equal(curriculum_targets(labels, 0.5, 0.5), labels)
+        True
+    """
+    if labels.dim() != 2:
+        raise ValueError(f"A curriculum over length needs per-position labels (batch, length), got shape {tuple(labels.shape)}.")
+    if progress >= fraction:
+        return labels
+    horizon = max(1, math.ceil(labels.shape[1] * progress / fraction))
+    rank = (labels != IGNORE_INDEX).long().cumsum(dim=1)  # 1 at the first labelled position
+    return labels.masked_fill(rank > horizon, IGNORE_INDEX)
