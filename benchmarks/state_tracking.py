@@ -182,8 +182,10 @@ def depth_rows(settings: StateTrackingSettings, runs: dict[str, list[dict[str, A
         by_seed = {seed: runs[f"{length}/{seed}"] for seed in settings.seeds if f"{length}/{seed}" in runs}
         if not by_seed:
             continue
-        for name in settings.comparators:
-            entries = {seed: next(run for run in seed_runs if run["name"] == name) for seed, seed_runs in by_seed.items()}
+        for name in settings.comparators:  # a comparator's seeds are those that ran it (runs added later may cover fewer)
+            entries = {seed: run for seed, seed_runs in by_seed.items() for run in seed_runs if run["name"] == name}
+            if not entries:
+                continue
             first = next(iter(entries.values()))
             row: dict[str, Any] = {"length": length, "name": name, "trainable_parameters": first["trainable_parameters"],
                                    "layers_per_step": first["layers_per_step"]}
@@ -596,12 +598,13 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
         curriculum = result.get("settings", {}).get("depth_training", {}).get("length_curriculum")
         if curriculum:
             trained_on += f", with a curriculum over length (`length_curriculum: {curriculum}`)"
-        lines += [f"### Depth: S5 (one transposition per step) at each length L, {trained_on}, {part_seeds(result, 'depth')} seed(s)", "",
-                  "| length | comparator | params | data: final | data: exact | time: final | time: exact |",
-                  "|---:|---|---:|---:|---:|---:|---:|"]
+        lines += [f"### Depth: S5 (one transposition per step) at each length L, {trained_on}", "",
+                  "| length | comparator | params | seeds | data: final | data: exact | time: final | time: exact |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|"]
         for row in result["depth"]:
             data, timed = row.get("data", {}), row.get("time", {})
-            lines.append(f"| {row['length']} | {row['name']} | {row['trainable_parameters']:,d} | {_cell(data.get('last_cell'))} | "
+            seeds = "/".join(str(len(budget.get("per_seed", {}))) for budget in (data, timed) if budget)  # data/time
+            lines.append(f"| {row['length']} | {row['name']} | {row['trainable_parameters']:,d} | {seeds} | {_cell(data.get('last_cell'))} | "
                          f"{_cell(data.get('exact_match'))} | {_cell(timed.get('last_cell'))} | {_cell(timed.get('exact_match'))} |")
         lines.append("")
     lines += goal_lines(result)
@@ -634,8 +637,6 @@ def render(result: dict[str, Any], images: Images | None = None) -> str:
 def part_seeds(result: dict[str, Any], part: str) -> int:
     """How many seeds a part of `result` was run with (a part carried over from an earlier result keeps its own)."""
     stored = result[part]
-    if part == "depth":
-        return len(stored[0]["data"]["per_seed"]) if stored and "data" in stored[0] else len(result["settings"]["seeds"])
     return len(stored["runs"]) if "runs" in stored else len(result["settings"]["seeds"])
 
 
