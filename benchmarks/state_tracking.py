@@ -86,9 +86,10 @@ class StateTrackingSettings:
     # the same way (seed 0), the final cup at 32 stayed at chance too (reasoner 0.18, one pass 0.20, slots 0.18), while
     # trained on 1..16 (the `longer` part) the reasoner tracks 32 at 0.97: what worked is a shorter training range.
     depth_min_length: int | None = 1
-    # depth: `TrainingConfig` fields for its runs, over `common.training` (e.g. {"length_curriculum": 0.5}: the loss
-    # covers the first positions of each game first, all of them from half the run on)
-    depth_training: dict[str, Any] = field(default_factory=dict)
+    # depth: `TrainingConfig` fields for its runs, over `common.training`. A curriculum over length: the loss covers
+    # each game's first positions first, all of them from half the run on. On the mixture 1..32 (seed 0, same data)
+    # it took the reasoner's final cup at 32 from 0.18 to 1.00 (whole game 0.99).
+    depth_training: dict[str, Any] = field(default_factory=lambda: {"length_curriculum": 0.5})
     train_length: int = 16
     long_lengths: tuple[int, ...] = (32, 64)
     step_multipliers: tuple[int, ...] = (1, 2, 4, 8)

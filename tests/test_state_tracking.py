@@ -293,10 +293,9 @@ def test_the_depth_part_trains_on_a_mixture_of_lengths_and_tests_on_exactly_the_
     original = state_tracking.accuracy.run
     state_tracking.accuracy.run = lambda common: seen.append(common) or {"comparators": []}
     try:
-        state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=()))
+        state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=(), depth_training={}))
         state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=(), depth_min_length=None))
-        state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=(),
-                                                     depth_training={"length_curriculum": 0.5}))
+        state_tracking.run_depth(dataclasses.replace(settings, lengths=(5,), seeds=(0,), comparators=()))  # the default curriculum
     finally:
         state_tracking.accuracy.run = original
     mixed, exact, curriculum = seen
@@ -312,8 +311,8 @@ def test_the_depth_part_trains_on_a_mixture_of_lengths_and_tests_on_exactly_the_
     from benchmarks.harness import as_stored
     older = {key: value for key, value in as_stored(settings).items() if key != "depth_training"}
     older["common"] = {key: value for key, value in older["common"].items() if key != "training"}
-    assert state_tracking.same_part({"depth": [], "settings": older}, settings, "depth")
-    assert not state_tracking.same_part({"depth": [], "settings": older}, dataclasses.replace(settings, depth_training={"length_curriculum": 0.5}), "depth")
+    assert state_tracking.same_part({"depth": [], "settings": older}, dataclasses.replace(settings, depth_training={}), "depth")
+    assert not state_tracking.same_part({"depth": [], "settings": older}, settings, "depth")
 
     # what the accuracy benchmark then reads: train games of every length up to 5, test games of exactly 5
     common = dataclasses.replace(mixed, task_options={**mixed.task_options, "num_train": 40, "num_test": 12})
